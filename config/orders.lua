@@ -1,0 +1,46 @@
+-- orders.lua - the example app: a timer publishes demo orders keyed by
+-- orderId; two consumer groups read the same topic, to show competing
+-- consumers within a group next to broadcast between groups.
+--
+--   make run                      (embedded broker, until Ctrl-C)
+--   luka run config/orders.lua    (against KAFKA_BROKERS)
+local luka = require "luka"
+
+luka.broker {
+  brokers = os.getenv("KAFKA_BROKERS") or "localhost:9092",
+  client_id = "crm",
+}
+
+luka.publisher "orders" { topic = "orders", key = "orderId", config = { acks = "all" } }
+
+-- Competing consumers: every order is handled once by the group
+-- "order_subscriber", however many luka processes run it.
+luka.consumer "orderConsumers" {
+  topics = { "orders" },
+  group = "order_subscriber",
+  config = { ["auto.offset.reset"] = "earliest" },
+  handle = require "handlers.order",
+}
+
+-- Broadcast: a second group gets its own copy of every order.
+luka.consumer "orderAudit" {
+  topics = { "orders" },
+  group = "order_audit",
+  config = { ["auto.offset.reset"] = "earliest" },
+  handle = function(order, meta)
+    print(("audit   %-8s %s[%d]@%d total %.2f"):format(order.orderId, meta.topic,
+      meta.partition, meta.offset, order.total))
+  end,
+}
+
+local customers = { "ada", "grace", "linus", "barbara", "ken" }
+local n = 0
+luka.every("1s", function()
+  n = n + 1
+  luka.publish("orders", {
+    orderId = ("o-%04d"):format(n),
+    customer = customers[n % #customers + 1],
+    items = { { sku = "book-" .. n % 7, qty = n % 3 + 1 } },
+    total = (n % 9 + 1) * 12.5,
+  })
+end)

@@ -1,0 +1,330 @@
+-- luka.dsl: the declarations an app script makes (luka.broker, luka.publisher,
+-- luka.consumer, luka.channel), checked against one option schema and collected
+-- into the registry the C host reads to create its producers and consumers.
+
+local M = {}
+
+-- Suggestions -------------------------------------------------------------
+
+-- Levenshtein distance; it only serves to suggest the name the user meant.
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- Returns " (did you mean 'x'?)" for the closest of names, or "" when none is
+-- close enough to be a plausible typo (2 edits, or a third of a long name).
+local function suggest(word, names)
+  local best, best_d
+  for _, name in ipairs(names) do
+    local d = distance(word, name)
+    if d <= math.max(2, #name // 3) and (best_d == nil or d < best_d) then
+      best, best_d = name, d
+    end
+  end
+  return best and (" (did you mean '%s'?)"):format(best) or ""
+end
+
+-- Option types ------------------------------------------------------------
+
+-- A type is a line of documentation plus a check.  check(value, option)
+-- returns the value to store (converted or copied), or nil and a message; a
+-- nil message means the generic "option 'x' must be <doc>, got <type>".
+
+local TEXT = { doc = "a non-empty string", check = function(v, opt)
+  if type(v) ~= "string" then return nil end
+  if v == "" then return nil, ("option '%s' is empty"):format(opt) end
+  return v
+end }
+
+local FUNCTION = { doc = "a function", check = function(v)
+  if type(v) == "function" then return v end
+end }
+
+local KEY = { doc = "a payload field name or a function(payload) returning the key",
+  check = function(v, opt)
+    if type(v) == "function" then return v end
+    return TEXT.check(v, opt)
+  end }
+
+local TOPICS = { doc = "a list of topic names", check = function(v, opt)
+  if type(v) ~= "table" then return nil end
+  -- Only the keys 1..#v may be present, so a map or a list with holes is
+  -- reported instead of being silently truncated.
+  for k in pairs(v) do
+    if math.type(k) ~= "integer" or k < 1 or k > #v then return nil end
+  end
+  if #v == 0 then return nil, ("'%s' is empty: list at least one topic"):format(opt) end
+  local list = {}
+  for i = 1, #v do
+    if type(v[i]) ~= "string" or v[i] == "" then
+      return nil, ("option '%s' item %d must be a topic name, got %s")
+        :format(opt, i, v[i] == "" and "an empty string" or type(v[i]))
+    end
+    list[i] = v[i]
+  end
+  return list
+end }
+
+-- librdkafka takes every property as a string, so values are converted here
+-- once; integral numbers lose their ".0" because librdkafka rejects "5000.0".
+local CONFIG = { doc = "a table of librdkafka properties", check = function(v, opt)
+  if type(v) ~= "table" then return nil end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then
+      return nil, ("option '%s' must map property names to values, got a %s key")
+        :format(opt, type(k))
+    end
+    local t = type(x)
+    if t == "number" then
+      out[k] = tostring(math.tointeger(x) or x)
+    elseif t == "string" or t == "boolean" then
+      out[k] = tostring(x)
+    else
+      return nil, ("option '%s' key '%s' must be a string, number or boolean, got %s")
+        :format(opt, k, t)
+    end
+  end
+  return out
+end }
+
+local function one_of(...)
+  local names = { ... }
+  local doc = '"' .. table.concat(names, '" or "') .. '"'
+  return { doc = doc, check = function(v, opt)
+    for _, name in ipairs(names) do
+      if v == name then return v end
+    end
+    if type(v) == "string" then
+      return nil, ("option '%s' must be %s, got '%s'%s"):format(opt, doc, v, suggest(v, names))
+    end
+  end }
+end
+
+-- The schema --------------------------------------------------------------
+
+-- A default equal to M.NAME means "the declaration's own name"; it prints as
+-- such, so help output can show it like any other default.
+local NAME = setmetatable({}, { __tostring = function() return "the declaration's name" end })
+M.NAME = NAME
+
+local FORMAT = one_of("json", "raw")
+local HANDLER = "missing handler: add handle = function(msg, meta) ... end"
+
+-- Every option of every declaration, in the order help should list them.
+-- Each entry: name, type = { doc, check }, default (passed through the same
+-- check, so table defaults are copied), required (the message shown when the
+-- option is missing) and help.  A new option is one entry here; consumers and
+-- channels hand every option on to their endpoint record.
+M.options = {
+  broker = {
+    { name = "brokers", type = TEXT, help = "bootstrap servers, host:port[,host:port...]" },
+    { name = "client_id", type = TEXT, help = "client.id the brokers see for this app" },
+    { name = "config", type = CONFIG, default = {}, help = "librdkafka properties for every client" },
+  },
+  publisher = {
+    { name = "topic", type = TEXT, default = NAME, help = "topic the messages are produced to" },
+    { name = "key", type = KEY, help = "message key: a payload field name, or function(payload) returning it" },
+    { name = "config", type = CONFIG, default = {}, help = "librdkafka producer properties" },
+  },
+  consumer = {
+    { name = "topics", type = TOPICS, required = "missing topics: add topics = { \"topic\" }",
+      help = "topics to subscribe to" },
+    { name = "group", type = TEXT, default = NAME, help = "consumer group id" },
+    { name = "format", type = FORMAT, default = "json",
+      help = "json decodes each payload into a table; raw passes it on as a string" },
+    { name = "config", type = CONFIG, default = {}, help = "librdkafka consumer properties" },
+    { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
+  },
+  channel = {
+    { name = "topic", type = TEXT, default = NAME, help = "topic the channel publishes to and consumes from" },
+    { name = "group", type = TEXT, default = NAME, help = "consumer group id" },
+    { name = "format", type = FORMAT, default = "json",
+      help = "json decodes each payload into a table; raw passes it on as a string" },
+    { name = "key", type = KEY, help = "message key: a payload field name, or function(payload) returning it" },
+    { name = "config", type = CONFIG, default = {}, help = "librdkafka consumer properties" },
+    { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
+  },
+}
+
+-- Checks opts against the schema of kind and returns them with defaults
+-- applied, or nil and a message.  Unknown options are reported first, since a
+-- misspelt "handler" would otherwise surface as a confusing "missing handler".
+local function parse(kind, name, opts)
+  local schema, known, is_known = M.options[kind], {}, {}
+  for i, opt in ipairs(schema) do known[i], is_known[opt.name] = opt.name, true end
+  local unknown = {}
+  for k, v in pairs(opts) do
+    if type(k) ~= "string" then
+      return nil, ("options are written name = value, got a bare %s"):format(type(v))
+    end
+    if not is_known[k] then unknown[#unknown + 1] = k end
+  end
+  if unknown[1] then
+    table.sort(unknown)
+    return nil, ("unknown option '%s'%s"):format(unknown[1], suggest(unknown[1], known))
+  end
+  local out = {}
+  for _, opt in ipairs(schema) do
+    local v = opts[opt.name]
+    if v == nil then
+      if opt.required then return nil, opt.required end
+      v = opt.default
+      if v == NAME then v = name end
+    end
+    if v ~= nil then
+      local value, msg = opt.type.check(v, opt.name)
+      if value == nil then
+        return nil, msg or ("option '%s' must be %s, got %s"):format(opt.name, opt.type.doc, type(v))
+      end
+      out[opt.name] = value
+    end
+  end
+  return out
+end
+
+-- State -------------------------------------------------------------------
+
+local state
+
+-- Clears every declaration.  targets holds publisher and channel names (what
+-- luka.publish may name), endpoint_names consumer and channel names; pending
+-- holds names whose options table never came (`luka.consumer "x"` alone).
+function M.reset()
+  state = { broker = { config = {} }, publishers = {}, endpoints = {},
+            targets = {}, endpoint_names = {}, pending = {} }
+end
+M.reset()
+
+-- "file:line" of the function `level` levels above the caller: the app script.
+local function where(level)
+  local info = debug.getinfo(level + 1, "Sl")
+  return info.short_src .. ":" .. info.currentline
+end
+
+-- Makes luka.<kind>: a function taking the name and returning the function
+-- that takes the options, so scripts read luka.consumer "name" { ... }.
+-- Errors are raised at level 2, the user's call, after all checks pass in
+-- helpers that return messages instead of raising.
+local function declaration(kind, namespaces, register)
+  return function(name)
+    if type(name) ~= "string" or name == "" then
+      error(("luka.%s expects a name: luka.%s \"name\" { ... }"):format(kind, kind), 2)
+    end
+    local label = ("%s '%s'"):format(kind, name)
+    local function options(opts)
+      state.pending[options] = nil
+      local at = where(2)
+      if type(opts) ~= "table" then
+        error(("%s: expects an options table: luka.%s \"%s\" { ... }, got %s")
+          :format(label, kind, name, type(opts)), 2)
+      end
+      local o, err = parse(kind, name, opts)
+      if not o then error(label .. ": " .. err, 2) end
+      for _, ns in ipairs(namespaces) do
+        local prev = state[ns][name]
+        if prev then
+          error(("%s: name already used by %s '%s' at %s"):format(label, prev.kind, name, prev.where), 2)
+        end
+      end
+      for _, ns in ipairs(namespaces) do state[ns][name] = { kind = kind, where = at } end
+      register(name, o, at)
+    end
+    state.pending[options] = ("%s: %s has no options: write luka.%s \"%s\" { ... }")
+      :format(where(2), label, kind, name)
+    return options
+  end
+end
+
+-- Declarations ------------------------------------------------------------
+
+function M.broker(opts)
+  if state.broker.where then
+    error(("broker: already declared at %s; declare it once"):format(state.broker.where), 2)
+  end
+  if type(opts) ~= "table" then
+    error(("broker: expects an options table: luka.broker { ... }, got %s"):format(type(opts)), 2)
+  end
+  local o, err = parse("broker", nil, opts)
+  if not o then error("broker: " .. err, 2) end
+  o.where = where(2)
+  state.broker = o
+end
+
+M.publisher = declaration("publisher", { "targets" }, function(name, o, at)
+  o.name, o.where, o.channel = name, at, false
+  table.insert(state.publishers, o)
+end)
+
+M.consumer = declaration("consumer", { "endpoint_names" }, function(name, o, at)
+  o.name, o.kind, o.where = name, "consumer", at
+  table.insert(state.endpoints, o)
+end)
+
+-- A channel is a publisher and a consumer on one topic.  Its config is the
+-- consumer's; the publisher side gets the broker-wide config only.
+M.channel = declaration("channel", { "targets", "endpoint_names" }, function(name, o, at)
+  table.insert(state.publishers,
+    { name = name, topic = o.topic, key = o.key, config = {}, where = at, channel = true })
+  o.topics, o.topic, o.key = { o.topic }, nil, nil
+  o.name, o.kind, o.where = name, "channel", at
+  table.insert(state.endpoints, o)
+end)
+
+-- Queries -----------------------------------------------------------------
+
+-- The declared topology, in declaration order.  A name declared without its
+-- options table is an error here, since nothing else would ever notice it.
+function M.registry()
+  local _, unfinished = next(state.pending)
+  if unfinished then error(unfinished, 0) end
+  return { broker = state.broker, publishers = state.publishers, endpoints = state.endpoints }
+end
+
+-- true if name is a declared publisher or channel, else false and a message
+-- suggesting the nearest declared name.
+function M.check_target(name)
+  if type(name) ~= "string" then
+    return false, ("publish target must be a publisher or channel name, got %s"):format(type(name))
+  end
+  if state.targets[name] then return true end
+  local names = {}
+  for _, p in ipairs(state.publishers) do names[#names + 1] = p.name end
+  if #names == 0 then
+    return false, ("unknown publish target '%s': no publishers or channels are declared"):format(name)
+  end
+  return false, ("unknown publish target '%s'%s; declared: %s")
+    :format(name, suggest(name, names), table.concat(names, ", "))
+end
+
+-- Durations ---------------------------------------------------------------
+
+local UNIT_MS = { ms = 1, s = 1000, m = 60 * 1000, h = 60 * 60 * 1000 }
+
+-- Milliseconds for "250ms", "5s", "2m", "1h" or an integer number of
+-- milliseconds; nil and a message for anything else (negative, fractional,
+-- unknown unit or too large to fit an integer).
+function M.duration(s)
+  local ms
+  if type(s) == "number" then
+    ms = math.tointeger(s)
+  elseif type(s) == "string" then
+    local digits, unit = s:match("^(%d+)(%a+)$")
+    local n, scale = math.tointeger(tonumber(digits or "")), UNIT_MS[unit]
+    if n and scale and n <= math.maxinteger // scale then ms = n * scale end
+  end
+  if ms and ms >= 0 then return ms end
+  return nil, ("bad duration '%s': write it as 250ms, 5s, 2m or 1h"):format(tostring(s))
+end
+
+return M

@@ -1,0 +1,36 @@
+-- luka: the module app scripts require.  Declarations come from luka.dsl,
+-- runtime calls from the host's C half (luka.host); this file joins them.
+local dsl = require "luka.dsl"
+local host = require "luka.host"
+
+local luka = {
+  broker = dsl.broker,
+  publisher = dsl.publisher,
+  consumer = dsl.consumer,
+  channel = dsl.channel,
+  publish = host.publish,
+  fatal = host.fatal,
+  null = host.null,
+  json = host.json,
+}
+
+-- Intervals are milliseconds or durations such as "250ms", "5s", "2m".
+local function interval(fname, value)
+  local ms, err = dsl.duration(value)
+  if not ms or ms <= 0 then
+    error(("luka.%s: %s"):format(fname, err or "the interval must be positive"), 3)
+  end
+  return ms
+end
+
+-- Call fn every interval, from when the host starts.
+function luka.every(value, fn)
+  return host.timer(interval("every", value), true, fn)
+end
+
+-- Call fn once, after the interval.
+function luka.after(value, fn)
+  return host.timer(interval("after", value), false, fn)
+end
+
+return luka

@@ -1,0 +1,71 @@
+/* app.h - an app script loaded into its own Lua state, and the topology it
+ * declared (broker, publishers, endpoints) copied out into C.
+ *
+ * The host runs an app; `luka check` prints one; a reload loads a new one
+ * beside the old. */
+#ifndef LUKA_APP_H
+#define LUKA_APP_H
+
+#include <stdio.h>
+
+#include <lua.h>
+
+typedef struct kv {
+    char *key, *value;
+} kv_t;
+
+typedef struct kvlist {
+    kv_t *items;
+    int n;
+} kvlist_t;
+
+enum { FORMAT_JSON, FORMAT_RAW };
+
+typedef struct publisher_conf {
+    char *name, *topic, *where;
+    char *key_field; /* payload field holding the key, or NULL */
+    int key_fn;      /* registry ref of a key function, or LUA_NOREF */
+    kvlist_t config;
+    int channel;
+} publisher_conf_t;
+
+typedef struct endpoint_conf {
+    char *name, *group, *where;
+    int channel;
+    char **topics;
+    int ntopics;
+    int format;
+    kvlist_t config;
+    int handle; /* registry ref of the handler */
+} endpoint_conf_t;
+
+typedef struct app {
+    lua_State *L;
+    char *path; /* as given */
+    char *dir;  /* its directory, where handler modules are found */
+    char *brokers, *client_id;
+    kvlist_t broker_config;
+    publisher_conf_t *pubs;
+    int npubs;
+    endpoint_conf_t *eps;
+    int neps;
+} app_t;
+
+/* Load and validate an app script.  Returns NULL with a message that names
+ * the file and line in errbuf. */
+app_t *app_load(const char *path, char *errbuf, size_t errlen);
+void app_free(app_t *app);
+
+const publisher_conf_t *app_publisher(const app_t *app, const char *name);
+const endpoint_conf_t *app_endpoint(const app_t *app, const char *name);
+
+/* Look a property up in a config list; NULL when absent. */
+const char *kvlist_get(const kvlist_t *l, const char *key);
+
+/* Whether a librdkafka property holds a secret that must never be shown. */
+int app_is_secret(const char *key);
+
+/* Print the resolved topology, as `luka check` shows it. */
+void app_print(const app_t *app, FILE *out);
+
+#endif

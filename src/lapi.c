@@ -1,0 +1,110 @@
+/* lapi.c - the luka.host module and the Lua state it lives in.  Each area of
+ * the API fills its part of the module table (publish_inject_api,
+ * timer_inject_api, json_inject_api), as OpenResty's modules do. */
+#include "lapi.h"
+
+#include <stdlib.h>
+
+#include <lauxlib.h>
+
+#include "json.h"
+#include "publish.h"
+#include "script.h"
+#include "timer.h"
+
+static const char HOST_KEY = 'h';
+static const char DEFERRED_KEY = 'd';
+
+typedef struct mem {
+    size_t used;
+} mem_t;
+
+static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    mem_t *m = ud;
+    if (nsize == 0) {
+        if (ptr) m->used -= osize;
+        free(ptr);
+        return NULL;
+    }
+    void *p = realloc(ptr, nsize);
+    if (p) m->used += nsize - (ptr ? osize : 0);
+    return p;
+}
+
+static int panic(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "luka: unprotected Lua error: %s\n", msg ? msg : "?");
+    abort();
+}
+
+lua_State *lapi_newstate(void) {
+    mem_t *m = calloc(1, sizeof(*m));
+    lua_State *L = m ? lua_newstate(alloc, m) : NULL;
+    if (!L) {
+        free(m);
+        return NULL;
+    }
+    lua_atpanic(L, panic);
+    return L;
+}
+
+size_t lapi_memory(lua_State *L) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    return ((mem_t *)ud)->used;
+}
+
+void lapi_set_host(lua_State *L, struct host *h) {
+    lua_pushlightuserdata(L, h);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &HOST_KEY);
+}
+
+struct host *lapi_host(lua_State *L) {
+    struct host *h;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &HOST_KEY);
+    h = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return h;
+}
+
+void lapi_push_deferred_publishes(lua_State *L) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &DEFERRED_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &DEFERRED_KEY);
+    }
+}
+
+void lapi_clear_deferred_publishes(lua_State *L) {
+    lua_pushnil(L);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &DEFERRED_KEY);
+}
+
+/* luka.fatal(message): raise an error that skips retries. */
+static int l_fatal(lua_State *L) {
+    luaL_checkany(L, 1);
+    if (lua_type(L, 1) == LUA_TSTRING) {
+        luaL_where(L, 1);
+        lua_pushvalue(L, 1);
+        lua_concat(L, 2);
+    } else {
+        lua_pushvalue(L, 1);
+    }
+    script_push_fatal(L, -1);
+    return lua_error(L);
+}
+
+int lapi_open(lua_State *L) {
+    lua_newtable(L);
+    publish_inject_api(L);
+    timer_inject_api(L);
+    lua_pushcfunction(L, l_fatal);
+    lua_setfield(L, -2, "fatal");
+    json_push_null(L);
+    lua_setfield(L, -2, "null");
+    lua_newtable(L);
+    json_inject_api(L);
+    lua_setfield(L, -2, "json");
+    return 1;
+}

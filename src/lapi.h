@@ -1,0 +1,31 @@
+/* lapi.h - the luka.host module: the C half of what app scripts call
+ * (luka.publish, luka.every/after, luka.fatal, luka.null, luka.json), and
+ * the Lua state those scripts run in.  lua/luka/init.lua joins it with the
+ * declarations of luka.dsl into the `luka` module. */
+#ifndef LUKA_LAPI_H
+#define LUKA_LAPI_H
+
+#include <lua.h>
+
+struct host;
+
+/* A new Lua state whose allocator counts its memory. */
+lua_State *lapi_newstate(void);
+
+/* Bytes the state's allocator holds now. */
+size_t lapi_memory(lua_State *L);
+
+/* The opener of luka.host, for package.preload. */
+int lapi_open(lua_State *L);
+
+/* Bind a state to the running host, or unbind it with NULL.  Until a state
+ * is bound, publishes and timers are recorded and wait for the host. */
+void lapi_set_host(lua_State *L, struct host *h);
+struct host *lapi_host(lua_State *L);
+
+/* Push the list of publishes made before the host started:
+ * { {target=, payload=, opts=, id=, where=}, ... }. */
+void lapi_push_deferred_publishes(lua_State *L);
+void lapi_clear_deferred_publishes(lua_State *L);
+
+#endif
