@@ -1,6 +1,6 @@
 # luka - build, run and test.  `make run` and `make test` set everything up.
 
-PKGS     := rdkafka lua5.4 jansson libuv
+PKGS     := rdkafka lua5.4 jansson libuv sqlite3 hiredis
 VERSION  := 0.1.0
 CC       ?= cc
 OPT      ?= -O2 -g

@@ -377,7 +377,8 @@ luka.channel "bad" { format = "xml", handle = function() end }
       end
       local names = {}
       for i, opt in ipairs(dsl.options.consumer) do names[i] = opt.name end
-      assert.same({ "topics", "group", "format", "config", "handle" }, names)
+      assert.same({ "topics", "group", "format", "config", "handle",
+                    "retry", "error_channel", "final_failure", "dedup", "timeout" }, names)
     end)
 
     it("shows name-derived defaults as the declaration's name", function()

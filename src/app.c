@@ -95,6 +95,68 @@ static int field_ref(lua_State *L, int t, const char *name, int type) {
     return LUA_NOREF;
 }
 
+static int64_t field_int(lua_State *L, int t, const char *name, int64_t dflt) {
+    int64_t v = dflt;
+    if (lua_getfield(L, t, name) == LUA_TNUMBER) v = (int64_t)lua_tonumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+/* Copy an endpoint's policy options; luka.dsl applied the defaults.
+ * Stack on entry: the endpoint record at index e. */
+static void read_policy(lua_State *L, int e, const app_t *app, policy_conf_t *p) {
+    static const char *finals[] = {"stop", "resend", "release", "ignore"};
+    char *final;
+
+    p->error_fn = p->dedup_fn = LUA_NOREF;
+    p->timeout_ms = field_int(L, e, "timeout", 30000);
+    if (lua_getfield(L, e, "retry") == LUA_TTABLE) {
+        p->instant = (int)field_int(L, -1, "instant", 0);
+        if (lua_getfield(L, -1, "delayed") == LUA_TTABLE) {
+            p->delayed = (int)field_int(L, -1, "attempts", 3);
+            p->initial_ms = field_int(L, -1, "initial", 1000);
+            p->max_ms = field_int(L, -1, "max", 30000);
+            lua_getfield(L, -1, "multiplier");
+            p->multiplier = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 2;
+            lua_pop(L, 1);
+            lua_getfield(L, -1, "jitter");
+            p->jitter = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (p->delayed == 0) {
+        /* release waits between deliveries even without delayed retries. */
+        p->initial_ms = p->max_ms = 1000;
+        p->multiplier = 1;
+    }
+
+    p->error_fn = field_ref(L, e, "error_channel", LUA_TFUNCTION);
+    if (p->error_fn != LUA_NOREF) {
+        p->error_kind = ERRCH_FUNCTION;
+    } else if ((p->error_target = field_str(L, e, "error_channel"))) {
+        p->error_kind = app_publisher(app, p->error_target) ? ERRCH_PUBLISHER : ERRCH_TOPIC;
+    }
+    final = field_str(L, e, "final_failure");
+    for (int i = 0; final && i < 4; i++)
+        if (strcmp(final, finals[i]) == 0) p->final_failure = i;
+    free(final);
+
+    if (lua_getfield(L, e, "dedup") == LUA_TTABLE) {
+        p->dedup = 1;
+        p->dedup_field = field_str(L, -1, "key");
+        p->dedup_fn = field_ref(L, -1, "key", LUA_TFUNCTION);
+        p->dedup_header = field_str(L, -1, "header");
+        if (!p->dedup_field && p->dedup_fn == LUA_NOREF && !p->dedup_header)
+            p->dedup_header = strdup("id");
+        p->dedup_ttl_ms = field_int(L, -1, "ttl", 86400000);
+        p->dedup_store = field_str(L, -1, "store");
+        p->dedup_max_entries = (int)field_int(L, -1, "max_entries", 100000);
+    }
+    lua_pop(L, 1);
+}
+
 /* Copy registry().publishers and registry().endpoints into the app.
  * Stack on entry: registry. */
 static void read_topology(lua_State *L, app_t *app) {
@@ -143,6 +205,7 @@ static void read_topology(lua_State *L, app_t *app) {
         free(format);
         kvlist_read(L, -1, "config", &e->config);
         e->handle = field_ref(L, -1, "handle", LUA_TFUNCTION);
+        read_policy(L, lua_gettop(L), app, &e->policy);
         lua_getfield(L, -1, "topics");
         e->ntopics = (int)luaL_len(L, -1);
         e->topics = calloc(e->ntopics + 1, sizeof(char *));
@@ -246,6 +309,8 @@ void app_free(app_t *app) {
         for (int t = 0; t < e->ntopics; t++) free(e->topics[t]);
         free(e->topics);
         kvlist_free(&e->config);
+        free(e->policy.error_target), free(e->policy.dedup_field);
+        free(e->policy.dedup_header), free(e->policy.dedup_store);
     }
     free(app->pubs), free(app->eps);
     free(app->brokers), free(app->client_id);

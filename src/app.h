@@ -6,6 +6,7 @@
 #ifndef LUKA_APP_H
 #define LUKA_APP_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #include <lua.h>
@@ -29,6 +30,30 @@ typedef struct publisher_conf {
     int channel;
 } publisher_conf_t;
 
+enum { FINAL_STOP, FINAL_RESEND, FINAL_RELEASE, FINAL_IGNORE };
+enum { ERRCH_NONE, ERRCH_TOPIC, ERRCH_PUBLISHER, ERRCH_FUNCTION };
+
+/* What an endpoint does when its handler fails, and how it deduplicates. */
+typedef struct policy_conf {
+    int instant;           /* extra immediate attempts */
+    int delayed;           /* delayed retries; 0 = none */
+    int64_t initial_ms, max_ms;
+    double multiplier;
+    int jitter;
+    int error_kind;        /* ERRCH_* */
+    char *error_target;    /* topic or publisher name */
+    int error_fn;          /* registry ref, or LUA_NOREF */
+    int final_failure;     /* FINAL_* */
+    int64_t timeout_ms;    /* handler time limit */
+    int dedup;             /* deduplication is on */
+    char *dedup_field;     /* payload field giving the key, or NULL */
+    char *dedup_header;    /* header giving the key, or NULL */
+    int dedup_fn;          /* registry ref of function(msg, meta), or LUA_NOREF */
+    int64_t dedup_ttl_ms;
+    char *dedup_store;     /* "memory", "sqlite:PATH" or "redis://..." */
+    int dedup_max_entries;
+} policy_conf_t;
+
 typedef struct endpoint_conf {
     char *name, *group, *where;
     int channel;
@@ -37,6 +62,7 @@ typedef struct endpoint_conf {
     int format;
     kvlist_t config;
     int handle; /* registry ref of the handler */
+    policy_conf_t policy;
 } endpoint_conf_t;
 
 typedef struct app {

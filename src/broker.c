@@ -20,22 +20,30 @@
  *  - librdkafka 2.0.2 cannot choose the brokers' ports, hence the forwarder.
  *  - Each rd_kafka_mock_* call is an op handed to the mock thread, which is
  *    woken by a byte on a pipe.  That thread serves its ops before draining
- *    the pipe, so a call made right after the previous one returned can
- *    have its wake-up byte drained unserved and wait for the thread's 1 s
- *    poll timeout.  pace() spaces the calls to stay out of that window.
+ *    the pipe, so the wake-up byte of an op queued in between is drained
+ *    unserved, and the call waits for the thread's 1 s poll timeout (seen
+ *    here on some runs, at fixed points of a call sequence).  A kicker
+ *    thread wakes the mock thread by connecting to a broker's listener
+ *    whenever a call has waited 10 ms; one kick ends such a stall.
+ *  - rd_kafka_mock_cluster_destroy sometimes takes 1 s more, waiting for
+ *    its internal broker thread to end; no kick helps there.
  */
 #include "broker.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -48,35 +56,132 @@
 #define MAX_FAIL_COUNT 100000
 #define DEFAULT_PARTITIONS 4
 
-/* See the note on the wake-up race above: 5 ms is ample for the mock
- * thread to get from serving an op to draining its pipe. */
-#define MOCK_CALL_SPACING_NS 5000000LL
+/* Wakes the mock thread when a call into it stalls (see the note above). */
+typedef struct kicker {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int started;
+    int running;     /* cleared to make the thread exit */
+    int inflight;    /* a mock call is waiting for the mock thread */
+    uint64_t call;   /* counts calls, so that a new call restarts the wait */
+    int nports;
+    uint16_t ports[MAX_BROKERS]; /* the brokers' listeners on 127.0.0.1 */
+} kicker_t;
+
+#define KICK_AFTER_MS 10
 
 struct broker {
     rd_kafka_t *rk; /* hosts the mock cluster; never connects anywhere */
     rd_kafka_mock_cluster_t *mcluster;
     int nbrokers;
-    int64_t last_call_ns; /* when the last mock call returned */
+    kicker_t kicker;
 };
 
-static int64_t now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
-
-/* Waits until a mock call cannot hit the wake-up race; pair with
- * paced_done() once the call returns. */
-static void pace(const broker_t *b) {
-    int64_t wait = b->last_call_ns + MOCK_CALL_SPACING_NS - now_ns();
-    if (wait > 0) {
-        struct timespec ts = {0, (long)wait};
-        nanosleep(&ts, NULL);
+/* A connection to a listener makes the mock thread's poll return, and it
+ * serves its ops queue on every return.  A broker that is down refuses. */
+static void kick(const kicker_t *k) {
+    for (int i = 0; i < k->nports; i++) {
+        struct sockaddr_in sin = {.sin_family = AF_INET,
+                                  .sin_port = htons(k->ports[i]),
+                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return;
+        int r = connect(fd, (struct sockaddr *)&sin, sizeof(sin));
+        close(fd);
+        if (r == 0) return;
     }
 }
 
-static void paced_done(broker_t *b) {
-    b->last_call_ns = now_ns();
+static void *kicker_main(void *arg) {
+    kicker_t *k = arg;
+
+    pthread_mutex_lock(&k->lock);
+    while (k->running) {
+        uint64_t call = k->call;
+        struct timespec until;
+
+        if (!k->inflight) {
+            pthread_cond_wait(&k->cond, &k->lock);
+            continue;
+        }
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += KICK_AFTER_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        while (k->running && k->inflight && k->call == call &&
+               pthread_cond_timedwait(&k->cond, &k->lock, &until) == 0)
+            ;
+        if (k->running && k->inflight && k->call == call) {
+            pthread_mutex_unlock(&k->lock);
+            kick(k);
+            pthread_mutex_lock(&k->lock);
+        }
+    }
+    pthread_mutex_unlock(&k->lock);
+    return NULL;
+}
+
+/* Starts the kicker on the ports of the bootstrap list. */
+static int kicker_start(kicker_t *k, const char *bootstraps) {
+    sigset_t all, old;
+    const char *p = bootstraps;
+    int r;
+
+    while (p && *p && k->nports < MAX_BROKERS) {
+        const char *colon = strchr(p, ':');
+        if (!colon) break;
+        k->ports[k->nports++] = (uint16_t)atoi(colon + 1);
+        p = strchr(colon, ',');
+        if (p) p++;
+    }
+    pthread_mutex_init(&k->lock, NULL);
+    pthread_cond_init(&k->cond, NULL);
+    k->running = 1;
+    /* Signals are for the application's threads, as librdkafka's own
+     * threads also arrange. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    r = pthread_create(&k->thread, NULL, kicker_main, k);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (r != 0) {
+        pthread_cond_destroy(&k->cond);
+        pthread_mutex_destroy(&k->lock);
+        return -1;
+    }
+    k->started = 1;
+    return 0;
+}
+
+static void kicker_stop(kicker_t *k) {
+    if (!k->started) return;
+    pthread_mutex_lock(&k->lock);
+    k->running = 0;
+    pthread_cond_signal(&k->cond);
+    pthread_mutex_unlock(&k->lock);
+    pthread_join(k->thread, NULL);
+    pthread_cond_destroy(&k->cond);
+    pthread_mutex_destroy(&k->lock);
+    k->started = 0;
+}
+
+/* Brackets every call into the mock cluster. */
+static void mock_call_begin(broker_t *b) {
+    kicker_t *k = &b->kicker;
+    pthread_mutex_lock(&k->lock);
+    k->inflight = 1;
+    k->call++;
+    pthread_cond_signal(&k->cond);
+    pthread_mutex_unlock(&k->lock);
+}
+
+static void mock_call_end(broker_t *b) {
+    kicker_t *k = &b->kicker;
+    pthread_mutex_lock(&k->lock);
+    k->inflight = 0;
+    pthread_mutex_unlock(&k->lock);
 }
 
 static int errorf(char *errbuf, size_t errlen, const char *fmt, ...)
@@ -140,6 +245,10 @@ broker_t *broker_start(int nbrokers, char *errbuf, size_t errlen) {
         errorf(errbuf, errlen, "creating the mock cluster failed (see log)");
         goto fail;
     }
+    if (kicker_start(&b->kicker, broker_bootstraps(b)) != 0) {
+        errorf(errbuf, errlen, "cannot start a thread");
+        goto fail;
+    }
     log_info("broker", "mock cluster of %d broker(s) at %s", nbrokers,
              broker_bootstraps(b));
     return b;
@@ -178,9 +287,9 @@ int broker_create_topic(broker_t *b, const char *topic, int partitions,
     if (partitions < 1 || partitions > MAX_PARTITIONS)
         return errorf(errbuf, errlen, "partition count %d is not in 1..%d",
                       partitions, MAX_PARTITIONS);
-    pace(b);
+    mock_call_begin(b);
     err = rd_kafka_mock_topic_create(b->mcluster, topic, partitions, 1);
-    paced_done(b);
+    mock_call_end(b);
     if (err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) return 0;
     if (err)
         return errorf(errbuf, errlen, "creating topic %s: %s", topic,
@@ -193,9 +302,11 @@ int broker_create_topic(broker_t *b, const char *topic, int partitions,
 void broker_stop(broker_t *b) {
     if (!b) return;
     if (b->mcluster) {
-        pace(b);
+        if (b->kicker.started) mock_call_begin(b);
         rd_kafka_mock_cluster_destroy(b->mcluster);
+        if (b->kicker.started) mock_call_end(b);
     }
+    kicker_stop(&b->kicker);
     if (b->rk) rd_kafka_destroy(b->rk);
     free(b);
 }
@@ -474,9 +585,9 @@ int broker_control(broker_t *b, const char *line, char *errbuf,
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[0], commands[i].name) == 0) {
             int r;
-            pace(b);
+            mock_call_begin(b);
             r = commands[i].run(b, argv, argc, errbuf, errlen);
-            paced_done(b);
+            mock_call_end(b);
             if (r != 0) return -1;
             log_info("broker", "control: %s", line);
             return 0;
@@ -562,7 +673,7 @@ static void usage(FILE *out) {
 }
 
 typedef struct topic_spec {
-    const char *name; /* points into argv */
+    char name[250]; /* Kafka allows 249 characters */
     int partitions;
 } topic_spec_t;
 
@@ -588,20 +699,22 @@ static int bad_option(const char *fmt, ...) {
     return -1;
 }
 
-/* NAME[:PARTITIONS]; the name is cut at the colon in place. */
-static int parse_topic_spec(char *spec, topic_spec_t *t) {
-    char errbuf[256], *colon = strchr(spec, ':');
+/* NAME[:PARTITIONS] */
+static int parse_topic_spec(const char *spec, topic_spec_t *t) {
+    char errbuf[300];
+    const char *colon = strchr(spec, ':');
+    size_t namelen = colon ? (size_t)(colon - spec) : strlen(spec);
     long partitions = DEFAULT_PARTITIONS;
 
-    if (colon) {
-        *colon = '\0';
-        if (parse_long(colon + 1, 1, MAX_PARTITIONS, &partitions) != 0)
-            return bad_option("--topic %s: partition count '%s' is not in 1..%d",
-                              spec, colon + 1, MAX_PARTITIONS);
-    }
-    if (check_topic_name(spec, errbuf, sizeof(errbuf)) != 0)
+    if (namelen >= sizeof(t->name))
+        return bad_option("--topic: topic name must have 1..249 characters");
+    memcpy(t->name, spec, namelen);
+    t->name[namelen] = '\0';
+    if (colon && parse_long(colon + 1, 1, MAX_PARTITIONS, &partitions) != 0)
+        return bad_option("--topic %s: partition count '%s' is not in 1..%d",
+                          t->name, colon + 1, MAX_PARTITIONS);
+    if (check_topic_name(t->name, errbuf, sizeof(errbuf)) != 0)
         return bad_option("--topic: %s", errbuf);
-    t->name = spec;
     t->partitions = (int)partitions;
     return 0;
 }

@@ -31,6 +31,11 @@ static void on_poll(uv_poll_t *w, int status, int events) {
 
 static void on_idle(uv_idle_t *w) { drain(w->data); }
 
+/* librdkafka leaves the group when the consumer is not polled for
+ * max.poll.interval.ms.  With every partition paused for a long backoff no
+ * message wakes us, so poll once a second regardless. */
+static void on_tick(uv_timer_t *t) { drain(t->data); }
+
 static void drain(endpoint_t *ep) {
     int n = 0;
     while (!ep->stopped && ep->ninflight < MAX_INFLIGHT && n < BATCH) {
@@ -43,7 +48,9 @@ static void drain(endpoint_t *ep) {
             rd_kafka_message_destroy(rkm);
             continue;
         }
-        pipeline_handle(ep, rkm); /* rkm is the pipeline's now */
+        message_t m;
+        message_from_kafka(&m, rkm);
+        pipeline_handle(ep, &m); /* rkm is the pipeline's now */
     }
     if (ep->dirty) consumer_store(ep);
     /* A full batch means more may be waiting, and the pipe will not tell
@@ -59,19 +66,91 @@ void consumer_kick(endpoint_t *ep) {
         uv_idle_start(&ep->idle, on_idle);
 }
 
-offsets_t *consumer_offsets(endpoint_t *ep, const char *topic, int32_t partition) {
+partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t partition) {
     if (ep->last < ep->nparts) {
-        offsets_t *o = ep->parts[ep->last];
-        if (o->partition == partition && strcmp(o->topic, topic) == 0) return o;
+        partition_t *pt = ep->parts[ep->last];
+        if (pt->offsets->partition == partition && strcmp(pt->offsets->topic, topic) == 0)
+            return pt;
     }
     for (int i = 0; i < ep->nparts; i++) {
-        offsets_t *o = ep->parts[i];
-        if (o->partition == partition && strcmp(o->topic, topic) == 0) {
+        partition_t *pt = ep->parts[i];
+        if (pt->offsets->partition == partition && strcmp(pt->offsets->topic, topic) == 0) {
             ep->last = i;
-            return o;
+            return pt;
         }
     }
     return NULL;
+}
+
+int consumer_accept(partition_t *pt, int64_t offset) {
+    if (pt->waiting) return 0;
+    if (pt->expect >= 0) {
+        if (offset != pt->expect) return 0;
+        pt->expect = -1;
+    }
+    return 1;
+}
+
+static rd_kafka_topic_partition_list_t *one(partition_t *pt, int64_t offset) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, pt->offsets->topic, pt->offsets->partition)->offset = offset;
+    return l;
+}
+
+static void on_redeliver(uv_timer_t *t) {
+    partition_t *pt = t->data;
+    endpoint_t *ep = pt->ep;
+    rd_kafka_topic_partition_list_t *l = one(pt, pt->retry_offset);
+    rd_kafka_error_t *error;
+
+    /* Seek while still paused, so nothing fetched from the old position
+     * slips through; consumer_accept drops what was already queued. */
+    if ((error = rd_kafka_seek_partitions(ep->rk, l, 5000))) {
+        log_warn("consumer", "[%s] seek %s[%d] to %lld: %s", ep->conf->name, pt->offsets->topic,
+                 (int)pt->offsets->partition, (long long)pt->retry_offset,
+                 rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        /* Then it fetches from where it was, and nothing may be dropped. */
+        pt->expect = -1;
+    } else {
+        pt->expect = pt->retry_offset;
+    }
+    pt->waiting = 0;
+    rd_kafka_resume_partitions(ep->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void consumer_redeliver(partition_t *pt, int64_t offset, int attempts, int rounds,
+                        int64_t delay_ms) {
+    endpoint_t *ep = pt->ep;
+    rd_kafka_topic_partition_list_t *l;
+
+    /* Already going back to an earlier offset: this message comes again
+     * with it. */
+    if (pt->waiting && pt->retry_offset <= offset) return;
+    if (pt->expect >= 0 && pt->expect <= offset) return;
+    l = one(pt, offset);
+    rd_kafka_pause_partitions(ep->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    pt->retry_offset = offset;
+    pt->retry_attempts = attempts;
+    pt->retry_rounds = rounds;
+    pt->waiting = 1;
+    if (!pt->timer) {
+        pt->timer = malloc(sizeof(*pt->timer));
+        uv_timer_init(ep->host->loop, pt->timer);
+        pt->timer->data = pt;
+    }
+    uv_timer_start(pt->timer, on_redeliver, (uint64_t)delay_ms, 0);
+}
+
+static void free_timer(uv_handle_t *h) { free(h); }
+
+static void partition_free(partition_t *pt) {
+    pt->offsets->revoked = 1;
+    offsets_unref(pt->offsets);
+    if (pt->timer) uv_close((uv_handle_t *)pt->timer, free_timer);
+    free(pt);
 }
 
 void consumer_store(endpoint_t *ep) {
@@ -80,15 +159,15 @@ void consumer_store(endpoint_t *ep) {
 
     ep->dirty = 0;
     for (int i = 0; i < ep->nparts; i++) {
-        offsets_t *o = ep->parts[i];
+        offsets_t *o = ep->parts[i]->offsets;
         if (o->commit > o->stored)
             rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
     }
     if (l->cnt && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
         log_warn("consumer", "[%s] storing offsets: %s", ep->conf->name, rd_kafka_err2str(err));
     for (int i = 0; i < l->cnt; i++) {
-        offsets_t *o = consumer_offsets(ep, l->elems[i].topic, l->elems[i].partition);
-        if (l->elems[i].err == 0) o->stored = l->elems[i].offset;
+        partition_t *pt = consumer_partition(ep, l->elems[i].topic, l->elems[i].partition);
+        if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -98,12 +177,19 @@ static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
         ep->capparts = ep->nparts + parts->cnt;
         ep->parts = realloc(ep->parts, ep->capparts * sizeof(*ep->parts));
     }
-    for (int i = 0; i < parts->cnt; i++)
-        ep->parts[ep->nparts++] = offsets_new(parts->elems[i].topic, parts->elems[i].partition);
+    for (int i = 0; i < parts->cnt; i++) {
+        partition_t *pt = calloc(1, sizeof(*pt));
+        pt->ep = ep;
+        pt->offsets = offsets_new(parts->elems[i].topic, parts->elems[i].partition);
+        pt->retry_offset = pt->expect = -1;
+        ep->parts[ep->nparts++] = pt;
+    }
 }
 
 /* Before partitions go back to the group: wait (bounded) for the
- * publishes of messages already handled, store and commit what is done. */
+ * publishes of messages already handled, store and commit what is done.
+ * A message waiting for redelivery is simply not committed: the next owner
+ * gets it. */
 static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_resp_err_t err;
 
@@ -113,15 +199,11 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         log_warn("consumer", "[%s] commit on revoke: %s", ep->conf->name, rd_kafka_err2str(err));
     for (int i = 0; i < parts->cnt; i++) {
-        for (int j = 0; j < ep->nparts; j++) {
-            offsets_t *o = ep->parts[j];
-            if (o->partition != parts->elems[i].partition || strcmp(o->topic, parts->elems[i].topic))
-                continue;
-            o->revoked = 1;
-            offsets_unref(o);
-            ep->parts[j] = ep->parts[--ep->nparts];
-            break;
-        }
+        partition_t *pt = consumer_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
+        if (!pt) continue;
+        for (int j = 0; j < ep->nparts; j++)
+            if (ep->parts[j] == pt) ep->parts[j] = ep->parts[--ep->nparts];
+        partition_free(pt);
     }
     ep->last = 0;
 }
@@ -162,13 +244,20 @@ static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char 
 endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, size_t errlen) {
     endpoint_t *ep = calloc(1, sizeof(*ep));
     rd_kafka_topic_partition_list_t *topics = NULL;
-    rd_kafka_conf_t *kconf;
+    rd_kafka_conf_t *kconf = NULL;
     rd_kafka_resp_err_t err;
     char why[512];
 
     ep->host = h;
     ep->conf = conf;
     ep->fds[0] = ep->fds[1] = -1;
+    if (conf->policy.dedup) {
+        char scope[512];
+        snprintf(scope, sizeof(scope), "%s:%s", conf->group, conf->name);
+        ep->dedup = dedup_open(conf->policy.dedup_store, scope, conf->policy.dedup_ttl_ms,
+                               conf->policy.dedup_max_entries, h->app->dir, why, sizeof(why));
+        if (!ep->dedup) goto fail;
+    }
     kconf = host_kafka_conf(h, NULL, why, sizeof(why));
     if (!kconf) goto fail;
     /* At-least-once: librdkafka commits in the background, but only the
@@ -197,8 +286,10 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, 
     rd_kafka_queue_io_event_enable(ep->queue, ep->fds[1], "1", 1);
     uv_poll_init(h->loop, &ep->poll, ep->fds[0]);
     uv_idle_init(h->loop, &ep->idle);
-    ep->poll.data = ep->idle.data = ep;
+    uv_timer_init(h->loop, &ep->tick);
+    ep->poll.data = ep->idle.data = ep->tick.data = ep;
     uv_poll_start(&ep->poll, UV_READABLE, on_poll);
+    uv_timer_start(&ep->tick, on_tick, 1000, 1000);
 
     topics = rd_kafka_topic_partition_list_new(conf->ntopics);
     for (int i = 0; i < conf->ntopics; i++)
@@ -227,6 +318,7 @@ void consumer_stop(endpoint_t *ep) {
     if (ep->poll.data) {
         uv_poll_stop(&ep->poll);
         uv_idle_stop(&ep->idle);
+        uv_timer_stop(&ep->tick);
     }
 }
 
@@ -261,12 +353,15 @@ void consumer_close(endpoint_t *ep) {
         ep->rk = NULL;
         log_info("consumer", "[%s] closed", ep->conf->name);
     }
-    for (int i = 0; i < ep->nparts; i++) offsets_unref(ep->parts[i]);
+    for (int i = 0; i < ep->nparts; i++) partition_free(ep->parts[i]);
     free(ep->parts);
+    dedup_close(ep->dedup);
+    ep->dedup = NULL;
     ep->parts = NULL;
     ep->nparts = 0;
     if (ep->poll.data) {
         uv_close((uv_handle_t *)&ep->poll, NULL);
+        uv_close((uv_handle_t *)&ep->tick, NULL);
         uv_close((uv_handle_t *)&ep->idle, free_ep);
     } else {
         if (ep->fds[0] >= 0) close(ep->fds[0]);

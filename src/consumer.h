@@ -1,7 +1,8 @@
 /* consumer.h - an endpoint: one librdkafka group consumer driven by the
  * libuv loop.  Its queue wakes the loop through an IO-event pipe; messages
- * are drained in bounded batches into the pipeline, and done offsets are
- * stored for librdkafka's periodic commit. */
+ * are drained in bounded batches into the pipeline; done offsets are stored
+ * for librdkafka's periodic commit; a partition can be paused and sought
+ * back to deliver a message again after a backoff. */
 #ifndef LUKA_CONSUMER_H
 #define LUKA_CONSUMER_H
 
@@ -9,9 +10,29 @@
 #include <uv.h>
 
 #include "app.h"
+#include "dedup.h"
 #include "host.h"
+#include "message.h"
 #include "offsets.h"
 #include "pipeline.h"
+
+/* An assigned partition. */
+typedef struct partition {
+    struct endpoint *ep;
+    offsets_t *offsets; /* a reference: messages in flight may outlive us */
+    /* A message waiting to be delivered again, and the attempts it had. */
+    int64_t retry_offset; /* -1 when none */
+    int retry_attempts, retry_rounds;
+    int waiting;     /* paused until the timer fires */
+    int64_t expect;  /* after the seek: drop anything before this offset arrives */
+    uv_timer_t *timer;
+} partition_t;
+
+/* What the endpoint decided, counted once per message and decision. */
+typedef struct endpoint_stats {
+    uint64_t consumed, handled, failed, retried, dead_lettered, deduplicated, resent,
+        released, ignored, stopped;
+} endpoint_stats_t;
 
 typedef struct endpoint {
     host_t *host;
@@ -20,22 +41,33 @@ typedef struct endpoint {
     rd_kafka_queue_t *queue;
     int fds[2]; /* the queue's IO-event pipe */
     uv_poll_t poll;
-    uv_idle_t idle; /* continues a drain cut short by the batch budget */
-    offsets_t **parts; /* assigned partitions */
+    uv_idle_t idle;   /* continues a drain cut short by the batch budget */
+    uv_timer_t tick;  /* polls now and then, so paused partitions keep us in the group */
+    partition_t **parts;
     int nparts, capparts;
     int last; /* index of the last partition looked up */
     inflight_t *inflight;
     int ninflight;
+    dedup_t *dedup;
     int stopped; /* takes no more messages */
     int dirty;   /* some partition's commit offset moved */
-    uint64_t consumed, handled, failed;
+    endpoint_stats_t stats;
 } endpoint_t;
 
 endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf,
                           size_t errlen);
 
-/* The tracker of an assigned partition, or NULL if it is not assigned. */
-offsets_t *consumer_offsets(endpoint_t *ep, const char *topic, int32_t partition);
+/* The assigned partition, or NULL. */
+partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t partition);
+
+/* Whether a message of pt at offset should be handled now; a message
+ * fetched before a pause or a seek is dropped (it comes again). */
+int consumer_accept(partition_t *pt, int64_t offset);
+
+/* Deliver the message at offset again after delay_ms: pause the partition,
+ * then seek back and resume.  Other partitions keep flowing. */
+void consumer_redeliver(partition_t *pt, int64_t offset, int attempts, int rounds,
+                        int64_t delay_ms);
 
 /* Hand done offsets to librdkafka, which commits them periodically. */
 void consumer_store(endpoint_t *ep);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
 #include "consumer.h"
@@ -99,6 +100,16 @@ struct publisher *host_publisher(host_t *h, const char *name) {
     return NULL;
 }
 
+static publisher_conf_t internal_conf = {
+    .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF};
+
+struct publisher *host_internal_publisher(host_t *h, char *errbuf, size_t errlen) {
+    if (h->internal || h->stopping) return h->internal;
+    h->internal = producer_open(h, &internal_conf, errbuf, errlen);
+    if (h->internal) h->pubs[h->npubs++] = h->internal;
+    return h->internal;
+}
+
 void host_flush(host_t *h, int timeout_ms) {
     uint64_t deadline = uv_hrtime() / 1000000 + (uint64_t)timeout_ms;
     for (int i = 0; i < h->npubs; i++) {
@@ -131,6 +142,7 @@ static void on_shutdown(uv_timer_t *t) {
      * and leave their groups. */
     n = h->npubs;
     h->npubs = 0;
+    h->internal = NULL;
     for (int i = 0; i < n; i++) producer_close(h->pubs[i]);
     for (int i = 0; i < h->neps; i++) consumer_close(h->eps[i]);
     h->neps = 0;
@@ -248,7 +260,7 @@ int host_run(const run_opts_t *o) {
     }
 
     lapi_set_host(h->app->L, h);
-    h->pubs = calloc(h->app->npubs + 1, sizeof(*h->pubs));
+    h->pubs = calloc(h->app->npubs + 1, sizeof(*h->pubs)); /* + the internal one */
     for (int i = 0; i < h->app->npubs; i++) {
         if (!(h->pubs[h->npubs] = producer_open(h, &h->app->pubs[i], err, sizeof(err)))) {
             log_error("app", "%s", err);

@@ -30,6 +30,7 @@ typedef struct host {
     broker_t *embedded;
     struct publisher **pubs; /* one per app->pubs entry, same order */
     int npubs;
+    struct publisher *internal; /* see host_internal_publisher */
     struct endpoint **eps;
     int neps;
     struct inflight *current; /* message whose handler is running */
@@ -47,6 +48,10 @@ int host_run(const run_opts_t *opts);
 void host_stop(host_t *h, int exit_code);
 
 struct publisher *host_publisher(host_t *h, const char *name);
+
+/* The producer for dead letters to plain topics and for resends, opened on
+ * first use with the broker-wide config.  NULL with errbuf on failure. */
+struct publisher *host_internal_publisher(host_t *h, char *errbuf, size_t errlen);
 
 /* librdkafka configuration common to every client: bootstrap servers,
  * client id, the app's broker config, then extra (may be NULL).  Returns

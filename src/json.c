@@ -365,7 +365,7 @@ static json_t *encode_value(encoder *e, int idx, int depth) {
         return encode_table(e, idx, depth);
     case LUA_TLIGHTUSERDATA:
         if (!lua_touserdata(L, idx)) return json_null();
-        return fail(e, "cannot encode a light userdata other than json.null");
+        return fail(e, "cannot encode a light userdata other than luka.null");
     default:
         return fail(e, "cannot encode a %s", luaL_typename(L, idx));
     }
@@ -398,6 +398,8 @@ char *json_encode(lua_State *L, int idx, size_t *len, char *errbuf,
             snprintf(errbuf, errlen, "%s", e.msg);
         return NULL;
     }
+    /* Jansson allocates with malloc unless json_set_alloc_funcs says
+     * otherwise, which is what lets callers free() the result. */
     out = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(root);
     if (!out) {
@@ -421,8 +423,8 @@ static int api_encode(lua_State *L) {
         lua_pushstring(L, err);
         return 2;
     }
-    /* Should Lua run out of memory here, the raise leaks s; the state is
-     * beyond saving by then anyway. */
+    /* A memory error raised here would leak s: one buffer, lost only when
+     * Lua is already out of memory. */
     lua_pushlstring(L, s, len);
     free(s);
     return 1;

@@ -20,8 +20,8 @@ void json_init(lua_State *L);
 void json_push_null(lua_State *L);
 
 /* Decode buf[0..len) and push the value.  Returns 0, or -1 with a message
- * naming the position ("line 1, column 7, byte 6: ...") in errbuf and
- * nothing pushed. */
+ * naming the position ("invalid JSON at line 1, column 7 (byte 6): ...") in
+ * errbuf and nothing pushed. */
 int json_decode(lua_State *L, const char *buf, size_t len, char *errbuf,
                 size_t errlen);
 

@@ -4,6 +4,7 @@
 #include "lapi.h"
 
 #include <stdlib.h>
+#include <time.h>
 
 #include <lauxlib.h>
 
@@ -95,10 +96,20 @@ static int l_fatal(lua_State *L) {
     return lua_error(L);
 }
 
+/* luka.now() -> wall-clock seconds since the epoch, with microseconds. */
+static int l_now(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec / 1e9);
+    return 1;
+}
+
 int lapi_open(lua_State *L) {
     lua_newtable(L);
     publish_inject_api(L);
     timer_inject_api(L);
+    lua_pushcfunction(L, l_now);
+    lua_setfield(L, -2, "now");
     lua_pushcfunction(L, l_fatal);
     lua_setfield(L, -2, "fatal");
     json_push_null(L);

@@ -1,6 +1,6 @@
 /* offsets.c - per-partition completion tracking: a ring of offsets in the
- * order they were taken, with a done flag each.  The front is popped while
- * it is done, and the commit offset follows it. */
+ * order they were taken, with a state each.  The front is popped while it
+ * is not pending, and the commit offset follows the done ones. */
 #include "offsets.h"
 
 #include <stdlib.h>
@@ -40,29 +40,32 @@ uint64_t offsets_track(offsets_t *o, int64_t offset) {
     if (o->len == o->cap) grow(o);
     size_t j = (o->head + o->len) % o->cap;
     o->offs[j] = offset;
-    o->done[j] = 0;
+    o->done[j] = OFFSET_PENDING;
     o->len++;
     return o->first + o->len - 1;
 }
 
+static uint8_t *entry(offsets_t *o, uint64_t seq) {
+    if (seq < o->first || seq >= o->first + o->len) return NULL;
+    return &o->done[(o->head + (seq - o->first)) % o->cap];
+}
+
 int offsets_done(offsets_t *o, uint64_t seq) {
+    uint8_t *e = entry(o, seq);
     int moved = 0;
-    if (o->revoked || seq < o->first || seq >= o->first + o->len) return 0;
-    o->done[(o->head + (seq - o->first)) % o->cap] = 1;
-    while (o->len && o->done[o->head]) {
-        o->commit = o->offs[o->head] + 1;
+    if (o->revoked || !e || *e != OFFSET_PENDING) return 0;
+    *e = OFFSET_DONE;
+    while (o->len && o->done[o->head] != OFFSET_PENDING) {
+        if (o->done[o->head] == OFFSET_DONE) o->commit = o->offs[o->head] + 1, moved = 1;
         o->head = (o->head + 1) % o->cap;
         o->first++;
         o->len--;
-        moved = 1;
     }
     return moved;
 }
 
-void offsets_reset(offsets_t *o) {
-    o->first += o->len;
-    o->len = 0;
-    o->head = 0;
+void offsets_void_from(offsets_t *o, uint64_t seq) {
+    for (uint8_t *e; (e = entry(o, seq)); seq++) *e = OFFSET_VOID;
 }
 
 void offsets_ref(offsets_t *o) { o->refs++; }

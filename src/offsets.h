@@ -11,11 +11,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+enum { OFFSET_PENDING, OFFSET_DONE, OFFSET_VOID };
+
 typedef struct offsets {
     char *topic;
     int32_t partition;
     int64_t *offs;   /* ring of tracked offsets, oldest first */
-    uint8_t *done;   /* done flags, same ring */
+    uint8_t *done;   /* OFFSET_* state of each entry, same ring */
     size_t cap, len; /* ring capacity and entries in use */
     size_t head;     /* ring index of the oldest entry */
     uint64_t first;  /* sequence number of the oldest entry */
@@ -33,8 +35,11 @@ uint64_t offsets_track(offsets_t *o, int64_t offset);
 /* Mark a tracked message done; returns 1 if the commit offset moved. */
 int offsets_done(offsets_t *o, uint64_t seq);
 
-/* Forget every tracked message (after a seek back, say). */
-void offsets_reset(offsets_t *o);
+/* Void the message seq and every one tracked after it: they will be
+ * delivered again (after a seek back) and tracked anew.  A void entry
+ * neither holds the commit back nor moves it, and marking it done later
+ * changes nothing. */
+void offsets_void_from(offsets_t *o, uint64_t seq);
 
 void offsets_ref(offsets_t *o);
 void offsets_unref(offsets_t *o);

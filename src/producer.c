@@ -42,7 +42,7 @@ static void on_poll(uv_poll_t *w, int status, int events) {
 
 publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf, size_t errlen) {
     publisher_t *p = calloc(1, sizeof(*p));
-    rd_kafka_conf_t *kconf;
+    rd_kafka_conf_t *kconf = NULL;
     rd_kafka_queue_t *q;
     char why[512];
 
@@ -85,14 +85,15 @@ fail:
     return NULL;
 }
 
-int producer_send(publisher_t *p, int32_t partition, const char *key, size_t keylen, char *value,
-                  size_t len, rd_kafka_headers_t *headers, inflight_t *inf, char *errbuf,
-                  size_t errlen) {
+int producer_send(publisher_t *p, const char *topic, int32_t partition, const char *key,
+                  size_t keylen, char *value, size_t len, rd_kafka_headers_t *headers,
+                  inflight_t *inf, char *errbuf, size_t errlen) {
     rd_kafka_resp_err_t err;
     int waited = 0;
 
+    if (!topic) topic = p->conf->topic;
     for (;;) {
-        err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(p->conf->topic),
+        err = rd_kafka_producev(p->rk, RD_KAFKA_V_TOPIC(topic),
                                 RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, keylen),
                                 RD_KAFKA_V_VALUE(value, len),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
@@ -106,7 +107,7 @@ int producer_send(publisher_t *p, int32_t partition, const char *key, size_t key
     if (err) {
         free(value);
         snprintf(errbuf, errlen, "publisher '%s': cannot queue a message for topic %s: %s",
-                 p->conf->name, p->conf->topic, rd_kafka_err2str(err));
+                 p->conf->name, topic, rd_kafka_err2str(err));
         return -1;
     }
     p->published++;

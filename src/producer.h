@@ -23,10 +23,11 @@ typedef struct publisher {
 publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf,
                            size_t errlen);
 
-/* Queue one message.  value is malloc'd and becomes the producer's; headers
- * too, on success.  inf is the message being handled, or NULL.  Returns 0,
- * or -1 with errbuf set (value freed, headers still the caller's). */
-int producer_send(publisher_t *p, int32_t partition, const char *key, size_t keylen,
+/* Queue one message to topic (NULL: the publisher's).  value is malloc'd
+ * and becomes the producer's; headers too, on success.  inf is the message
+ * being handled, or NULL.  Returns 0, or -1 with errbuf set (value freed,
+ * headers still the caller's). */
+int producer_send(publisher_t *p, const char *topic, int32_t partition, const char *key, size_t keylen,
                   char *value, size_t len, rd_kafka_headers_t *headers,
                   inflight_t *inf, char *errbuf, size_t errlen);
 

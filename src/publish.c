@@ -144,9 +144,9 @@ static int l_publish(lua_State *L) {
             if (!(key = key_bytes(L, -1, &keylen)))
                 return luaL_error(L, "luka.publish('%s'): the key must be a string or a number, got %s",
                                   target, luaL_typename(L, -1));
-        } else if (h->current && h->current->rkm->key) {
-            key = h->current->rkm->key;
-            keylen = h->current->rkm->key_len;
+        } else if (h->current && h->current->msg.key) {
+            key = h->current->msg.key;
+            keylen = h->current->msg.key_len;
         }
     }
     if (opts && lua_getfield(L, opts, "partition") != LUA_TNIL) {
@@ -168,7 +168,7 @@ static int l_publish(lua_State *L) {
         key = id;
         keylen = strlen(id);
     }
-    if (producer_send(p, partition, key, keylen, value, len, hdrs, h->current, err, sizeof(err))) {
+    if (producer_send(p, NULL, partition, key, keylen, value, len, hdrs, h->current, err, sizeof(err))) {
         rd_kafka_headers_destroy(hdrs);
         if (h->current) pipeline_publish_failed(h->current, err);
         lua_pushnil(L);

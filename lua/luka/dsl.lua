@@ -111,6 +111,54 @@ local function one_of(...)
   end }
 end
 
+local DURATION = { doc = 'a duration such as "250ms", "5s", "2m" or "1h"', check = function(v)
+  local ms, err = M.duration(v)
+  if ms then return ms end
+  return nil, err
+end }
+
+local function integer_at_least(min)
+  return { doc = ("an integer >= %d"):format(min), check = function(v)
+    if math.type(v) == "integer" and v >= min then return v end
+  end }
+end
+
+local function number_at_least(min)
+  return { doc = ("a number >= %s"):format(min), check = function(v)
+    if type(v) == "number" and v >= min then return v end
+  end }
+end
+
+local BOOLEAN = { doc = "true or false", check = function(v)
+  if type(v) == "boolean" then return v end
+end }
+
+local TEXT_OR_FUNCTION = { doc = "a topic or publisher name, or a function(msg, meta, err)",
+  check = function(v, opt)
+    if type(v) == "function" then return v end
+    return TEXT.check(v, opt)
+  end }
+
+local STORE = { doc = '"memory", "sqlite:PATH" or "redis://HOST:PORT[/DB]"', check = function(v)
+  if v == "memory" then return v end
+  if type(v) ~= "string" then return nil end
+  if v:match("^sqlite:.+") then return v end
+  if v:match("^redis://[^:/]+:%d+/?%d*$") or v:match("^redis://[^:/]+/?%d*$") then return v end
+  return nil, ("option 'store' must be \"memory\", \"sqlite:PATH\" or \"redis://HOST:PORT[/DB]\", got '%s'"):format(v)
+end }
+
+-- A table option checked against a schema of its own (retry, dedup...);
+-- parse is defined below, and called only once the schema is complete.
+local parse
+local function nested(kind, doc)
+  return { doc = doc, check = function(v, opt)
+    if type(v) ~= "table" then return nil end
+    local out, err = parse(kind, nil, v)
+    if not out then return nil, ("option '%s': %s"):format(opt, err) end
+    return out
+  end }
+end
+
 -- The schema --------------------------------------------------------------
 
 -- A default equal to M.NAME means "the declaration's own name"; it prints as
@@ -127,6 +175,28 @@ local HANDLER = "missing handler: add handle = function(msg, meta) ... end"
 -- option is missing) and help.  A new option is one entry here; consumers and
 -- channels hand every option on to their endpoint record.
 M.options = {
+  -- Tables inside endpoint options.
+  retry = {
+    { name = "instant", type = integer_at_least(0), default = 0,
+      help = "extra immediate attempts before the message counts as failed" },
+    { name = "delayed", type = nested("delayed", "a table { initial, multiplier, max, attempts, jitter }"),
+      help = "retries after a backoff, in order, without blocking other partitions" },
+  },
+  delayed = {
+    { name = "initial", type = DURATION, default = "1s", help = "first backoff" },
+    { name = "multiplier", type = number_at_least(1), default = 2, help = "backoff growth per retry" },
+    { name = "max", type = DURATION, default = "30s", help = "longest backoff" },
+    { name = "attempts", type = integer_at_least(1), default = 3, help = "delayed retries before giving up" },
+    { name = "jitter", type = BOOLEAN, default = false, help = "randomise each backoff by up to half" },
+  },
+  dedup = {
+    { name = "key", type = KEY, help = "payload field, or function(msg, meta), giving the dedup key" },
+    { name = "header", type = TEXT, help = "header giving the dedup key (default: the message id header)" },
+    { name = "ttl", type = DURATION, default = "24h", help = "how long a handled key is remembered" },
+    { name = "store", type = STORE, default = "memory", help = "where handled keys are kept" },
+    { name = "max_entries", type = integer_at_least(1), default = 100000,
+      help = "memory store: keys kept before the oldest is evicted" },
+  },
   broker = {
     { name = "brokers", type = TEXT, help = "bootstrap servers, host:port[,host:port...]" },
     { name = "client_id", type = TEXT, help = "client.id the brokers see for this app" },
@@ -157,10 +227,26 @@ M.options = {
   },
 }
 
+-- What to do when a handler fails, shared by consumers and channels.
+local POLICY = {
+  { name = "retry", type = nested("retry", "a table { instant = N, delayed = { ... } }"),
+    help = "retry a failed message at once and/or after a backoff" },
+  { name = "error_channel", type = TEXT_OR_FUNCTION,
+    help = "where a message goes once retries are exhausted: topic, publisher, or function(msg, meta, err)" },
+  { name = "final_failure", type = one_of("stop", "resend", "release", "ignore"), default = "stop",
+    help = "what happens when retries are exhausted and no error channel took the message" },
+  { name = "dedup", type = nested("dedup", "a table { key | header, ttl, store, max_entries }"),
+    help = "skip messages whose key was already handled within the ttl" },
+  { name = "timeout", type = DURATION, default = "30s", help = "longest a handler may run" },
+}
+for _, kind in ipairs({ "consumer", "channel" }) do
+  for _, opt in ipairs(POLICY) do table.insert(M.options[kind], opt) end
+end
+
 -- Checks opts against the schema of kind and returns them with defaults
 -- applied, or nil and a message.  Unknown options are reported first, since a
 -- misspelt "handler" would otherwise surface as a confusing "missing handler".
-local function parse(kind, name, opts)
+function parse(kind, name, opts)
   local schema, known, is_known = M.options[kind], {}, {}
   for i, opt in ipairs(schema) do known[i], is_known[opt.name] = opt.name, true end
   local unknown = {}

@@ -12,6 +12,7 @@ local luka = {
   fatal = host.fatal,
   null = host.null,
   json = host.json,
+  now = host.now,
 }
 
 -- Intervals are milliseconds or durations such as "250ms", "5s", "2m".

@@ -1,0 +1,269 @@
+/* policy.c - a failed message's way out, in the order the app declared:
+ * a delayed retry (pause the partition, seek back after the backoff), the
+ * error channel (a topic, a publisher or a function), then the final
+ * failure strategy.  Each decision is logged once and counted. */
+#include "policy.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <lauxlib.h>
+
+#include "consumer.h"
+#include "log.h"
+#include "producer.h"
+#include "script.h"
+
+#define CTX(inf)                                                                           \
+    (&(log_ctx_t){(inf)->ep->conf->name, (inf)->msg.topic, (inf)->msg.partition,           \
+                  (inf)->msg.offset})
+
+static void final_failure(inflight_t *inf);
+
+/* The backoff before delivery number rounds+1: initial * multiplier^rounds,
+ * capped, less up to half of it at random with jitter. */
+static int64_t backoff(const policy_conf_t *pol, int rounds) {
+    double d = (double)pol->initial_ms;
+    for (int i = 0; i < rounds && d < (double)pol->max_ms; i++) d *= pol->multiplier;
+    if (d > (double)pol->max_ms) d = (double)pol->max_ms;
+    if (pol->jitter) d -= d / 2 * ((double)rand() / RAND_MAX);
+    return (int64_t)d;
+}
+
+/* Deliver the message again after delay_ms; nothing after it in its
+ * partition is handled first. */
+static void redeliver(inflight_t *inf, int64_t delay_ms) {
+    endpoint_t *ep = inf->ep;
+    partition_t *pt = consumer_partition(ep, inf->msg.topic, inf->msg.partition);
+
+    offsets_void_from(inf->offsets, inf->seq);
+    if (pt && !ep->stopped)
+        consumer_redeliver(pt, inf->msg.offset, inf->attempts, inf->rounds + 1, delay_ms);
+    pipeline_settle(inf, STAGE_DROP);
+}
+
+static void stop(inflight_t *inf) {
+    endpoint_t *ep = inf->ep;
+    ep->stats.stopped++;
+    log_at(LOG_ERROR, "policy", CTX(inf),
+           "final failure: stop; the endpoint stops without committing this message, and luka "
+           "exits non-zero so that it is restarted and the message delivered again");
+    consumer_stop(ep);
+    host_stop(ep->host, 3);
+    offsets_void_from(inf->offsets, inf->seq);
+    pipeline_settle(inf, STAGE_DROP);
+}
+
+static void add_header(rd_kafka_headers_t *h, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void add_header(rd_kafka_headers_t *h, const char *name, const char *fmt, ...) {
+    char buf[4096];
+    va_list ap;
+    int n;
+    va_start(ap, fmt);
+    n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n >= (int)sizeof(buf)) n = sizeof(buf) - 1;
+    rd_kafka_header_add(h, name, -1, buf, n);
+}
+
+/* The original's headers, without our own attempt count. */
+static rd_kafka_headers_t *copy_headers(const message_t *m) {
+    rd_kafka_headers_t *h = m->headers ? rd_kafka_headers_copy(m->headers) : rd_kafka_headers_new(8);
+    rd_kafka_header_remove(h, ATTEMPTS_HEADER);
+    return h;
+}
+
+/* Publish the original's key and value with headers h, for inf. */
+static int send_copy(inflight_t *inf, publisher_t *p, const char *topic, rd_kafka_headers_t *h,
+                     char *err, size_t errlen) {
+    const message_t *m = &inf->msg;
+    char *value = NULL;
+    if (m->payload) {
+        value = malloc(m->len ? m->len : 1);
+        memcpy(value, m->payload, m->len);
+    }
+    if (producer_send(p, topic, RD_KAFKA_PARTITION_UA, m->key, m->key_len, value, m->len, h, inf,
+                      err, errlen)) {
+        rd_kafka_headers_destroy(h);
+        return -1;
+    }
+    return 0;
+}
+
+static int to_topic(inflight_t *inf) {
+    endpoint_t *ep = inf->ep;
+    const policy_conf_t *pol = &ep->conf->policy;
+    const message_t *m = &inf->msg;
+    rd_kafka_headers_t *h = copy_headers(m);
+    publisher_t *p;
+    const char *topic = NULL;
+    char stamp[40], err[512];
+    struct timeval tv;
+    struct tm tm;
+
+    if (pol->error_kind == ERRCH_PUBLISHER) {
+        p = host_publisher(ep->host, pol->error_target);
+    } else {
+        p = host_internal_publisher(ep->host, err, sizeof(err));
+        topic = pol->error_target;
+    }
+    if (!p) {
+        rd_kafka_headers_destroy(h);
+        log_at(LOG_ERROR, "policy", CTX(inf), "error channel '%s': %s", pol->error_target,
+               "no producer");
+        return -1;
+    }
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    add_header(h, DLT_TOPIC, "%s", m->topic);
+    add_header(h, DLT_PARTITION, "%d", (int)m->partition);
+    add_header(h, DLT_OFFSET, "%lld", (long long)m->offset);
+    if (m->timestamp >= 0) add_header(h, DLT_TIMESTAMP, "%lld", (long long)m->timestamp);
+    add_header(h, DLT_GROUP, "%s", ep->conf->group);
+    add_header(h, DLT_ENDPOINT, "%s", ep->conf->name);
+    add_header(h, DLT_ATTEMPTS, "%d", inf->attempts);
+    add_header(h, DLT_ERROR, "%s", inf->error ? inf->error : "");
+    add_header(h, DLT_TRACEBACK, "%s", inf->traceback ? inf->traceback : "");
+    add_header(h, DLT_FAILED_AT, "%s.%03dZ", stamp, (int)(tv.tv_usec / 1000));
+    if (send_copy(inf, p, topic, h, err, sizeof(err))) {
+        log_at(LOG_ERROR, "policy", CTX(inf), "error channel '%s': %s", pol->error_target, err);
+        return -1;
+    }
+    log_at(LOG_WARN, "policy", CTX(inf), "dead-lettered to %s after %d attempt(s)",
+           topic ? topic : p->conf->topic, inf->attempts);
+    return 0;
+}
+
+/* error_channel = function(msg, meta, err); its publishes are awaited. */
+static int to_function(inflight_t *inf) {
+    endpoint_t *ep = inf->ep;
+    host_t *host = ep->host;
+    lua_State *L = host->app->L;
+    script_err_t serr;
+    char err[512];
+    int rc;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ep->conf->policy.error_fn);
+    if (pipeline_push_payload(inf, err, sizeof(err)) != 0) {
+        /* It did not decode: give the function the bytes. */
+        lua_pushlstring(L, inf->msg.payload, inf->msg.len);
+    }
+    pipeline_push_meta(inf);
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, inf->error ? inf->error : "");
+    lua_setfield(L, -2, "message");
+    lua_pushstring(L, inf->traceback ? inf->traceback : "");
+    lua_setfield(L, -2, "traceback");
+    lua_pushinteger(L, inf->attempts);
+    lua_setfield(L, -2, "attempts");
+    inf->stage = STAGE_DEADLETTER;
+    free(inf->error);
+    inf->error = NULL;
+    host->current = inf;
+    rc = script_call(L, 3, 0, ep->conf->policy.timeout_ms, &serr);
+    host->current = NULL;
+    if (rc == 0 && inf->error) {
+        snprintf(serr.msg, sizeof(serr.msg), "%s", inf->error);
+        rc = -1;
+    }
+    if (rc) {
+        log_at(LOG_ERROR, "policy", CTX(inf), "error channel function failed: %s", serr.msg);
+        return -1;
+    }
+    log_at(LOG_WARN, "policy", CTX(inf), "handed to the error channel function after %d attempt(s)",
+           inf->attempts);
+    return 0;
+}
+
+void policy_failed(inflight_t *inf, const char *why, const char *traceback, int retryable) {
+    endpoint_t *ep = inf->ep;
+    const policy_conf_t *pol = &ep->conf->policy;
+
+    free(inf->error);
+    free(inf->traceback);
+    inf->error = strdup(why);
+    inf->traceback = strdup(traceback ? traceback : "");
+    ep->stats.failed++;
+    log_at(LOG_ERROR, "policy", CTX(inf), "handler failed (attempt %d): %s%s%s", inf->attempts, why,
+           traceback && *traceback ? "\n" : "", traceback ? traceback : "");
+    if (ep->stopped) {
+        /* Shutting down: leave it uncommitted. */
+        offsets_void_from(inf->offsets, inf->seq);
+        pipeline_settle(inf, STAGE_DROP);
+        return;
+    }
+    if (retryable && inf->rounds < pol->delayed) {
+        int64_t delay = backoff(pol, inf->rounds);
+        ep->stats.retried++;
+        log_at(LOG_WARN, "policy", CTX(inf), "retrying in %lld ms (delayed retry %d of %d)",
+               (long long)delay, inf->rounds + 1, pol->delayed);
+        redeliver(inf, delay);
+        return;
+    }
+    if (pol->error_kind == ERRCH_FUNCTION ? to_function(inf) == 0
+        : pol->error_kind != ERRCH_NONE   ? to_topic(inf) == 0
+                                          : 0) {
+        pipeline_settle(inf, STAGE_DEADLETTER);
+        return;
+    }
+    final_failure(inf);
+}
+
+void policy_publish_failed(inflight_t *inf, const char *why) {
+    if (inf->ep->host->current == inf) {
+        /* The error channel function is still running: it fails when it
+         * returns. */
+        if (!inf->error) inf->error = strdup(why);
+        return;
+    }
+    log_at(LOG_ERROR, "policy", CTX(inf), "%s: %s",
+           inf->stage == STAGE_RESEND ? "resend failed" : "error channel failed", why);
+    if (inf->stage == STAGE_RESEND) stop(inf);
+    else final_failure(inf);
+}
+
+static void final_failure(inflight_t *inf) {
+    endpoint_t *ep = inf->ep;
+    const policy_conf_t *pol = &ep->conf->policy;
+    char err[512];
+
+    switch (pol->final_failure) {
+    case FINAL_IGNORE:
+        ep->stats.ignored++;
+        log_at(LOG_WARN, "policy", CTX(inf), "final failure: ignore; committed without handling");
+        pipeline_settle(inf, STAGE_IGNORE);
+        return;
+    case FINAL_RELEASE: {
+        int64_t delay = backoff(pol, inf->rounds);
+        ep->stats.released++;
+        log_at(LOG_WARN, "policy", CTX(inf), "final failure: release; delivered again in %lld ms",
+               (long long)delay);
+        redeliver(inf, delay);
+        return;
+    }
+    case FINAL_RESEND: {
+        publisher_t *p = host_internal_publisher(ep->host, err, sizeof(err));
+        rd_kafka_headers_t *h = copy_headers(&inf->msg);
+        add_header(h, ATTEMPTS_HEADER, "%d", inf->attempts);
+        if (!p || send_copy(inf, p, inf->msg.topic, h, err, sizeof(err))) {
+            if (p == NULL) rd_kafka_headers_destroy(h);
+            log_at(LOG_ERROR, "policy", CTX(inf), "final failure: resend failed: %s", err);
+            stop(inf);
+            return;
+        }
+        log_at(LOG_WARN, "policy", CTX(inf),
+               "final failure: resend; published again to the end of %s", inf->msg.topic);
+        pipeline_settle(inf, STAGE_RESEND);
+        return;
+    }
+    default:
+        stop(inf);
+    }
+}
