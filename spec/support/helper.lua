@@ -86,10 +86,11 @@ function H.tmpdir()
   return dir
 end
 
--- Polls fn every 50 ms until it returns a truthy value, and returns what fn
--- returned.  An error raised by fn counts as "not yet".  After timeout_s
--- (default 10) it fails naming `what`, with fn's last error if any.
-function H.wait_until(fn, timeout_s, what)
+-- Polls fn every interval_s (default 0.05) until it returns a truthy value,
+-- and returns what fn returned.  An error raised by fn counts as "not yet".
+-- After timeout_s (default 10) it fails naming `what`, with fn's last error
+-- if any.
+function H.wait_until(fn, timeout_s, what, interval_s)
   timeout_s = timeout_s or 10
   local deadline = H.now() + timeout_s
   local last_err
@@ -101,7 +102,7 @@ function H.wait_until(fn, timeout_s, what)
       error(("timed out after %gs waiting for %s%s"):format(timeout_s, what or "a condition",
         last_err and (" (last error: " .. tostring(last_err) .. ")") or ""), 2)
     end
-    H.sleep(0.05)
+    H.sleep(interval_s or 0.05)
   end
 end
 
@@ -170,7 +171,7 @@ function H.spawn(cmd, opts)
   }))
   os.execute(("sh %s >/dev/null 2>&1 </dev/null &"):format(H.q(dir .. "/run.sh")))
   local pid = tonumber(H.wait_until(function() return H.read_file(pidfile) end, 10,
-    "the pid of: " .. cmd):match("%d+"))
+    "the pid of: " .. cmd, 0.005):match("%d+"))
 
   local proc = { pid = pid, cmd = cmd, stdout_path = out, stderr_path = err ~= out and err or nil }
   local function code()
@@ -268,10 +269,11 @@ function H.broker_start(opts)
   local line = H.wait_until(function()
     local first = H.read_lines(out)[1]
     if first and first:match("^bootstrap: ") then return first end
-    if not proc.alive() then
-      error(("luka broker exited with code %s:\n%s"):format(tostring(proc.wait(0)), proc.output()))
-    end
-  end, opts.timeout or 10, "the bootstrap line of luka broker")
+    if not proc.alive() then return "exited" end
+  end, opts.timeout or 10, "the bootstrap line of luka broker", 0.01)
+  if line == "exited" then
+    error(("luka broker exited with code %s:\n%s"):format(tostring(proc.wait(0)), proc.output()), 2)
+  end
   b.bootstrap = line:match("^bootstrap: (%S+)")
   b.addresses = {}
   for a in b.bootstrap:gmatch("[^,]+") do b.addresses[#b.addresses + 1] = a end
@@ -292,19 +294,21 @@ function H.broker_start(opts)
     ctl:setvbuf("no")
     assert(ctl:write(cmd, "\n"))
     ctl:close()
-    return H.wait_until(function()
+    local reply, before = H.wait_until(function()
       local lines = H.read_lines(out)
       for i = answered + 1, #lines do
         if lines[i] == "ok" or lines[i]:match("^error: ") then
-          local before = table.move(lines, answered + 1, i - 1, 1, {})
+          local prior = table.move(lines, answered + 1, i - 1, 1, {})
           answered = i
-          return lines[i], before
+          return lines[i], prior
         end
       end
-      if not proc.alive() then
-        error("luka broker exited; its log:\n" .. proc.output())
-      end
-    end, 10, ("luka broker's answer to '%s'"):format(cmd))
+      if not proc.alive() then return "exited" end
+    end, 10, ("luka broker's answer to '%s'"):format(cmd), 0.005)
+    if reply == "exited" then
+      error(("luka broker exited before answering '%s'; its log:\n%s"):format(cmd, b.log()), 2)
+    end
+    return reply, before
   end)
   b.log = self_less(function() return H.read_file(err) or "" end)
   b.close_control = self_less(function()
@@ -367,7 +371,7 @@ function H.kcat_produce(bootstrap, topic, messages, opts)
   opts = opts or {}
   local dir = H.tmpdir()
   local base = ("kcat -P -q -b %s -t %s -X message.timeout.ms=%d %s"):format(H.q(bootstrap), H.q(topic),
-    math.floor((opts.timeout or 30) * 1000) - 2000, opts.args or "")
+    math.max(1000, math.floor((opts.timeout or 30) * 1000) - 2000), opts.args or "")
   local nfile = 0
 
   -- Consecutive messages with the same partition, headers and null-ness go

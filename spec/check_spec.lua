@@ -1,0 +1,82 @@
+-- luka check: an app script's mistakes are reported before anything
+-- connects, naming the file and line, and a good app prints its topology.
+local H = require "support.helper"
+
+local function check(src)
+  local dir = H.tmpdir()
+  H.write_file(dir .. "/app.lua", src)
+  local r = H.run(("cd %s && %s check app.lua"):format(H.q(dir), H.luka))
+  return r.code, r.stdout, r.stderr
+end
+
+describe("luka check", function()
+  it("prints the resolved topology of the example app", function()
+    local r = H.run(H.luka .. " check config/orders.lua")
+    assert.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("publisher orders -> topic orders, key from field orderId", 1, true))
+    assert.truthy(r.stdout:find("consumer orderConsumers <- topics orders, group order_subscriber", 1, true))
+    assert.truthy(r.stdout:find("consumer orderAudit <- topics orders, group order_audit", 1, true))
+  end)
+
+  it("names the file, the line and the nearest option for an unknown option", function()
+    local code, _, err = check([[
+local luka = require "luka"
+
+luka.consumer "orders" { topic = { "orders" }, handle = function() end }
+]])
+    assert.equal(1, code)
+    assert.truthy(err:find("app.lua:3: consumer 'orders': unknown option 'topic' (did you mean 'topics'?)", 1, true), err)
+  end)
+
+  it("reports a wrong type, a missing handler, an empty topic list and a duplicate name", function()
+    local cases = {
+      { 'luka.consumer "c" { topics = "orders", handle = function() end }', "option 'topics' must be a list of topic names, got string" },
+      { 'luka.consumer "c" { topics = { "orders" } }', "missing handler" },
+      { 'luka.consumer "c" { topics = {}, handle = function() end }', "'topics' is empty" },
+      { 'luka.publisher "p" {}\nluka.channel "p" { handle = function() end }', "app.lua:3: channel 'p': name already used by publisher 'p' at app.lua:2" },
+      { 'luka.consumer "c" { topics = { "t" }, handle = function() end, retry = { delayed = { initial = "soon" } } }', "bad duration 'soon'" },
+      { 'luka.consumer "c" { topics = { "t" }, handle = function() end, final_failure = "stpo" }', "(did you mean 'stop'?)" },
+    }
+    for _, c in ipairs(cases) do
+      local code, _, err = check('local luka = require "luka"\n' .. c[1] .. "\n")
+      assert.equal(1, code, c[1])
+      assert.truthy(err:find(c[2], 1, true), ("expected %q in %q"):format(c[2], err))
+      assert.truthy(err:find("app.lua:%d"), "names file and line: " .. err)
+    end
+  end)
+
+  it("reports a publish to an unknown target with the line of the call", function()
+    local code, _, err = check([[
+local luka = require "luka"
+luka.publisher "orders" {}
+luka.publish("oders", { n = 1 })
+]])
+    assert.equal(1, code)
+    assert.truthy(err:find("app.lua:3: unknown publish target 'oders' (did you mean 'orders'?)", 1, true), err)
+  end)
+
+  it("reports an unknown librdkafka property before connecting", function()
+    local code, _, err = check([[
+local luka = require "luka"
+luka.publisher "orders" { config = { ["acks2"] = "all" } }
+]])
+    assert.equal(1, code)
+    assert.truthy(err:find("app.lua:2: publisher 'orders': config", 1, true), err)
+    assert.truthy(err:find("acks2", 1, true), err)
+  end)
+
+  it("reports a syntax error and an error at load time with file and line", function()
+    local code, _, err = check("local luka = require 'luka'\nluka.consumer 'x' {\n")
+    assert.equal(1, code)
+    assert.truthy(err:find("app.lua:3:", 1, true), err)
+    code, _, err = check("local luka = require 'luka'\nlocal x = nil\nprint(x.y)\n")
+    assert.equal(1, code)
+    assert.truthy(err:find("app.lua:3: attempt to index", 1, true), err)
+  end)
+
+  it("stops a script that loops forever at load time", function()
+    local code, _, err = check("while true do end\n")
+    assert.equal(1, code)
+    assert.truthy(err:find("timed out", 1, true), err)
+  end)
+end)
