@@ -187,6 +187,21 @@ static void read_topology(lua_State *L, app_t *app) {
     }
     lua_pop(L, 1);
 
+    lua_getfield(L, reg, "topics");
+    app->ntopics = (int)luaL_len(L, -1);
+    app->topics = calloc(app->ntopics ? app->ntopics : 1, sizeof(*app->topics));
+    for (int i = 0; i < app->ntopics; i++) {
+        topic_conf_t *t = &app->topics[i];
+        lua_rawgeti(L, -1, i + 1); /* Stack: registry, topics, t */
+        t->name = field_str(L, -1, "name");
+        t->where = field_str(L, -1, "where");
+        t->partitions = (int)field_int(L, -1, "partitions", -1);
+        t->replication = (int)field_int(L, -1, "replication", -1);
+        kvlist_read(L, -1, "config", &t->config);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
     lua_getfield(L, reg, "endpoints");
     app->neps = (int)luaL_len(L, -1);
     app->eps = calloc(app->neps ? app->neps : 1, sizeof(*app->eps));
@@ -282,7 +297,7 @@ app_t *app_load(const char *path, char *errbuf, size_t errlen) {
         snprintf(errbuf, errlen, "%s", err.msg);
         goto fail;
     }
-    if (app->neps == 0 && app->npubs == 0) {
+    if (app->neps == 0 && app->npubs == 0 && app->ntopics == 0) {
         snprintf(errbuf, errlen,
                  "%s: declares no consumer, channel or publisher; "
                  "add one with luka.consumer \"name\" { ... }",
@@ -312,7 +327,11 @@ void app_free(app_t *app) {
         free(e->policy.error_target), free(e->policy.dedup_field);
         free(e->policy.dedup_header), free(e->policy.dedup_store);
     }
-    free(app->pubs), free(app->eps);
+    for (int i = 0; i < app->ntopics; i++) {
+        free(app->topics[i].name), free(app->topics[i].where);
+        kvlist_free(&app->topics[i].config);
+    }
+    free(app->pubs), free(app->eps), free(app->topics);
     free(app->brokers), free(app->client_id);
     kvlist_free(&app->broker_config);
     free(app->path), free(app->dir);

@@ -65,6 +65,13 @@ typedef struct endpoint_conf {
     policy_conf_t policy;
 } endpoint_conf_t;
 
+/* A declared topic (luka.topic); -1 leaves a count to the cluster. */
+typedef struct topic_conf {
+    char *name, *where;
+    int partitions, replication;
+    kvlist_t config;
+} topic_conf_t;
+
 typedef struct app {
     lua_State *L;
     char *path; /* as given */
@@ -75,6 +82,8 @@ typedef struct app {
     int npubs;
     endpoint_conf_t *eps;
     int neps;
+    topic_conf_t *topics;
+    int ntopics;
 } app_t;
 
 /* Load and validate an app script.  Returns NULL with a message that names

@@ -17,6 +17,9 @@
  * endpoint stops taking more. */
 #define MAX_INFLIGHT 10000
 
+const double duration_bounds[DURATION_BUCKETS] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025,
+                                                   0.05,   0.1,    0.25,  0.5,   1,    5};
+
 static void drain(endpoint_t *ep);
 
 static void on_poll(uv_poll_t *w, int status, int events) {
@@ -223,7 +226,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char list[1024];
 
     describe(parts, list, sizeof(list));
+    ep->stats.rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        ep->joined = 1;
         log_info("consumer", "[%s] assigned %s", ep->conf->name, parts->cnt ? list : "nothing");
         assign_parts(ep, parts);
         if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
@@ -234,6 +239,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
         else rd_kafka_assign(rk, NULL);
     }
+}
+
+/* Served on the loop thread, like every callback of this consumer. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    endpoint_t *ep = opaque;
+    (void)rk, (void)len;
+    free(ep->kafka_stats);
+    ep->kafka_stats = json;
+    return 1; /* we keep json */
 }
 
 static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errbuf,
@@ -271,6 +285,7 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, 
         if (set(kconf, conf->config.items[i].key, conf->config.items[i].value, why, sizeof(why)))
             goto fail;
     rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
+    rd_kafka_conf_set_stats_cb(kconf, stats_cb);
     rd_kafka_conf_set_opaque(kconf, ep);
     ep->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, why, sizeof(why));
     if (!ep->rk) goto fail;
@@ -357,6 +372,8 @@ void consumer_close(endpoint_t *ep) {
     free(ep->parts);
     dedup_close(ep->dedup);
     ep->dedup = NULL;
+    free(ep->kafka_stats);
+    ep->kafka_stats = NULL;
     ep->parts = NULL;
     ep->nparts = 0;
     if (ep->poll.data) {

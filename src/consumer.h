@@ -28,10 +28,17 @@ typedef struct partition {
     uv_timer_t *timer;
 } partition_t;
 
+/* Upper bounds, in seconds, of the handler duration histogram's buckets. */
+#define DURATION_BUCKETS 12
+extern const double duration_bounds[DURATION_BUCKETS];
+
 /* What the endpoint decided, counted once per message and decision. */
 typedef struct endpoint_stats {
     uint64_t consumed, handled, failed, retried, dead_lettered, deduplicated, resent,
         released, ignored, stopped;
+    uint64_t rebalances; /* assignments and revocations */
+    uint64_t duration_count[DURATION_BUCKETS + 1]; /* per bucket, the last is +Inf */
+    double duration_sum;                           /* seconds in handlers */
 } endpoint_stats_t;
 
 typedef struct endpoint {
@@ -49,6 +56,8 @@ typedef struct endpoint {
     inflight_t *inflight;
     int ninflight;
     dedup_t *dedup;
+    int joined;  /* has had an assignment (maybe empty) from its group */
+    char *kafka_stats; /* librdkafka's latest statistics JSON, or NULL */
     int stopped; /* takes no more messages */
     int dirty;   /* some partition's commit offset moved */
     endpoint_stats_t stats;

@@ -5,6 +5,7 @@
 #include "host.h"
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -43,6 +44,34 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     if (rd_kafka_fatal_error(rk, NULL, 0) && running) host_stop(running, 1);
 }
 
+/* LUKA_KAFKA_SASL_PASSWORD=x sets sasl.password=x on every client, so a
+ * container gets credentials and TLS settings from its environment without
+ * putting them in the app script. */
+static int env_kafka_conf(rd_kafka_conf_t *conf, char *errbuf, size_t errlen) {
+    extern char **environ;
+    static const char prefix[] = "LUKA_KAFKA_";
+    for (char **e = environ; *e; e++) {
+        char name[256];
+        const char *eq = strchr(*e, '=');
+        size_t n;
+        if (strncmp(*e, prefix, sizeof(prefix) - 1) || !eq) continue;
+        n = (size_t)(eq - *e) - (sizeof(prefix) - 1);
+        if (n == 0 || n >= sizeof(name)) continue;
+        for (size_t i = 0; i < n; i++) {
+            char c = (*e)[sizeof(prefix) - 1 + i];
+            name[i] = c == '_' ? '.' : (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+        }
+        name[n] = '\0';
+        if (rd_kafka_conf_set(conf, name, eq + 1, errbuf, errlen) != RD_KAFKA_CONF_OK) {
+            char why[512];
+            snprintf(why, sizeof(why), "%s", errbuf);
+            snprintf(errbuf, errlen, "environment %.*s: %s", (int)(eq - *e), *e, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 rd_kafka_conf_t *host_kafka_conf(host_t *h, const kvlist_t *extra, char *errbuf, size_t errlen) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const kvlist_t *lists[2] = {&h->app->broker_config, extra};
@@ -57,6 +86,7 @@ rd_kafka_conf_t *host_kafka_conf(host_t *h, const kvlist_t *extra, char *errbuf,
             if (rd_kafka_conf_set(conf, lists[l]->items[i].key, lists[l]->items[i].value, errbuf,
                                   errlen) != RD_KAFKA_CONF_OK)
                 goto fail;
+    if (env_kafka_conf(conf, errbuf, errlen)) goto fail;
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     return conf;
@@ -149,6 +179,7 @@ static void on_shutdown(uv_timer_t *t) {
     if (h->signals) {
         uv_close((uv_handle_t *)&h->sigint, close_cb);
         uv_close((uv_handle_t *)&h->sigterm, close_cb);
+        uv_close((uv_handle_t *)&h->sigchld, close_cb);
         h->signals = 0;
     }
     uv_close((uv_handle_t *)t, close_cb);
@@ -187,6 +218,13 @@ static void on_signal(uv_signal_t *s, int signum) {
     host_stop(h, 0);
 }
 
+/* As PID 1 in a container, luka inherits orphaned processes and must reap
+ * them.  Only then: otherwise a handler's io.popen would lose its child. */
+static void on_child(uv_signal_t *s, int signum) {
+    (void)s, (void)signum;
+    while (waitpid(-1, NULL, WNOHANG) > 0) continue;
+}
+
 static int selected(const run_opts_t *o, const char *name) {
     if (o->nonly == 0) return 1;
     for (int i = 0; i < o->nonly; i++)
@@ -203,7 +241,16 @@ static void resolve_brokers(host_t *h, const run_opts_t *o) {
     h->brokers = strdup(b);
 }
 
+/* The embedded broker has no CreateTopics: make the declared topics with
+ * their partition counts, then every other topic the app uses. */
 static int create_topics(host_t *h, char *errbuf, size_t errlen) {
+    for (int i = 0; i < h->app->ntopics; i++) {
+        const topic_conf_t *t = &h->app->topics[i];
+        if (broker_create_topic(h->embedded, t->name,
+                                t->partitions > 0 ? t->partitions : EMBEDDED_PARTITIONS, errbuf,
+                                errlen))
+            return -1;
+    }
     for (int i = 0; i < h->app->npubs; i++)
         if (broker_create_topic(h->embedded, h->app->pubs[i].topic, EMBEDDED_PARTITIONS, errbuf,
                                 errlen))
@@ -285,6 +332,8 @@ int host_run(const run_opts_t *o) {
         h->sigint.data = h->sigterm.data = h;
         uv_signal_start(&h->sigint, on_signal, SIGINT);
         uv_signal_start(&h->sigterm, on_signal, SIGTERM);
+        uv_signal_init(h->loop, &h->sigchld);
+        if (getpid() == 1) uv_signal_start(&h->sigchld, on_child, SIGCHLD);
         h->signals = 1;
         log_info("host", "running %s: %d endpoint(s), %d publisher(s), brokers %s", o->app_path,
                  h->neps, h->npubs, h->brokers);

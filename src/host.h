@@ -34,7 +34,7 @@ typedef struct host {
     struct endpoint **eps;
     int neps;
     struct inflight *current; /* message whose handler is running */
-    uv_signal_t sigint, sigterm;
+    uv_signal_t sigint, sigterm, sigchld;
     int signals;
     int stopping;
     int exit_code;

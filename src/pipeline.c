@@ -13,6 +13,7 @@
 #include "consumer.h"
 #include "json.h"
 #include "log.h"
+#include "meta.h"
 #include "policy.h"
 #include "script.h"
 
@@ -30,48 +31,6 @@ int pipeline_push_payload(inflight_t *inf, char *errbuf, size_t errlen) {
         return -1;
     }
     return 0;
-}
-
-/* Stack: ... -> ..., meta */
-void pipeline_push_meta(inflight_t *inf) {
-    lua_State *L = inf->ep->host->app->L;
-    const message_t *m = &inf->msg;
-
-    lua_createtable(L, 0, 9);
-    lua_pushstring(L, m->topic);
-    lua_setfield(L, -2, "topic");
-    lua_pushinteger(L, m->partition);
-    lua_setfield(L, -2, "partition");
-    lua_pushinteger(L, m->offset);
-    lua_setfield(L, -2, "offset");
-    if (m->key) {
-        lua_pushlstring(L, m->key, m->key_len);
-        lua_setfield(L, -2, "key");
-    }
-    if (m->timestamp >= 0) {
-        lua_pushinteger(L, m->timestamp);
-        lua_setfield(L, -2, "timestamp");
-    }
-    lua_pushinteger(L, inf->attempts);
-    lua_setfield(L, -2, "attempt");
-
-    /* Headers: name -> value; of repeated names the last wins, as with
-     * Kafka's lastHeader().  A header without a value reads luka.null. */
-    lua_createtable(L, 0, m->headers ? (int)rd_kafka_header_cnt(m->headers) : 0);
-    if (m->headers) {
-        const char *name;
-        const void *val;
-        size_t size;
-        for (size_t i = 0; !rd_kafka_header_get_all(m->headers, i, &name, &val, &size); i++) {
-            if (val) lua_pushlstring(L, val, size);
-            else json_push_null(L);
-            lua_setfield(L, -2, name);
-        }
-    }
-    /* Stack: meta, headers */
-    if (lua_getfield(L, -1, "id") == LUA_TSTRING) lua_setfield(L, -3, "id");
-    else lua_pop(L, 1);
-    lua_setfield(L, -2, "headers");
 }
 
 static void finish(inflight_t *inf, int done) {
@@ -153,7 +112,7 @@ static int seen_before(inflight_t *inf) {
             script_err_t serr;
             lua_rawgeti(L, LUA_REGISTRYINDEX, pol->dedup_fn);
             lua_insert(L, -2);
-            pipeline_push_meta(inf);
+            meta_push(L, &inf->msg, inf->attempts);
             if (script_call(L, 2, 1, pol->timeout_ms, &serr) != 0) {
                 log_warn("dedup", "[%s] key function failed: %s; handling the message anyway",
                          ep->conf->name, serr.msg);
@@ -181,12 +140,20 @@ static int seen_before(inflight_t *inf) {
     return rc;
 }
 
+static void observe(endpoint_stats_t *s, double seconds) {
+    int i = 0;
+    while (i < DURATION_BUCKETS && seconds > duration_bounds[i]) i++;
+    s->duration_count[i]++;
+    s->duration_sum += seconds;
+}
+
 /* Call the handler once.  Returns 0, or -1 with err filled and *retryable
  * set. */
 static int call_handler(inflight_t *inf, script_err_t *err, int *retryable) {
     endpoint_t *ep = inf->ep;
     host_t *h = ep->host;
     lua_State *L = h->app->L;
+    uint64_t start;
     int rc;
 
     inf->attempts++;
@@ -197,9 +164,11 @@ static int call_handler(inflight_t *inf, script_err_t *err, int *retryable) {
         *retryable = 0;
         return -1;
     }
-    pipeline_push_meta(inf);
+    meta_push(L, &inf->msg, inf->attempts);
     h->current = inf;
+    start = uv_hrtime();
     rc = script_call(L, 2, 0, ep->conf->policy.timeout_ms, err);
+    observe(&ep->stats, (double)(uv_hrtime() - start) / 1e9);
     h->current = NULL;
     if (rc == 0 && inf->error) {
         /* A publish could not be queued: that fails the message too. */

@@ -58,9 +58,6 @@ void pipeline_settle(inflight_t *inf, int stage);
  * nil).  Returns 0, or -1 with a decode error in errbuf. */
 int pipeline_push_payload(inflight_t *inf, char *errbuf, size_t errlen);
 
-/* Push meta for the message. */
-void pipeline_push_meta(inflight_t *inf);
-
 /* Drop every message still in flight on ep without marking it done, so it
  * is delivered again after a restart.  Call it only when no delivery
  * report can still name them (the producers are flushed or purged).

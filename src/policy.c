@@ -15,6 +15,7 @@
 
 #include "consumer.h"
 #include "log.h"
+#include "meta.h"
 #include "producer.h"
 #include "script.h"
 
@@ -155,7 +156,7 @@ static int to_function(inflight_t *inf) {
         /* It did not decode: give the function the bytes. */
         lua_pushlstring(L, inf->msg.payload, inf->msg.len);
     }
-    pipeline_push_meta(inf);
+    meta_push(L, &inf->msg, inf->attempts);
     lua_createtable(L, 0, 3);
     lua_pushstring(L, inf->error ? inf->error : "");
     lua_setfield(L, -2, "message");

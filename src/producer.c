@@ -27,6 +27,14 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     if (rkm->_private) pipeline_publish_done(rkm->_private, rkm->err);
 }
 
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    publisher_t *p = opaque;
+    (void)rk, (void)len;
+    free(p->kafka_stats);
+    p->kafka_stats = json;
+    return 1; /* we keep json */
+}
+
 static void serve(publisher_t *p) {
     while (rd_kafka_poll(p->rk, 0) > 0) continue;
     host_store_offsets(p->host);
@@ -62,6 +70,7 @@ publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf
                               sizeof(why)) != RD_KAFKA_CONF_OK)
             goto fail;
     rd_kafka_conf_set_dr_msg_cb(kconf, dr_cb);
+    rd_kafka_conf_set_stats_cb(kconf, stats_cb);
     rd_kafka_conf_set_opaque(kconf, p);
     p->rk = rd_kafka_new(RD_KAFKA_PRODUCER, kconf, why, sizeof(why));
     if (!p->rk) goto fail;
@@ -123,6 +132,7 @@ int producer_flush(publisher_t *p, int timeout_ms) {
 
 static void free_pub(uv_handle_t *handle) {
     publisher_t *p = handle->data;
+    free(p->kafka_stats);
     close(p->fds[0]);
     close(p->fds[1]);
     free(p);
@@ -146,6 +156,7 @@ void producer_close(publisher_t *p) {
     } else {
         if (p->fds[0] >= 0) close(p->fds[0]);
         if (p->fds[1] >= 0) close(p->fds[1]);
+        free(p->kafka_stats);
         free(p);
     }
 }

@@ -18,6 +18,7 @@ typedef struct publisher {
     int fds[2];
     uv_poll_t poll;
     uint64_t published, acked, failed;
+    char *kafka_stats; /* librdkafka's latest statistics JSON, or NULL */
 } publisher_t;
 
 publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf,

@@ -197,6 +197,13 @@ M.options = {
     { name = "max_entries", type = integer_at_least(1), default = 100000,
       help = "memory store: keys kept before the oldest is evicted" },
   },
+  topic = {
+    { name = "partitions", type = integer_at_least(1),
+      help = "partition count (default: the cluster's num.partitions)" },
+    { name = "replication", type = integer_at_least(1),
+      help = "replication factor (default: the cluster's default.replication.factor)" },
+    { name = "config", type = CONFIG, default = {}, help = "topic configs, such as retention.ms" },
+  },
   broker = {
     { name = "brokers", type = TEXT, help = "bootstrap servers, host:port[,host:port...]" },
     { name = "client_id", type = TEXT, help = "client.id the brokers see for this app" },
@@ -287,8 +294,8 @@ local state
 -- luka.publish may name), endpoint_names consumer and channel names; pending
 -- holds names whose options table never came (`luka.consumer "x"` alone).
 function M.reset()
-  state = { broker = { config = {} }, publishers = {}, endpoints = {},
-            targets = {}, endpoint_names = {}, pending = {} }
+  state = { broker = { config = {} }, publishers = {}, endpoints = {}, topics = {},
+            targets = {}, endpoint_names = {}, topic_names = {}, pending = {} }
 end
 M.reset()
 
@@ -367,6 +374,13 @@ M.channel = declaration("channel", { "targets", "endpoint_names" }, function(nam
   table.insert(state.endpoints, o)
 end)
 
+-- A topic the app expects to exist, which `luka topics --apply` creates and
+-- the embedded broker creates at start-up.
+M.topic = declaration("topic", { "topic_names" }, function(name, o, at)
+  o.name, o.where = name, at
+  table.insert(state.topics, o)
+end)
+
 -- Queries -----------------------------------------------------------------
 
 -- The declared topology, in declaration order.  A name declared without its
@@ -374,7 +388,8 @@ end)
 function M.registry()
   local _, unfinished = next(state.pending)
   if unfinished then error(unfinished, 0) end
-  return { broker = state.broker, publishers = state.publishers, endpoints = state.endpoints }
+  return { broker = state.broker, publishers = state.publishers, endpoints = state.endpoints,
+           topics = state.topics }
 end
 
 -- true if name is a declared publisher or channel, else false and a message

@@ -8,6 +8,7 @@ local luka = {
   publisher = dsl.publisher,
   consumer = dsl.consumer,
   channel = dsl.channel,
+  topic = dsl.topic,
   publish = host.publish,
   fatal = host.fatal,
   null = host.null,
