@@ -232,7 +232,7 @@ static int selected(const run_opts_t *o, const char *name) {
     return 0;
 }
 
-static void resolve_brokers(host_t *h, const run_opts_t *o) {
+void host_resolve_brokers(host_t *h, const run_opts_t *o) {
     const char *env = getenv("KAFKA_BROKERS");
     const char *b = o->brokers          ? o->brokers
                     : h->app->brokers   ? h->app->brokers
@@ -299,7 +299,7 @@ int host_run(const run_opts_t *o) {
         }
         log_info("host", "embedded broker at %s", h->brokers);
     } else {
-        resolve_brokers(h, o);
+        host_resolve_brokers(h, o);
     }
     if (host_check_config(h, err, sizeof(err))) {
         log_error("app", "%s", err);
@@ -368,7 +368,7 @@ int host_check(const run_opts_t *o) {
         fprintf(stderr, "luka: %s\n", err);
         return 1;
     }
-    resolve_brokers(h, o);
+    host_resolve_brokers(h, o);
     if (host_check_config(h, err, sizeof(err))) {
         fprintf(stderr, "luka: %s\n", err);
         goto done;

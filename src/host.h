@@ -70,6 +70,10 @@ void host_store_offsets(host_t *h);
  * Returns 0, or -1 with errbuf naming the client and the property. */
 int host_check_config(host_t *h, char *errbuf, size_t errlen);
 
+/* Set h->brokers (malloc'd): --brokers, else the app's luka.broker,
+ * else KAFKA_BROKERS, else localhost:9092. */
+void host_resolve_brokers(host_t *h, const run_opts_t *o);
+
 /* `luka check`: validate the app and print its topology. */
 int host_check(const run_opts_t *opts);
 
