@@ -266,7 +266,44 @@ static int read_app(lua_State *L) {
     return 0;
 }
 
+/* Record the script and every module it loaded from the app's directory:
+ * what --watch watches.  Runs in protected mode, app at index 1. */
+static int list_files(lua_State *L) {
+    app_t *app = lua_touserdata(L, 1);
+    size_t dirlen = strlen(app->dir);
+    int cap = 8;
+
+    app->files = calloc(cap, sizeof(char *));
+    app->files[app->nfiles++] = strdup(app->path);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "loaded");
+    lua_pushnil(L);
+    /* Stack: app, package, loaded, name, module */
+    while (lua_next(L, -2)) {
+        lua_pop(L, 1);
+        if (lua_type(L, -1) != LUA_TSTRING) continue;
+        lua_getfield(L, -3, "searchpath");
+        lua_pushvalue(L, -2);
+        lua_getfield(L, -5, "path");
+        lua_call(L, 2, 1);
+        if (lua_isstring(L, -1)) {
+            const char *f = lua_tostring(L, -1);
+            if (strncmp(f, app->dir, dirlen) == 0 && f[dirlen] == '/') {
+                if (app->nfiles == cap) app->files = realloc(app->files, (cap *= 2) * sizeof(char *));
+                app->files[app->nfiles++] = strdup(f);
+            }
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 app_t *app_load(const char *path, char *errbuf, size_t errlen) {
+    return app_load_with_state(path, NULL, errbuf, errlen);
+}
+
+app_t *app_load_with_state(const char *path, const char *state_json, char *errbuf,
+                           size_t errlen) {
     app_t *app = calloc(1, sizeof(*app));
     script_err_t err;
     char *tmp;
@@ -282,6 +319,7 @@ app_t *app_load(const char *path, char *errbuf, size_t errlen) {
         goto fail;
     }
     setup_state(L, app->dir);
+    if (state_json && lapi_set_state(L, state_json, strlen(state_json), errbuf, errlen)) goto fail;
 
     if (luaL_loadfile(L, path) != LUA_OK) {
         snprintf(errbuf, errlen, "%s", lua_tostring(L, -1));
@@ -292,6 +330,12 @@ app_t *app_load(const char *path, char *errbuf, size_t errlen) {
         goto fail;
     }
     lua_pushcfunction(L, read_app);
+    lua_pushlightuserdata(L, app);
+    if (script_call(L, 1, 0, LOAD_TIMEOUT_MS, &err) != 0) {
+        snprintf(errbuf, errlen, "%s", err.msg);
+        goto fail;
+    }
+    lua_pushcfunction(L, list_files);
     lua_pushlightuserdata(L, app);
     if (script_call(L, 1, 0, LOAD_TIMEOUT_MS, &err) != 0) {
         snprintf(errbuf, errlen, "%s", err.msg);
@@ -334,6 +378,8 @@ void app_free(app_t *app) {
     free(app->pubs), free(app->eps), free(app->topics);
     free(app->brokers), free(app->client_id);
     kvlist_free(&app->broker_config);
+    for (int i = 0; i < app->nfiles; i++) free(app->files[i]);
+    free(app->files);
     free(app->path), free(app->dir);
     free(app);
 }

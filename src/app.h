@@ -84,11 +84,18 @@ typedef struct app {
     int neps;
     topic_conf_t *topics;
     int ntopics;
+    char **files; /* the Lua files it loaded from its directory, script first */
+    int nfiles;
 } app_t;
 
 /* Load and validate an app script.  Returns NULL with a message that names
  * the file and line in errbuf. */
 app_t *app_load(const char *path, char *errbuf, size_t errlen);
+
+/* The same, with luka.state set from state_json (may be NULL) before the
+ * script runs: how a reload carries state over. */
+app_t *app_load_with_state(const char *path, const char *state_json, char *errbuf,
+                           size_t errlen);
 void app_free(app_t *app);
 
 const publisher_conf_t *app_publisher(const app_t *app, const char *name);

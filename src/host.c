@@ -18,6 +18,7 @@
 #include "log.h"
 #include "producer.h"
 #include "publish.h"
+#include "reload.h"
 #include "timer.h"
 
 #define EMBEDDED_PARTITIONS 4
@@ -165,6 +166,7 @@ static void on_shutdown(uv_timer_t *t) {
     host_t *h = t->data;
     int n;
 
+    reload_stop(h);
     timer_stop_all(h->app->L);
     host_flush(h, (int)h->drain_timeout_ms);
     /* Producers go first: their purge fails whatever is still unacked, so
@@ -180,6 +182,7 @@ static void on_shutdown(uv_timer_t *t) {
         uv_close((uv_handle_t *)&h->sigint, close_cb);
         uv_close((uv_handle_t *)&h->sigterm, close_cb);
         uv_close((uv_handle_t *)&h->sigchld, close_cb);
+        uv_close((uv_handle_t *)&h->sighup, close_cb);
         h->signals = 0;
     }
     uv_close((uv_handle_t *)t, close_cb);
@@ -218,6 +221,12 @@ static void on_signal(uv_signal_t *s, int signum) {
     host_stop(h, 0);
 }
 
+/* SIGHUP reloads the app, as operators expect of a daemon. */
+static void on_hangup(uv_signal_t *s, int signum) {
+    (void)signum;
+    reload_request(s->data, "SIGHUP");
+}
+
 /* As PID 1 in a container, luka inherits orphaned processes and must reap
  * them.  Only then: otherwise a handler's io.popen would lose its child. */
 static void on_child(uv_signal_t *s, int signum) {
@@ -225,7 +234,8 @@ static void on_child(uv_signal_t *s, int signum) {
     while (waitpid(-1, NULL, WNOHANG) > 0) continue;
 }
 
-static int selected(const run_opts_t *o, const char *name) {
+int host_selected(const host_t *h, const char *name) {
+    const run_opts_t *o = h->opts;
     if (o->nonly == 0) return 1;
     for (int i = 0; i < o->nonly; i++)
         if (strcmp(o->only[i], name) == 0) return 1;
@@ -275,6 +285,7 @@ int host_run(const run_opts_t *o) {
     uv_loop_init(&loop);
     h->loop = &loop;
     h->drain_timeout_ms = o->drain_timeout_ms;
+    h->opts = o;
     running = h;
     if (!(h->app = app_load(o->app_path, err, sizeof(err)))) {
         log_error("app", "%s", err);
@@ -318,7 +329,7 @@ int host_run(const run_opts_t *o) {
     }
     h->eps = calloc(h->app->neps + 1, sizeof(*h->eps));
     for (int i = 0; i < h->app->neps && !h->stopping; i++) {
-        if (!selected(o, h->app->eps[i].name)) continue;
+        if (!host_selected(h, h->app->eps[i].name)) continue;
         if (!(h->eps[h->neps] = consumer_open(h, &h->app->eps[i], err, sizeof(err)))) {
             log_error("app", "%s", err);
             host_stop(h, 1);
@@ -334,7 +345,11 @@ int host_run(const run_opts_t *o) {
         uv_signal_start(&h->sigterm, on_signal, SIGTERM);
         uv_signal_init(h->loop, &h->sigchld);
         if (getpid() == 1) uv_signal_start(&h->sigchld, on_child, SIGCHLD);
+        uv_signal_init(h->loop, &h->sighup);
+        h->sighup.data = h;
+        uv_signal_start(&h->sighup, on_hangup, SIGHUP);
         h->signals = 1;
+        if (o->watch) reload_watch(h);
         log_info("host", "running %s: %d endpoint(s), %d publisher(s), brokers %s", o->app_path,
                  h->neps, h->npubs, h->brokers);
         timer_start_all(h->app->L, h->loop);

@@ -20,6 +20,7 @@ typedef struct run_opts {
     int nonly;
     const char *brokers; /* --brokers */
     int embedded_broker;
+    int watch; /* --watch: reload when the app's files change */
     int64_t drain_timeout_ms;
 } run_opts_t;
 
@@ -34,11 +35,13 @@ typedef struct host {
     struct endpoint **eps;
     int neps;
     struct inflight *current; /* message whose handler is running */
-    uv_signal_t sigint, sigterm, sigchld;
+    const run_opts_t *opts;
+    uv_signal_t sigint, sigterm, sigchld, sighup;
     int signals;
     int stopping;
     int exit_code;
     int64_t drain_timeout_ms;
+    uint64_t reloads, reload_failures;
 } host_t;
 
 /* `luka run`: returns the process exit code. */
@@ -48,6 +51,10 @@ int host_run(const run_opts_t *opts);
 void host_stop(host_t *h, int exit_code);
 
 struct publisher *host_publisher(host_t *h, const char *name);
+
+/* Whether the endpoint runs: all do unless some were named on the command
+ * line. */
+int host_selected(const host_t *h, const char *name);
 
 /* The producer for dead letters to plain topics and for resends, opened on
  * first use with the broker-wide config.  NULL with errbuf on failure. */

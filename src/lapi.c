@@ -3,6 +3,7 @@
  * timer_inject_api, json_inject_api), as OpenResty's modules do. */
 #include "lapi.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
@@ -15,6 +16,7 @@
 
 static const char HOST_KEY = 'h';
 static const char DEFERRED_KEY = 'd';
+static const char STATE_KEY = 's';
 
 typedef struct mem {
     size_t used;
@@ -104,6 +106,35 @@ static int l_now(lua_State *L) {
     return 1;
 }
 
+/* Push luka.state, making it on first use. */
+static void push_state(lua_State *L) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+    }
+}
+
+int lapi_set_state(lua_State *L, const char *json, size_t len, char *errbuf, size_t errlen) {
+    if (json_decode(L, json, len, errbuf, errlen) != 0) return -1;
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        snprintf(errbuf, errlen, "luka.state must be a table");
+        return -1;
+    }
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
+    return 0;
+}
+
+char *lapi_get_state(lua_State *L, size_t *len, char *errbuf, size_t errlen) {
+    char *json;
+    push_state(L);
+    json = json_encode(L, -1, len, errbuf, errlen);
+    lua_pop(L, 1);
+    return json;
+}
+
 int lapi_open(lua_State *L) {
     lua_newtable(L);
     publish_inject_api(L);
@@ -117,5 +148,7 @@ int lapi_open(lua_State *L) {
     lua_newtable(L);
     json_inject_api(L);
     lua_setfield(L, -2, "json");
+    push_state(L);
+    lua_setfield(L, -2, "state");
     return 1;
 }

@@ -5,6 +5,8 @@
 #ifndef LUKA_LAPI_H
 #define LUKA_LAPI_H
 
+#include <stddef.h>
+
 #include <lua.h>
 
 struct host;
@@ -22,6 +24,12 @@ int lapi_open(lua_State *L);
  * is bound, publishes and timers are recorded and wait for the host. */
 void lapi_set_host(lua_State *L, struct host *h);
 struct host *lapi_host(lua_State *L);
+
+/* luka.state, the table that survives reloads, crosses from the old state
+ * to the new one as JSON.  set: before the app script runs; 0 or -1 with
+ * errbuf.  get: a malloc'd JSON text, or NULL with errbuf. */
+int lapi_set_state(lua_State *L, const char *json, size_t len, char *errbuf, size_t errlen);
+char *lapi_get_state(lua_State *L, size_t *len, char *errbuf, size_t errlen);
 
 /* Push the list of publishes made before the host started:
  * { {target=, payload=, opts=, id=, where=}, ... }. */

@@ -1,4 +1,5 @@
-/* log.h - the one way luka writes diagnostics: leveled lines on stderr.
+/* log.h - the one way luka writes diagnostics: leveled lines on stderr, as
+ * text or as one JSON object per line, with secrets blanked out.
  *
  * Every component logs through these macros, which test the level before
  * formatting anything.  librdkafka's own log lines are routed here too. */
@@ -8,6 +9,7 @@
 #include <stdint.h>
 
 enum { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+enum { LOG_TEXT = 0, LOG_JSON };
 
 /* Where a log line happened, for the fields of structured logs.  Any member
  * may be left NULL / -1. */
@@ -19,11 +21,29 @@ typedef struct log_ctx {
 } log_ctx_t;
 
 extern int log_level;
+extern int log_format; /* LOG_TEXT or LOG_JSON */
 
 int log_level_parse(const char *name);
 const char *log_level_name(int level);
+/* "text" or "json" (any case); -1 for anything else. */
+int log_format_parse(const char *name);
 void log_write(int level, const char *component, const log_ctx_t *ctx,
                const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* From now on, every occurrence of value in a log line is written as
+ * ********.  Values shorter than LOG_REDACT_MIN are not remembered: blanking
+ * every "abc" would make the logs unreadable, and a key=value pair whose
+ * key names a secret is blanked whatever its length. */
+#define LOG_REDACT_MIN 4
+void log_redact(const char *value);
+
+/* log_redact every property of a librdkafka configuration that
+ * app_is_secret() names. */
+struct rd_kafka_conf_s;
+void log_redact_conf(struct rd_kafka_conf_s *conf);
+
+/* Forget every remembered secret (at exit, so leak checkers stay quiet). */
+void log_redact_clear(void);
 
 #define log_at(lvl, comp, ctx, ...)                                           \
     do {                                                                      \

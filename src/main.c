@@ -14,6 +14,7 @@ static const char usage_text[] =
     "  run APP [ENDPOINT...]  run the app's endpoints (all, or the named ones)\n"
     "      --brokers LIST         Kafka bootstrap servers (overrides the app and KAFKA_BROKERS)\n"
     "      --embedded-broker      start an in-memory broker in-process and use it\n"
+    "      --watch                reload when the app's Lua files change (SIGHUP always does)\n"
     "      --drain-timeout MS     how long shutdown waits for acks (default 10000)\n"
     "  check APP              validate the app and print its topology\n"
     "  broker [--brokers N] [--port P] [--topic NAME[:PARTITIONS]]... [--control]\n"
@@ -42,6 +43,8 @@ static int parse_run(int argc, char **argv, run_opts_t *o) {
             o->brokers = argv[++i];
         } else if (strcmp(a, "--embedded-broker") == 0) {
             o->embedded_broker = 1;
+        } else if (strcmp(a, "--watch") == 0) {
+            o->watch = 1;
         } else if (strcmp(a, "--drain-timeout") == 0 && has_value) {
             char *end;
             o->drain_timeout_ms = strtoll(argv[++i], &end, 10);

@@ -14,6 +14,8 @@ local luka = {
   null = host.null,
   json = host.json,
   now = host.now,
+  -- A table kept across hot reloads (as JSON: plain data only).
+  state = host.state,
 }
 
 -- Intervals are milliseconds or durations such as "250ms", "5s", "2m".
