@@ -1,9 +1,11 @@
 -- orders.lua - the example app: a timer publishes demo orders keyed by
 -- orderId; two consumer groups read the same topic, to show competing
--- consumers within a group next to broadcast between groups.
+-- consumers within a group next to broadcast between groups; big orders
+-- go on to a notifications channel.
 --
---   make run                      (embedded broker, until Ctrl-C)
---   luka run config/orders.lua    (against KAFKA_BROKERS)
+--   make run                               (embedded broker, until Ctrl-C)
+--   luka run config/orders.lua             (against KAFKA_BROKERS)
+--   luka test config/spec                  (its handler specs, no broker)
 local luka = require "luka"
 
 luka.broker {
@@ -11,6 +13,8 @@ luka.broker {
   client_id = "crm",
 }
 
+luka.topic "orders" { partitions = 4 }
+luka.topic "orders_dlt" { partitions = 1 }
 luka.publisher "orders" { topic = "orders", key = "orderId", config = { acks = "all" } }
 
 -- Competing consumers: every order is handled once by the group
@@ -19,6 +23,9 @@ luka.consumer "orderConsumers" {
   topics = { "orders" },
   group = "order_subscriber",
   config = { ["auto.offset.reset"] = "earliest" },
+  retry = { instant = 1, delayed = { initial = "1s", attempts = 3 } },
+  error_channel = "orders_dlt",
+  dedup = { key = "orderId", ttl = "1h" },
   handle = require "handlers.order",
 }
 
@@ -31,6 +38,13 @@ luka.consumer "orderAudit" {
     print(("audit   %-8s %s[%d]@%d total %.2f"):format(order.orderId, meta.topic,
       meta.partition, meta.offset, order.total))
   end,
+}
+
+-- A channel: luka.publish("notifications", ...) sends to its topic, and
+-- its handler consumes it.
+luka.channel "notifications" {
+  config = { ["auto.offset.reset"] = "earliest" },
+  handle = require "handlers.notify",
 }
 
 local customers = { "ada", "grace", "linus", "barbara", "ken" }

@@ -27,12 +27,7 @@ static int embed_loader(lua_State *L) {
     return 1;
 }
 
-/* Make luka's embedded modules and the host API requirable, and put the
- * app's directory first on the module path. */
-static void setup_state(lua_State *L, const char *dir) {
-    luaL_openlibs(L);
-    script_init(L);
-    json_init(L);
+void app_open_modules(lua_State *L) {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const embed_module_t *m = embed_modules; m->name; m++) {
@@ -42,7 +37,17 @@ static void setup_state(lua_State *L, const char *dir) {
     }
     lua_pushcfunction(L, lapi_open);
     lua_setfield(L, -2, "luka.host");
-    lua_pop(L, 1); /* preload */
+    lua_pop(L, 2); /* preload, package */
+}
+
+/* Make luka's embedded modules and the host API requirable, and put the
+ * app's directory first on the module path. */
+static void setup_state(lua_State *L, const char *dir) {
+    luaL_openlibs(L);
+    script_init(L);
+    json_init(L);
+    app_open_modules(L);
+    lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
     lua_setfield(L, -3, "path");

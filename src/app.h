@@ -107,6 +107,9 @@ const char *kvlist_get(const kvlist_t *l, const char *key);
 /* Whether a librdkafka property holds a secret that must never be shown. */
 int app_is_secret(const char *key);
 
+/* Make luka's modules requirable in L (package.preload). */
+void app_open_modules(lua_State *L);
+
 /* Print the resolved topology, as `luka check` shows it. */
 void app_print(const app_t *app, FILE *out);
 

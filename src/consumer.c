@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "testkit.h"
 
 /* Messages handled per wake-up before other loop work gets a turn. */
 #define BATCH 1024
@@ -65,7 +66,7 @@ static void drain(endpoint_t *ep) {
 }
 
 void consumer_kick(endpoint_t *ep) {
-    if (!ep->stopped && ep->ninflight == MAX_INFLIGHT / 2)
+    if (ep->poll.data && !ep->stopped && ep->ninflight == MAX_INFLIGHT / 2)
         uv_idle_start(&ep->idle, on_idle);
 }
 
@@ -128,6 +129,13 @@ void consumer_redeliver(partition_t *pt, int64_t offset, int attempts, int round
     endpoint_t *ep = pt->ep;
     rd_kafka_topic_partition_list_t *l;
 
+    if (ep->host->test) {
+        pt->retry_offset = offset;
+        pt->retry_attempts = attempts;
+        pt->retry_rounds = rounds;
+        testkit_redeliver(ep->host->test, offset, delay_ms);
+        return;
+    }
     /* Already going back to an earlier offset: this message comes again
      * with it. */
     if (pt->waiting && pt->retry_offset <= offset) return;
@@ -166,13 +174,26 @@ void consumer_store(endpoint_t *ep) {
         if (o->commit > o->stored)
             rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
     }
-    if (l->cnt && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
+    if (l->cnt && ep->rk && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
         log_warn("consumer", "[%s] storing offsets: %s", ep->conf->name, rd_kafka_err2str(err));
     for (int i = 0; i < l->cnt; i++) {
         partition_t *pt = consumer_partition(ep, l->elems[i].topic, l->elems[i].partition);
         if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
     }
     rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts);
+
+partition_t *consumer_assign(endpoint_t *ep, const char *topic, int32_t partition) {
+    rd_kafka_topic_partition_list_t *l;
+    partition_t *pt = consumer_partition(ep, topic, partition);
+    if (pt) return pt;
+    l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    assign_parts(ep, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return ep->parts[ep->nparts - 1];
 }
 
 static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
@@ -267,11 +288,14 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, 
     ep->fds[0] = ep->fds[1] = -1;
     if (conf->policy.dedup) {
         char scope[512];
+        /* The test kit keeps its record in memory, whatever the app says. */
         snprintf(scope, sizeof(scope), "%s:%s", conf->group, conf->name);
-        ep->dedup = dedup_open(conf->policy.dedup_store, scope, conf->policy.dedup_ttl_ms,
-                               conf->policy.dedup_max_entries, h->app->dir, why, sizeof(why));
+        ep->dedup = dedup_open(h->test ? "memory" : conf->policy.dedup_store, scope,
+                               conf->policy.dedup_ttl_ms, conf->policy.dedup_max_entries,
+                               h->app->dir, why, sizeof(why));
         if (!ep->dedup) goto fail;
     }
+    if (h->test) return ep; /* no Kafka: the test kit delivers */
     kconf = host_kafka_conf(h, NULL, why, sizeof(why));
     if (!kconf) goto fail;
     /* At-least-once: librdkafka commits in the background, but only the

@@ -69,6 +69,9 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf,
 /* The assigned partition, or NULL. */
 partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t partition);
 
+/* The partition, assigned now if it was not (the test kit's way in). */
+partition_t *consumer_assign(endpoint_t *ep, const char *topic, int32_t partition);
+
 /* Whether a message of pt at offset should be handled now; a message
  * fetched before a pause or a seek is dropped (it comes again). */
 int consumer_accept(partition_t *pt, int64_t offset);

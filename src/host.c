@@ -16,6 +16,7 @@
 #include "consumer.h"
 #include "lapi.h"
 #include "log.h"
+#include "metrics.h"
 #include "producer.h"
 #include "publish.h"
 #include "reload.h"
@@ -82,6 +83,10 @@ rd_kafka_conf_t *host_kafka_conf(host_t *h, const kvlist_t *extra, char *errbuf,
                           errbuf, errlen) ||
         rd_kafka_conf_set(conf, "log.queue", "true", errbuf, errlen))
         goto fail;
+    /* --http reads readiness and lag from statistics; the app may override. */
+    if (h->metrics && rd_kafka_conf_set(conf, "statistics.interval.ms", METRICS_STATS_INTERVAL,
+                                        errbuf, errlen) != RD_KAFKA_CONF_OK)
+        goto fail;
     for (int l = 0; l < 2; l++)
         for (int i = 0; lists[l] && i < lists[l]->n; i++)
             if (rd_kafka_conf_set(conf, lists[l]->items[i].key, lists[l]->items[i].value, errbuf,
@@ -90,6 +95,7 @@ rd_kafka_conf_t *host_kafka_conf(host_t *h, const kvlist_t *extra, char *errbuf,
     if (env_kafka_conf(conf, errbuf, errlen)) goto fail;
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
+    log_redact_conf(conf); /* no log line shows its secrets */
     return conf;
 fail:
     rd_kafka_conf_destroy(conf);
@@ -195,7 +201,9 @@ void host_stop(host_t *h, int exit_code) {
     if (h->stopping) return;
     h->stopping = 1;
     h->exit_code = exit_code;
+    metrics_drain(h);
     for (int i = 0; i < h->neps; i++) consumer_stop(h->eps[i]);
+    if (h->test) return; /* the test kit reports it */
     /* The rest runs from the loop, never from inside a handler or a
      * librdkafka callback that is still on the stack. */
     uv_timer_init(h->loop, &shutdown_timer);
@@ -316,6 +324,12 @@ int host_run(const run_opts_t *o) {
         log_error("app", "%s", err);
         goto done;
     }
+    /* Before any client opens: they need to know to emit statistics, and a
+     * port in use is reported before anything connects. */
+    if (o->http && metrics_start(h, o->http, err, sizeof(err))) {
+        log_error("http", "%s", err);
+        goto done;
+    }
 
     lapi_set_host(h->app->L, h);
     h->pubs = calloc(h->app->npubs + 1, sizeof(*h->pubs)); /* + the internal one */
@@ -358,6 +372,7 @@ int host_run(const run_opts_t *o) {
     uv_run(h->loop, UV_RUN_DEFAULT);
     rc = h->exit_code;
 done:
+    metrics_stop(h);
     if (h->app) {
         timer_stop_all(h->app->L);
         uv_run(h->loop, UV_RUN_NOWAIT); /* let stopped timers close */

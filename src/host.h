@@ -21,6 +21,7 @@ typedef struct run_opts {
     const char *brokers; /* --brokers */
     int embedded_broker;
     int watch; /* --watch: reload when the app's files change */
+    const char *http; /* --http HOST:PORT or LUKA_HTTP; NULL: no HTTP endpoint */
     int64_t drain_timeout_ms;
 } run_opts_t;
 
@@ -42,6 +43,8 @@ typedef struct host {
     int exit_code;
     int64_t drain_timeout_ms;
     uint64_t reloads, reload_failures;
+    struct testkit *test; /* under `luka test`: clients have no Kafka */
+    struct metrics *metrics; /* --http: see metrics.h; NULL when off */
 } host_t;
 
 /* `luka run`: returns the process exit code. */

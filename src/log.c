@@ -73,15 +73,6 @@ void log_redact_conf(rd_kafka_conf_t *conf) {
     rd_kafka_conf_dump_free(pairs, n);
 }
 
-void log_redact_clear(void) {
-    pthread_mutex_lock(&secrets_lock);
-    for (int i = 0; i < nsecrets; i++) free(secrets[i]);
-    free(secrets);
-    secrets = NULL;
-    nsecrets = capsecrets = 0;
-    pthread_mutex_unlock(&secrets_lock);
-}
-
 /* Length of the remembered secret that starts at p, or 0.  Called with the
  * lock held. */
 static size_t secret_at(const char *p) {
@@ -177,39 +168,39 @@ static void put(out_t *o, const char *s, size_t n) {
     o->len += n;
 }
 
-static void puts_(out_t *o, const char *s) { put(o, s, strlen(s)); }
+static void put_str(out_t *o, const char *s) { put(o, s, strlen(s)); }
 
 /* A JSON string: quotes, backslashes and control characters escaped,
  * invalid UTF-8 replaced by U+FFFD, so every line parses. */
 static void put_json(out_t *o, const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s);
-    puts_(o, "\"");
+    put_str(o, "\"");
     while (n > 0) {
         size_t len = utf8_len(p, n);
         char esc[8];
         if (len == 0) {
-            puts_(o, "\\ufffd");
+            put_str(o, "\\ufffd");
             len = 1;
         } else if (*p == '"' || *p == '\\') {
             esc[0] = '\\', esc[1] = (char)*p;
             put(o, esc, 2);
         } else if (*p == '\n') {
-            puts_(o, "\\n");
+            put_str(o, "\\n");
         } else if (*p == '\r') {
-            puts_(o, "\\r");
+            put_str(o, "\\r");
         } else if (*p == '\t') {
-            puts_(o, "\\t");
+            put_str(o, "\\t");
         } else if (*p < 0x20 || *p == 0x7f) {
             snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            puts_(o, esc);
+            put_str(o, esc);
         } else {
             put(o, (const char *)p, len);
         }
         p += len;
         n -= len;
     }
-    puts_(o, "\"");
+    put_str(o, "\"");
 }
 
 void log_write(int level, const char *component, const log_ctx_t *ctx, const char *fmt, ...) {
@@ -232,45 +223,45 @@ void log_write(int level, const char *component, const log_ctx_t *ctx, const cha
 
     if (log_format == LOG_JSON) {
         char num[32];
-        puts_(&o, "{\"time\":\"");
-        puts_(&o, stamp);
-        puts_(&o, "\",\"level\":\"");
-        puts_(&o, log_level_name(level));
-        puts_(&o, "\",\"component\":");
+        put_str(&o, "{\"time\":\"");
+        put_str(&o, stamp);
+        put_str(&o, "\",\"level\":\"");
+        put_str(&o, log_level_name(level));
+        put_str(&o, "\",\"component\":");
         put_json(&o, component);
         if (ctx && ctx->endpoint) {
-            puts_(&o, ",\"endpoint\":");
+            put_str(&o, ",\"endpoint\":");
             put_json(&o, ctx->endpoint);
         }
         if (ctx && ctx->topic) {
-            puts_(&o, ",\"topic\":");
+            put_str(&o, ",\"topic\":");
             put_json(&o, ctx->topic);
             if (ctx->partition >= 0) {
                 snprintf(num, sizeof(num), ",\"partition\":%d", (int)ctx->partition);
-                puts_(&o, num);
+                put_str(&o, num);
             }
             if (ctx->offset >= 0) {
                 snprintf(num, sizeof(num), ",\"offset\":%lld", (long long)ctx->offset);
-                puts_(&o, num);
+                put_str(&o, num);
             }
         }
-        puts_(&o, ",\"message\":");
+        put_str(&o, ",\"message\":");
         put_json(&o, clean);
-        puts_(&o, "}");
+        put_str(&o, "}");
     } else {
         char head[512];
         snprintf(head, sizeof(head), "%s %-5s %s: ", stamp, log_level_name(level), component);
-        puts_(&o, head);
+        put_str(&o, head);
         if (ctx && ctx->endpoint) {
             snprintf(head, sizeof(head), "[%s] ", ctx->endpoint);
-            puts_(&o, head);
+            put_str(&o, head);
         }
         if (ctx && ctx->topic) {
             snprintf(head, sizeof(head), "%s[%d]@%lld ", ctx->topic, (int)ctx->partition,
                      (long long)ctx->offset);
-            puts_(&o, head);
+            put_str(&o, head);
         }
-        puts_(&o, clean);
+        put_str(&o, clean);
     }
     /* One write per line keeps lines whole when several processes share a
      * terminal or a log file; put() always leaves room for the newline. */

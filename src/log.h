@@ -42,9 +42,6 @@ void log_redact(const char *value);
 struct rd_kafka_conf_s;
 void log_redact_conf(struct rd_kafka_conf_s *conf);
 
-/* Forget every remembered secret (at exit, so leak checkers stay quiet). */
-void log_redact_clear(void);
-
 #define log_at(lvl, comp, ctx, ...)                                           \
     do {                                                                      \
         if ((lvl) <= log_level) log_write((lvl), (comp), (ctx), __VA_ARGS__); \

@@ -3,9 +3,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "broker.h"
 #include "host.h"
 #include "log.h"
+#include "pubcli.h"
+#include "tail.h"
+#include "testkit.h"
 
 static const char usage_text[] =
     "usage: luka COMMAND [ARGS]\n"
@@ -16,12 +20,25 @@ static const char usage_text[] =
     "      --embedded-broker      start an in-memory broker in-process and use it\n"
     "      --watch                reload when the app's Lua files change (SIGHUP always does)\n"
     "      --drain-timeout MS     how long shutdown waits for acks (default 10000)\n"
+    "      --http HOST:PORT       serve /healthz, /readyz and /metrics (also LUKA_HTTP; default off)\n"
     "  check APP              validate the app and print its topology\n"
+    "  topics APP [--brokers LIST] [--apply]\n"
+    "                         compare the app's luka.topic declarations with the cluster;\n"
+    "                         --apply creates missing topics and adds missing partitions\n"
+    "  lag APP [--brokers LIST]\n"
+    "                         committed offset, log end and lag of each endpoint's group\n"
+    "  test [SPEC_DIR] [BUSTED_OPTIONS...]\n"
+    "                         run handler specs with busted and require \"luka.test\"\n"
+    "  publish APP TARGET [--key K] [--header NAME=VALUE]... [--brokers LIST]\n"
+    "                         publish each stdin line through the app's publisher TARGET\n"
+    "  tail TOPIC [--group G] [--from beginning|end] [--brokers LIST] [--count N]\n"
+    "                         print a topic's messages with offsets, keys and headers\n"
     "  broker [--brokers N] [--port P] [--topic NAME[:PARTITIONS]]... [--control]\n"
     "                         run an embedded Kafka-protocol broker (see luka broker --help)\n"
     "\n"
     "options for every command:\n"
     "  --log-level error|warn|info|debug   (also LUKA_LOG_LEVEL; default info)\n"
+    "  --log-format text|json              (also LUKA_LOG_FORMAT; default text)\n"
     "  --version, --help\n";
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -36,6 +53,7 @@ static int parse_run(int argc, char **argv, run_opts_t *o) {
     static const char *only[64];
     o->only = only;
     o->drain_timeout_ms = 10000;
+    if (getenv("LUKA_HTTP") && *getenv("LUKA_HTTP")) o->http = getenv("LUKA_HTTP");
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         int has_value = i + 1 < argc;
@@ -45,6 +63,8 @@ static int parse_run(int argc, char **argv, run_opts_t *o) {
             o->embedded_broker = 1;
         } else if (strcmp(a, "--watch") == 0) {
             o->watch = 1;
+        } else if (strcmp(a, "--http") == 0 && has_value) {
+            o->http = argv[++i];
         } else if (strcmp(a, "--drain-timeout") == 0 && has_value) {
             char *end;
             o->drain_timeout_ms = strtoll(argv[++i], &end, 10);
@@ -64,9 +84,13 @@ static int parse_run(int argc, char **argv, run_opts_t *o) {
 
 /* Take --log-level out of argv wherever it is; LUKA_LOG_LEVEL sets the
  * default.  Returns 0 or an exit code. */
+/* Whether --log-level or LUKA_LOG_LEVEL chose the level. */
+static int level_given;
+
 static int parse_log_level(int *argc, char **argv) {
     const char *env = getenv("LUKA_LOG_LEVEL");
     if (env && *env) {
+        level_given = 1;
         int l = log_level_parse(env);
         if (l < 0) return bad_usage("LUKA_LOG_LEVEL must be error, warn, info or debug, got '%s'", env);
         log_level = l;
@@ -77,6 +101,29 @@ static int parse_log_level(int *argc, char **argv) {
             return bad_usage("--log-level must be error, warn, info or debug, got '%s'",
                              i + 1 < *argc ? argv[i + 1] : "nothing");
         log_level = log_level_parse(argv[i + 1]);
+        level_given = 1;
+        memmove(argv + i, argv + i + 2, (*argc - i - 2 + 1) * sizeof(*argv));
+        *argc -= 2;
+        i--;
+    }
+    return 0;
+}
+
+/* Take --log-format out of argv wherever it is; LUKA_LOG_FORMAT sets the
+ * default.  Returns 0 or an exit code. */
+static int parse_log_format(int *argc, char **argv) {
+    const char *env = getenv("LUKA_LOG_FORMAT");
+    if (env && *env) {
+        if (log_format_parse(env) < 0)
+            return bad_usage("LUKA_LOG_FORMAT must be text or json, got '%s'", env);
+        log_format = log_format_parse(env);
+    }
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "--log-format") != 0) continue;
+        if (i + 1 >= *argc || log_format_parse(argv[i + 1]) < 0)
+            return bad_usage("--log-format must be text or json, got '%s'",
+                             i + 1 < *argc ? argv[i + 1] : "nothing");
+        log_format = log_format_parse(argv[i + 1]);
         memmove(argv + i, argv + i + 2, (*argc - i - 2 + 1) * sizeof(*argv));
         *argc -= 2;
         i--;
@@ -90,6 +137,7 @@ int main(int argc, char **argv) {
     int rc;
 
     if ((rc = parse_log_level(&argc, argv))) return rc;
+    if ((rc = parse_log_format(&argc, argv))) return rc;
     if (argc < 2) {
         fputs(usage_text, stderr);
         return 2;
@@ -105,13 +153,23 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(cmd, "broker") == 0) return broker_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "tail") == 0) return tail_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "publish") == 0) return pubcli_main(argc - 1, argv + 1);
     if (strcmp(cmd, "run") == 0) {
         if ((rc = parse_run(argc - 2, argv + 2, &o))) return rc;
         return host_run(&o);
+    }
+    if (strcmp(cmd, "test") == 0) {
+        /* Handlers fail on purpose in specs: their logs would drown
+         * busted's report unless asked for. */
+        if (!level_given) log_level = -1;
+        return testkit_main(argc - 1, argv + 1);
     }
     if (strcmp(cmd, "check") == 0) {
         if ((rc = parse_run(argc - 2, argv + 2, &o))) return rc;
         return host_check(&o);
     }
+    if (strcmp(cmd, "topics") == 0) return admin_topics(argc - 2, argv + 2);
+    if (strcmp(cmd, "lag") == 0) return admin_lag(argc - 2, argv + 2);
     return bad_usage("unknown command '%s'", cmd);
 }

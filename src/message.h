@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <librdkafka/rdkafka.h>
 
@@ -19,7 +20,8 @@ typedef struct message {
     size_t len;
     int64_t timestamp;           /* milliseconds, or -1 */
     rd_kafka_headers_t *headers; /* NULL when there are none */
-    rd_kafka_message_t *rkm;     /* what the fields point into */
+    rd_kafka_message_t *rkm;     /* what the fields point into, or NULL */
+    void *own; /* without rkm: one malloc'd block holding the fields */
 } message_t;
 
 /* Fill m from rkm, which m then owns. */
@@ -35,11 +37,17 @@ static inline void message_from_kafka(message_t *m, rd_kafka_message_t *rkm) {
     m->headers = NULL;
     rd_kafka_message_headers(rkm, &m->headers);
     m->rkm = rkm;
+    m->own = NULL;
 }
 
 static inline void message_release(message_t *m) {
     if (m->rkm) rd_kafka_message_destroy(m->rkm);
+    if (m->own) {
+        if (m->headers) rd_kafka_headers_destroy(m->headers);
+        free(m->own);
+    }
     m->rkm = NULL;
+    m->own = NULL;
 }
 
 #endif

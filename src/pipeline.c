@@ -13,6 +13,7 @@
 #include "consumer.h"
 #include "json.h"
 #include "log.h"
+#include "testkit.h"
 #include "meta.h"
 #include "policy.h"
 #include "script.h"
@@ -35,6 +36,7 @@ int pipeline_push_payload(inflight_t *inf, char *errbuf, size_t errlen) {
 
 static void finish(inflight_t *inf, int done) {
     endpoint_t *ep = inf->ep;
+    if (ep->host->test) testkit_finished(ep->host->test, inf, done);
     if (done && offsets_done(inf->offsets, inf->seq)) ep->dirty = 1;
     if (inf->prev) inf->prev->next = inf->next;
     else ep->inflight = inf->next;
@@ -45,6 +47,7 @@ static void finish(inflight_t *inf, int done) {
     free(inf->dedup_key);
     free(inf->error);
     free(inf->traceback);
+    free(inf->error_channel_failed);
     free(inf);
     consumer_kick(ep);
 }
@@ -89,6 +92,79 @@ void pipeline_settle(inflight_t *inf, int stage) {
     if (inf->pending == 0) settled(inf);
 }
 
+/* What pipeline_call runs in protected mode: fn(msg, meta[, err]), or,
+ * without fn, msg[field]. */
+typedef struct call {
+    inflight_t *inf;
+    int fn;              /* registry ref, or LUA_NOREF */
+    const char *field;   /* without fn: the payload field to read */
+    int with_err;        /* pass inf's error as a third argument */
+    int raw_on_bad_json; /* pass the bytes when the payload does not decode */
+    int nresults;
+} call_t;
+
+/* Runs protected, with the call at index 1: every allocation for the
+ * user's code happens here, under its memory limit, where a memory error
+ * is an error like any other. */
+static int trampoline(lua_State *L) {
+    call_t *c = lua_touserdata(L, 1);
+    inflight_t *inf = c->inf;
+    char err[600];
+
+    if (c->fn != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn);
+    if (pipeline_push_payload(inf, err, sizeof(err)) != 0) {
+        if (!c->raw_on_bad_json) {
+            /* Not retryable: the same bytes will never decode. */
+            lua_pushstring(L, err);
+            script_push_fatal(L, -1);
+            return lua_error(L);
+        }
+        lua_pushlstring(L, inf->msg.payload, inf->msg.len);
+    }
+    if (c->fn == LUA_NOREF) {
+        if (lua_istable(L, -1)) lua_getfield(L, -1, c->field);
+        else lua_pushnil(L);
+        return 1;
+    }
+    meta_push(L, &inf->msg, inf->attempts);
+    if (c->with_err) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, inf->error ? inf->error : "");
+        lua_setfield(L, -2, "message");
+        lua_pushstring(L, inf->traceback ? inf->traceback : "");
+        lua_setfield(L, -2, "traceback");
+        lua_pushinteger(L, inf->attempts);
+        lua_setfield(L, -2, "attempts");
+    }
+    lua_call(L, c->with_err ? 3 : 2, c->nresults);
+    return c->nresults;
+}
+
+int pipeline_call(inflight_t *inf, int fn, const char *field, int with_err, int nresults,
+                  script_err_t *err) {
+    endpoint_t *ep = inf->ep;
+    lua_State *L = ep->host->app->L;
+    call_t c = {inf, fn, field, with_err, with_err, nresults};
+    host_t *h = ep->host;
+    int rc;
+
+    lua_pushcfunction(L, trampoline);
+    lua_pushlightuserdata(L, &c);
+    h->current = inf;
+    rc = script_call(L, 1, nresults, ep->conf->policy.timeout_ms, err);
+    h->current = NULL;
+    if (rc == 0 && inf->error && !with_err) {
+        /* A publish could not be queued: that fails the message too. */
+        lua_pop(L, nresults);
+        snprintf(err->msg, sizeof(err->msg), "%s", inf->error);
+        err->traceback[0] = '\0';
+        err->fatal = 0;
+        rc = -1;
+    }
+    if (rc && strncmp(err->msg, "decode error:", 13) == 0) err->traceback[0] = '\0';
+    return rc;
+}
+
 /* Compute the dedup key of the message and look it up.  Returns 1 when it
  * was handled before; 0 otherwise, with inf->dedup_key set when it has one. */
 static int seen_before(inflight_t *inf) {
@@ -99,32 +175,23 @@ static int seen_before(inflight_t *inf) {
     char err[512];
     size_t len;
     const char *key = NULL;
+    script_err_t serr;
 
     if (pol->dedup_header) {
         const void *v;
         if (inf->msg.headers &&
             !rd_kafka_header_get_last(inf->msg.headers, pol->dedup_header, &v, &len) && v)
             key = v;
-    } else if (pipeline_push_payload(inf, err, sizeof(err)) == 0) {
-        /* Stack: msg.  A payload that does not decode has no key; the
-         * handler call reports the decode error. */
-        if (pol->dedup_fn != LUA_NOREF) {
-            script_err_t serr;
-            lua_rawgeti(L, LUA_REGISTRYINDEX, pol->dedup_fn);
-            lua_insert(L, -2);
-            meta_push(L, &inf->msg, inf->attempts);
-            if (script_call(L, 2, 1, pol->timeout_ms, &serr) != 0) {
-                log_warn("dedup", "[%s] key function failed: %s; handling the message anyway",
-                         ep->conf->name, serr.msg);
-                lua_pushnil(L);
-            }
-        } else if (lua_istable(L, -1)) {
-            lua_getfield(L, -1, pol->dedup_field);
-        } else {
-            lua_pushnil(L);
+    } else if (pipeline_call(inf, pol->dedup_fn, pol->dedup_field, 0, 1, &serr) == 0) {
+        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+            lua_pushvalue(L, -1);
+            key = lua_tolstring(L, -1, &len); /* a copy: never converts the original */
         }
-        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
-            key = luaL_tolstring(L, -1, &len);
+    } else if (strncmp(serr.msg, "decode error:", 13) != 0) {
+        /* A payload that does not decode has no key; the handler call
+         * reports the decode error. */
+        log_warn("dedup", "[%s] key function failed: %s; handling the message anyway",
+                 ep->conf->name, serr.msg);
     }
     if (key) {
         inf->dedup_key = malloc(len ? len : 1);
@@ -151,32 +218,15 @@ static void observe(endpoint_stats_t *s, double seconds) {
  * set. */
 static int call_handler(inflight_t *inf, script_err_t *err, int *retryable) {
     endpoint_t *ep = inf->ep;
-    host_t *h = ep->host;
-    lua_State *L = h->app->L;
-    uint64_t start;
+    uint64_t start = uv_hrtime();
     int rc;
 
     inf->attempts++;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ep->conf->handle);
-    if (pipeline_push_payload(inf, err->msg, sizeof(err->msg)) != 0) {
-        lua_pop(L, 1);
-        err->traceback[0] = '\0';
-        *retryable = 0;
-        return -1;
-    }
-    meta_push(L, &inf->msg, inf->attempts);
-    h->current = inf;
-    start = uv_hrtime();
-    rc = script_call(L, 2, 0, ep->conf->policy.timeout_ms, err);
+    free(inf->error);
+    inf->error = NULL;
+    rc = pipeline_call(inf, ep->conf->handle, NULL, 0, 0, err);
     observe(&ep->stats, (double)(uv_hrtime() - start) / 1e9);
-    h->current = NULL;
-    if (rc == 0 && inf->error) {
-        /* A publish could not be queued: that fails the message too. */
-        snprintf(err->msg, sizeof(err->msg), "%s", inf->error);
-        err->traceback[0] = '\0';
-        rc = -1;
-    }
-    *retryable = !err->fatal;
+    *retryable = rc == 0 || !err->fatal;
     return rc;
 }
 
@@ -272,7 +322,8 @@ void pipeline_publish_done(inflight_t *inf, rd_kafka_resp_err_t err) {
 }
 
 void pipeline_publish_failed(inflight_t *inf, const char *why) {
-    if (!inf->error) inf->error = strdup(why);
+    char **slot = inf->stage == STAGE_DEADLETTER ? &inf->error_channel_failed : &inf->error;
+    if (!*slot) *slot = strdup(why);
 }
 
 int pipeline_abandon(endpoint_t *ep) {

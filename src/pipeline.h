@@ -9,6 +9,7 @@
 
 #include "message.h"
 #include "offsets.h"
+#include "script.h"
 
 struct endpoint;
 
@@ -36,6 +37,7 @@ typedef struct inflight {
     char *dedup_key;
     size_t dedup_len;
     char *error, *traceback; /* the last failure */
+    char *error_channel_failed; /* why a publish of the error channel failed */
     struct inflight *prev, *next; /* the endpoint's list */
 } inflight_t;
 
@@ -57,6 +59,15 @@ void pipeline_settle(inflight_t *inf, int stage);
 /* Push the payload as the handler sees it (a decoded table, a string or
  * nil).  Returns 0, or -1 with a decode error in errbuf. */
 int pipeline_push_payload(inflight_t *inf, char *errbuf, size_t errlen);
+
+/* Call the function fn (a registry ref) with the message's payload and
+ * meta, and with with_err its error too; or, with fn LUA_NOREF, read field
+ * of the payload.  In protected mode, under the endpoint's time limit;
+ * publishes made meanwhile belong to inf.  Returns 0 with nresults pushed,
+ * or -1 with err ("decode error: ..." when the payload does not decode,
+ * which is fatal). */
+int pipeline_call(inflight_t *inf, int fn, const char *field, int with_err, int nresults,
+                  script_err_t *err);
 
 /* Drop every message still in flight on ep without marking it done, so it
  * is delivered again after a restart.  Call it only when no delivery

@@ -142,39 +142,16 @@ static int to_topic(inflight_t *inf) {
     return 0;
 }
 
-/* error_channel = function(msg, meta, err); its publishes are awaited. */
+/* error_channel = function(msg, meta, err); its publishes are awaited.  A
+ * payload that did not decode reaches it as the bytes. */
 static int to_function(inflight_t *inf) {
     endpoint_t *ep = inf->ep;
-    host_t *host = ep->host;
-    lua_State *L = host->app->L;
     script_err_t serr;
-    char err[512];
-    int rc;
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ep->conf->policy.error_fn);
-    if (pipeline_push_payload(inf, err, sizeof(err)) != 0) {
-        /* It did not decode: give the function the bytes. */
-        lua_pushlstring(L, inf->msg.payload, inf->msg.len);
-    }
-    meta_push(L, &inf->msg, inf->attempts);
-    lua_createtable(L, 0, 3);
-    lua_pushstring(L, inf->error ? inf->error : "");
-    lua_setfield(L, -2, "message");
-    lua_pushstring(L, inf->traceback ? inf->traceback : "");
-    lua_setfield(L, -2, "traceback");
-    lua_pushinteger(L, inf->attempts);
-    lua_setfield(L, -2, "attempts");
     inf->stage = STAGE_DEADLETTER;
-    free(inf->error);
-    inf->error = NULL;
-    host->current = inf;
-    rc = script_call(L, 3, 0, ep->conf->policy.timeout_ms, &serr);
-    host->current = NULL;
-    if (rc == 0 && inf->error) {
-        snprintf(serr.msg, sizeof(serr.msg), "%s", inf->error);
-        rc = -1;
-    }
-    if (rc) {
+    if (pipeline_call(inf, ep->conf->policy.error_fn, NULL, 1, 0, &serr) != 0 ||
+        (inf->error_channel_failed && (snprintf(serr.msg, sizeof(serr.msg), "%s",
+                                                inf->error_channel_failed), 1))) {
         log_at(LOG_ERROR, "policy", CTX(inf), "error channel function failed: %s", serr.msg);
         return -1;
     }
@@ -221,7 +198,7 @@ void policy_publish_failed(inflight_t *inf, const char *why) {
     if (inf->ep->host->current == inf) {
         /* The error channel function is still running: it fails when it
          * returns. */
-        if (!inf->error) inf->error = strdup(why);
+        if (!inf->error_channel_failed) inf->error_channel_failed = strdup(why);
         return;
     }
     log_at(LOG_ERROR, "policy", CTX(inf), "%s: %s",

@@ -1,0 +1,454 @@
+-- Chaos: luka loses no message when it is killed, restarted, rebalanced,
+-- cut off from its brokers, fed protocol errors, moved to another
+-- coordinator, stuck in a handler, or kept from publishing.  Each scenario
+-- runs `luka broker` in a process of its own, produces uniquely numbered
+-- messages keyed over several partitions, runs spec/fixtures/chaos.lua
+-- (which appends "N TIME" for each handled message), injects the fault, and
+-- checks at the end that every number was handled at least once and that
+-- each partition's low watermark is still 0 (retention hid nothing).
+-- Duplicates are counted, printed, and bounded where the design bounds them.
+--
+-- `make test` runs the short versions; scripts/chaos (make chaos) sets
+-- CHAOS_LONG=1 for more messages and more kills.  CHAOS_SEED fixes the
+-- random kill moments; CHAOS_REPORT names a file that gets one JSON line
+-- per scenario with its figures.
+local H = require "support.helper"
+local system = require "system"
+
+local LONG = os.getenv("CHAOS_LONG") == "1"
+local function size(short, long) return LONG and long or short end
+
+local PARTITIONS = size(8, 16)
+-- luka stores a message's offset once it is done, and librdkafka commits
+-- stored offsets every auto.commit.interval.ms (1 s, set by luka).  A
+-- message handled more than that before a crash was committed; one more
+-- second covers the commit's round trip and a busy machine.
+local COMMIT_INTERVAL = 1.0
+local WINDOW = COMMIT_INTERVAL + 1.0
+
+local seed = tonumber(os.getenv("CHAOS_SEED") or "") or os.time()
+math.randomseed(seed)
+
+local function now() return system.gettime() end
+
+-- "1-3, 7, 9-12" for a sorted list of numbers, cut after limit ranges.
+local function ranges(list, limit)
+  local out, i = {}, 1
+  while i <= #list do
+    local j = i
+    while j < #list and list[j + 1] <= list[j] + 1 do j = j + 1 end
+    out[#out + 1] = list[i] == list[j] and tostring(list[i]) or (list[i] .. "-" .. list[j])
+    i = j + 1
+    if #out == (limit or 20) and i <= #list then
+      out[#out + 1] = ("... (%d more)"):format(#list - i + 1)
+      break
+    end
+  end
+  return #out > 0 and table.concat(out, ", ") or "none"
+end
+
+local function numbered(from, to)
+  local msgs = {}
+  for n = from, to do msgs[#msgs + 1] = { key = "k" .. n, value = ('{"n":%d}'):format(n) } end
+  return msgs
+end
+
+-- { [partition] = offset } from kcat -Q; -2 asks for the low watermark
+-- (the first offset still kept), -1 for the high one.
+local function watermarks(bootstrap, topic, partitions, which)
+  local args = {}
+  for p = 0, partitions - 1 do args[#args + 1] = "-t " .. H.q(("%s:%d:%d"):format(topic, p, which)) end
+  local r = H.run(("kcat -Q -b %s %s"):format(H.q(bootstrap), table.concat(args, " ")), { timeout = 30 })
+  assert(r.code == 0, "kcat -Q failed: " .. r.stderr)
+  local marks = {}
+  for p, off in r.stdout:gmatch("%[(%d+)%] offset (%-?%d+)") do marks[tonumber(p)] = tonumber(off) end
+  return marks
+end
+
+-- ---------------------------------------------------------------------
+-- A scenario: its own broker, a topic "in" of numbered messages, the luka
+-- runs that read it, and what they handled.
+
+local Scenario = {}
+Scenario.__index = Scenario
+
+-- opts: messages, brokers, topics (more "name:partitions"), group.
+local function scenario(name, opts)
+  local s = setmetatable({ name = name, n = opts.messages, runs = {}, dir = H.tmpdir(),
+    group = opts.group or ("chaos-" .. name:gsub("%W+", "-")) }, Scenario)
+  local topics = { "in:" .. PARTITIONS }
+  for _, t in ipairs(opts.topics or {}) do topics[#topics + 1] = t end
+  s.broker = H.broker_start { control = true, brokers = opts.brokers, topics = topics }
+  H.kcat_produce(s.broker.bootstrap, "in", numbered(1, s.n), { timeout = 120 })
+  return s
+end
+
+-- Starts a luka run of the chaos fixture; env adds to TOPIC, GROUP, OUT.
+function Scenario:start(env)
+  local run = { index = #self.runs + 1 }
+  run.out = ("%s/run%d.out"):format(self.dir, run.index)
+  local e = { TOPIC = "in", GROUP = self.group, OUT = run.out }
+  for k, v in pairs(env or {}) do e[k] = v end
+  run.proc = H.spawn(("%s run spec/fixtures/chaos.lua --brokers %s"):format(H.luka, self.broker.bootstrap),
+    { env = e })
+  self.runs[run.index] = run
+  return run
+end
+
+function Scenario:lines(run) return H.read_lines(run.out) end
+
+-- Waits until run has handled at least n messages (default 1).
+function Scenario:handling(run, n, timeout)
+  H.wait_until(function() return #self:lines(run) >= (n or 1) end, timeout or 40,
+    ("run %d of %s to handle %d message(s)"):format(run.index, self.name, n or 1), 0.02)
+end
+
+-- Kills run with sig and waits for it; the kill time is kept.
+function Scenario:kill(run, sig)
+  run.proc.kill(sig)
+  run.killed_at = now()
+  run.signal = sig
+  run.code = run.proc.wait(30)
+  return run.code
+end
+
+function Scenario:control(cmd)
+  local reply = self.broker.control(cmd)
+  assert(reply == "ok", ("broker control '%s': %s"):format(cmd, reply))
+end
+
+-- Every handling so far: { n, t, run }, in time order.
+function Scenario:handlings()
+  local list = {}
+  for i, run in ipairs(self.runs) do
+    for _, line in ipairs(self:lines(run)) do
+      local n, t = line:match("^(%d+) ([%d.]+)$")
+      if n then list[#list + 1] = { n = tonumber(n), t = tonumber(t), run = i } end
+    end
+  end
+  table.sort(list, function(a, b) return a.t < b.t end)
+  return list
+end
+
+function Scenario:distinct()
+  local seen, count = {}, 0
+  for _, run in ipairs(self.runs) do
+    for _, line in ipairs(self:lines(run)) do
+      local n = tonumber(line:match("^(%d+) "))
+      if n and not seen[n] then seen[n], count = true, count + 1 end
+    end
+  end
+  return count
+end
+
+-- Waits until every number was handled by some run.
+function Scenario:wait_all(timeout)
+  H.wait_until(function() return self:distinct() >= self.n end, timeout or 60,
+    ("all %d messages of %s to be handled (%d so far)"):format(self.n, self.name, self:distinct()), 0.25)
+end
+
+-- The group's committed offsets of "in", read with KafkaJS (a client
+-- independent of librdkafka): { [partition] = offset }, -1 for none.
+function Scenario:committed()
+  local js = [[
+const { Kafka, logLevel } = require("kafkajs");
+const [b, group, topic] = process.argv.slice(1);
+(async () => {
+  const admin = new Kafka({ brokers: b.split(","), logLevel: logLevel.NOTHING }).admin();
+  await admin.connect();
+  const r = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+  console.log(JSON.stringify(r[0].partitions.map(p => [p.partition, Number(p.offset)])));
+  await admin.disconnect();
+})().catch(e => { console.error(e.message); process.exit(1); });
+]]
+  local r = H.run(("cd %s/spec/js && node -e %s %s %s in"):format(H.q(H.root), H.q(js),
+    H.q(self.broker.bootstrap), H.q(self.group)), { timeout = 30 })
+  assert(r.code == 0, "fetching committed offsets: " .. r.stderr)
+  local out = {}
+  for _, pair in ipairs(H.json_decode(r.stdout)) do out[pair[1]] = pair[2] end
+  return out
+end
+
+-- Stops every run still going with SIGTERM, which must exit 0.
+function Scenario:stop_runs()
+  for _, run in ipairs(self.runs) do
+    if run.proc.alive() then assert.equal(0, self:kill(run, "TERM"), "exit code after SIGTERM") end
+  end
+end
+
+-- The figures: handled, lost and duplicated numbers, and the first handling
+-- of each duplicated number.  Stops the runs, then asserts that retention
+-- dropped nothing (low watermark 0 on every partition, all produced) and
+-- that the group committed every partition to its end: nothing is left to
+-- redeliver and no stale commit moved an offset back.
+function Scenario:finish()
+  self:stop_runs()
+  local r = { count = {}, first = {}, lost = {}, dups = {}, handled = 0, duplicates = 0 }
+  for _, h in ipairs(self:handlings()) do
+    r.count[h.n] = (r.count[h.n] or 0) + 1
+    r.first[h.n] = r.first[h.n] or h
+    r.handled = r.handled + 1
+  end
+  for n = 1, self.n do
+    local c = r.count[n] or 0
+    if c == 0 then r.lost[#r.lost + 1] = n end
+    if c > 1 then
+      r.dups[#r.dups + 1] = n
+      r.duplicates = r.duplicates + c - 1
+    end
+  end
+  local low = watermarks(self.broker.bootstrap, "in", PARTITIONS, -2)
+  local high = watermarks(self.broker.bootstrap, "in", PARTITIONS, -1)
+  local committed = self:committed()
+  local total = 0
+  for p = 0, PARTITIONS - 1 do
+    assert.equal(0, low[p], ("low watermark of in[%d] (retention dropped messages)"):format(p))
+    total = total + assert(high[p], "no high watermark for in[" .. p .. "]")
+    assert.equal(high[p], committed[p], ("committed offset of in[%d] after the last run stopped"):format(p))
+  end
+  assert.equal(self.n, total, "messages in the topic")
+  return r
+end
+
+-- Prints the figures, appends them to $CHAOS_REPORT, and asserts no loss.
+function Scenario:report(r, what, extra)
+  local line = ("chaos: %s: %d messages, %d handlings, %d lost, %d duplicates%s%s"):format(self.name,
+    self.n, r.handled, #r.lost, r.duplicates, #r.dups > 0 and (" (" .. ranges(r.dups) .. ")") or "",
+    extra and ("; " .. extra) or "")
+  print(line)
+  local path = os.getenv("CHAOS_REPORT")
+  if path then
+    local f = assert(io.open(path, "a"))
+    f:write(H.json_encode({ scenario = self.name, what = what, messages = self.n, lost = #r.lost,
+      duplicates = r.duplicates, note = extra, seed = seed, long = LONG }), "\n")
+    f:close()
+  end
+  assert(#r.lost == 0, ("%s lost %d message(s): %s"):format(self.name, #r.lost, ranges(r.lost)))
+  self.broker.stop()
+end
+
+-- Duplicates whose first handling came before `since` minus the commit
+-- window: they had been committed, or should have been.
+function Scenario:stale_duplicates(r, since)
+  local bad = {}
+  for _, n in ipairs(r.dups) do
+    if r.first[n].t < since - WINDOW then bad[#bad + 1] = n end
+  end
+  return bad
+end
+
+-- ---------------------------------------------------------------------
+
+describe("chaos", function()
+  it("a clean run handles every message exactly once", function()
+    local s = scenario("clean run", { messages = size(5000, 200000) })
+    local run = s:start()
+    s:wait_all(size(60, 300))
+    H.sleep(1.5) -- anything handled twice would show now
+    local r = s:finish()
+    s:report(r, "one luka, no fault")
+    assert.equal(0, r.duplicates, "duplicates: " .. ranges(r.dups))
+    assert.equal(0, run.code)
+  end)
+
+  it("kill -9 at random moments replays only what was handled within the commit interval", function()
+    local kills = size(3, 10)
+    local s = scenario("kill -9", { messages = size(6000, 30000) })
+    local env = { SPIN_MS = "0.5" }
+    for _ = 1, kills do
+      local run = s:start(env)
+      s:handling(run)
+      H.sleep(math.random() * 2)
+      assert.equal(137, s:kill(run, "KILL"))
+    end
+    s:start()
+    s:wait_all(90)
+    local r = s:finish()
+    -- Each duplicate was first handled by a run that was then killed, at
+    -- most WINDOW seconds before the kill.
+    local bad, worst = {}, 0
+    for _, n in ipairs(r.dups) do
+      local h = r.first[n]
+      local killed = s.runs[h.run].killed_at
+      local age = killed and killed - h.t or math.huge
+      worst = math.max(worst, age)
+      if age > WINDOW then bad[#bad + 1] = n end
+    end
+    s:report(r, ("%d kill -9 at random moments, restarting each time"):format(kills),
+      ("%d kills, oldest replayed handling %.2f s before its kill (seed %d)"):format(kills, worst, seed))
+    assert(#bad == 0, ("%d duplicate(s) first handled more than %.1f s before the kill: %s"):format(
+      #bad, WINDOW, ranges(bad)))
+  end)
+
+  it("kill -9 replays at most the commit interval even when handlers are slow", function()
+    -- 20 ms per message: the replay window must still be the commit
+    -- interval, not a multiple of the handler time.
+    local s = scenario("kill -9, slow handler", { messages = size(1000, 3000) })
+    local run = s:start({ SPIN_MS = "20" })
+    s:handling(run)
+    H.sleep(size(6, 12))
+    assert.equal(137, s:kill(run, "KILL"))
+    s:start()
+    s:wait_all(60)
+    local r = s:finish()
+    local stale = {}
+    for _, n in ipairs(r.dups) do
+      if run.killed_at - r.first[n].t > WINDOW then stale[#stale + 1] = n end
+    end
+    s:report(r, "kill -9 with a 20 ms handler", ("%d handled more than %.1f s before the kill came again")
+      :format(#stale, WINDOW))
+    assert(#stale == 0, ("%d message(s) handled more than %.1f s before the kill were not committed " ..
+      "and came again: %s"):format(#stale, WINDOW, ranges(stale)))
+  end)
+
+  it("SIGTERM mid-stream commits everything handled, so restarts replay nothing", function()
+    local s = scenario("SIGTERM", { messages = size(6000, 30000) })
+    for _ = 1, size(2, 5) do
+      local run = s:start({ SPIN_MS = "0.5" })
+      s:handling(run)
+      H.sleep(0.5 + math.random() * 1.5)
+      assert.equal(0, s:kill(run, "TERM"), "exit code after SIGTERM")
+    end
+    s:start()
+    s:wait_all(60)
+    H.sleep(1.5)
+    local r = s:finish()
+    s:report(r, ("SIGTERM mid-stream %d times, restarting each time"):format(size(2, 5)))
+    assert.equal(0, r.duplicates, "duplicates: " .. ranges(r.dups))
+  end)
+
+  it("a second and third luka join the group mid-stream and leave again, losing nothing", function()
+    local s = scenario("join and leave", { messages = size(20000, 60000) })
+    local env = { SPIN_MS = "1" }
+    local a = s:start(env)
+    s:handling(a)
+    local b = s:start(env)
+    s:handling(b)
+    local c = s:start(env)
+    s:handling(c)
+    H.sleep(1)
+    local before = #s:lines(a)
+    assert.equal(0, s:kill(b, "TERM"))
+    assert.equal(0, s:kill(c, "TERM"))
+    s:wait_all(120)
+    assert(#s:lines(a) > before, "the first luka took the partitions back")
+    H.sleep(1.5)
+    local r = s:finish()
+    s:report(r, "a second and a third luka join mid-stream, then leave (SIGTERM)",
+      ("handled by the three: %d, %d, %d"):format(#s:lines(a), #s:lines(b), #s:lines(c)))
+    assert.equal(0, r.duplicates, "duplicates (commit on revoke should leave none): " .. ranges(r.dups))
+  end)
+
+  it("all brokers down for 10 s mid-stream: luka carries on when they return", function()
+    local s = scenario("all brokers down", { messages = size(15000, 60000) })
+    local run = s:start({ SPIN_MS = "1" })
+    s:handling(run)
+    H.sleep(1)
+    local down = now()
+    s:control("down all")
+    H.sleep(10)
+    s:control("up all")
+    s:wait_all(120)
+    assert.is_true(run.proc.alive(), "luka kept running")
+    local r = s:finish()
+    local stale = s:stale_duplicates(r, down)
+    s:report(r, "every broker down for 10 s mid-stream, luka not restarted",
+      ("%d handled during the outage"):format((function()
+        local k = 0
+        for _, h in ipairs(s:handlings()) do if h.t >= down and h.t <= down + 10 then k = k + 1 end end
+        return k
+      end)()))
+    assert(#stale == 0, "duplicates handled well before the outage: " .. ranges(stale))
+  end)
+
+  it("transport and REBALANCE_IN_PROGRESS errors on Fetch and OffsetCommit lose nothing", function()
+    local s = scenario("injected errors", { messages = size(10000, 50000) })
+    local run = s:start({ SPIN_MS = "0.5" })
+    s:handling(run)
+    local first = now()
+    for _, cmd in ipairs({ "fail Fetch 5 TRANSPORT", "fail OffsetCommit 3 REBALANCE_IN_PROGRESS",
+      "fail Fetch 5 REBALANCE_IN_PROGRESS", "fail OffsetCommit 3 TRANSPORT",
+      "fail Heartbeat 2 REBALANCE_IN_PROGRESS" }) do
+      H.sleep(1)
+      s:control(cmd)
+    end
+    s:wait_all(120)
+    local r = s:finish()
+    local stale = s:stale_duplicates(r, first)
+    s:report(r, "Fetch ×5 TRANSPORT, OffsetCommit ×3 REBALANCE_IN_PROGRESS, Fetch ×5 " ..
+      "REBALANCE_IN_PROGRESS, OffsetCommit ×3 TRANSPORT, Heartbeat ×2 REBALANCE_IN_PROGRESS")
+    assert(#stale == 0, "duplicates handled well before the first error: " .. ranges(stale))
+  end)
+
+  it("the group coordinator moves mid-stream", function()
+    local s = scenario("coordinator moved", { messages = size(10000, 50000), brokers = 3 })
+    local run = s:start({ SPIN_MS = "0.5" })
+    s:handling(run)
+    local first = now()
+    H.sleep(1)
+    s:control("coordinator group " .. s.group .. " 2")
+    H.sleep(2)
+    s:control("coordinator group " .. s.group .. " 3")
+    s:wait_all(120)
+    local r = s:finish()
+    local stale = s:stale_duplicates(r, first)
+    s:report(r, "coordinator moved to broker 2, then 3 (of 3)")
+    assert(#stale == 0, "duplicates handled well before the move: " .. ranges(stale))
+  end)
+
+  it("a handler slower than max.poll.interval.ms: the group recovers, no stale commit, no loss", function()
+    local s = scenario("handler past max.poll.interval.ms", { messages = size(4000, 20000) })
+    local slow = math.floor(s.n / 4)
+    local env = { SPIN_MS = "1", MAX_POLL = "7000", SLOW_N = tostring(slow), SLOW_S = "9",
+      SLOW_MARK = s.dir .. "/slow-mark" }
+    local a, b = s:start(env), s:start(env)
+    H.wait_until(function() return H.read_file(env.SLOW_MARK) end, 60, "the slow message")
+    local stuck = now()
+    s:wait_all(120)
+    local r = s:finish()
+    local stale = s:stale_duplicates(r, stuck)
+    s:report(r, "one handler blocks 9 s, max.poll.interval.ms 7 s, two luka in the group",
+      ("slow message %d handled %d times"):format(slow, r.count[slow] or 0))
+    assert(#stale == 0, "duplicates handled well before the stuck handler: " .. ranges(stale))
+    local log = a.proc.output() .. b.proc.output()
+    assert.truthy(log:find("max", 1, true), log)
+  end)
+  it("a publish path whose broker refuses writes commits no input before its output is acked", function()
+    local s = scenario("publish outage", { messages = size(4000, 20000), brokers = 3, topics = { "out:4" } })
+    -- Input and group on broker 1, every output partition on broker 3.
+    for p = 0, PARTITIONS - 1 do s:control(("leader in %d 1"):format(p)) end
+    for p = 0, 3 do s:control(("leader out %d 3"):format(p)) end
+    s:control("coordinator group " .. s.group .. " 1")
+    local env = { SPIN_MS = "0.5", PUBLISH = "out" }
+    local a = s:start(env)
+    s:handling(a)
+    s:control("fail Produce 50 NOT_LEADER_FOR_PARTITION")
+    H.sleep(1.5)
+    local down = now()
+    s:control("down 3")
+    H.sleep(3)
+    -- Outputs of everything handled since the outage are unacknowledged:
+    -- a crash now must leave their inputs uncommitted.
+    assert.equal(137, s:kill(a, "KILL"))
+    local in_outage = 0
+    for _, h in ipairs(s:handlings()) do if h.t >= down then in_outage = in_outage + 1 end end
+    s:control("up 3")
+    s:start({ PUBLISH = "out" })
+    s:wait_all(90)
+    local seen, outputs, missing = {}, 0, {}
+    H.wait_until(function()
+      local records = H.kcat_consume(s.broker.bootstrap, "out", nil, { timeout = 30 })
+      seen, outputs, missing = {}, #records, {}
+      for _, rec in ipairs(records) do seen[tonumber(rec.value:match("%d+"))] = true end
+      for n = 1, s.n do if not seen[n] then missing[#missing + 1] = n end end
+      return #missing == 0
+    end, 60, "every number in the output topic", 1)
+    local r = s:finish()
+    local stale = s:stale_duplicates(r, down)
+    s:report(r, "Produce ×50 NOT_LEADER_FOR_PARTITION, then the output topic's broker down, " ..
+      "kill -9 during the outage, broker up, restart",
+      ("%d handled during the outage; %d outputs for %d inputs, none missing"):format(in_outage, outputs, s.n))
+    assert(#missing == 0, "inputs without an output: " .. ranges(missing))
+    assert(#stale == 0, "duplicates handled well before the outage: " .. ranges(stale))
+  end)
+end)
