@@ -192,6 +192,10 @@ static void read_topology(lua_State *L, app_t *app) {
     }
     lua_pop(L, 1);
 
+    if (lua_getfield(L, reg, "runtime") == LUA_TTABLE)
+        app->memory_limit = (size_t)field_int(L, -1, "memory_limit", 0);
+    lua_pop(L, 1);
+
     lua_getfield(L, reg, "topics");
     app->ntopics = (int)luaL_len(L, -1);
     app->topics = calloc(app->ntopics ? app->ntopics : 1, sizeof(*app->topics));
@@ -346,6 +350,7 @@ app_t *app_load_with_state(const char *path, const char *state_json, char *errbu
         snprintf(errbuf, errlen, "%s", err.msg);
         goto fail;
     }
+    lapi_set_memory_limit(L, app->memory_limit);
     if (app->neps == 0 && app->npubs == 0 && app->ntopics == 0) {
         snprintf(errbuf, errlen,
                  "%s: declares no consumer, channel or publisher; "
@@ -361,7 +366,7 @@ fail:
 
 void app_free(app_t *app) {
     if (!app) return;
-    if (app->L) lua_close(app->L);
+    if (app->L) lapi_close(app->L);
     for (int i = 0; i < app->npubs; i++) {
         publisher_conf_t *p = &app->pubs[i];
         free(p->name), free(p->topic), free(p->where), free(p->key_field);

@@ -84,6 +84,7 @@ typedef struct app {
     int neps;
     topic_conf_t *topics;
     int ntopics;
+    size_t memory_limit; /* bytes the Lua state may hold, 0 for no limit */
     char **files; /* the Lua files it loaded from its directory, script first */
     int nfiles;
 } app_t;

@@ -20,6 +20,7 @@ static const char STATE_KEY = 's';
 
 typedef struct mem {
     size_t used;
+    size_t limit;
 } mem_t;
 
 static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -29,6 +30,11 @@ static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
         free(ptr);
         return NULL;
     }
+    /* Only user code is limited: the host's own pushes between calls must
+     * not fail, and Lua never asks to shrink and fail. */
+    if (m->limit && script_active && nsize > (ptr ? osize : 0) &&
+        m->used + nsize - (ptr ? osize : 0) > m->limit)
+        return NULL;
     void *p = realloc(ptr, nsize);
     if (p) m->used += nsize - (ptr ? osize : 0);
     return p;
@@ -51,10 +57,23 @@ lua_State *lapi_newstate(void) {
     return L;
 }
 
+void lapi_close(lua_State *L) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    lua_close(L);
+    free(ud);
+}
+
 size_t lapi_memory(lua_State *L) {
     void *ud;
     lua_getallocf(L, &ud);
     return ((mem_t *)ud)->used;
+}
+
+void lapi_set_memory_limit(lua_State *L, size_t limit) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    ((mem_t *)ud)->limit = limit;
 }
 
 void lapi_set_host(lua_State *L, struct host *h) {

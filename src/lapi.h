@@ -14,8 +14,15 @@ struct host;
 /* A new Lua state whose allocator counts its memory. */
 lua_State *lapi_newstate(void);
 
+/* Close a state made by lapi_newstate. */
+void lapi_close(lua_State *L);
+
 /* Bytes the state's allocator holds now. */
 size_t lapi_memory(lua_State *L);
+
+/* Refuse allocations beyond limit bytes (0: none) while user code runs
+ * (see script_active): the code gets a memory error, the host goes on. */
+void lapi_set_memory_limit(lua_State *L, size_t limit);
 
 /* The opener of luka.host, for package.preload. */
 int lapi_open(lua_State *L);

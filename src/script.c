@@ -17,6 +17,8 @@
 /* The deadline of the call in progress.  Only the loop thread runs Lua, and
  * calls do not nest across states with different limits, so one is enough;
  * a nested call saves and restores it. */
+int script_active;
+
 static int64_t deadline_ms;
 static int64_t limit_ms;
 
@@ -103,7 +105,10 @@ int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
         limit_ms = timeout_ms;
         lua_sethook(L, timeout_hook, LUA_MASKCOUNT, HOOK_COUNT);
     }
+    script_active++;
     rc = lua_pcall(L, nargs, nresults, base);
+    script_active--;
+    if (rc == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT); /* give the memory back now */
     if (timeout_ms > 0) {
         lua_sethook(L, saved_hook, saved_mask, saved_count);
         deadline_ms = saved_deadline;
@@ -122,8 +127,12 @@ int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
         lua_pop(L, 1);
     } else {
         const char *m = lua_tostring(L, -1);
-        snprintf(err->msg, sizeof(err->msg), "%s",
-                 m ? m : (rc == LUA_ERRMEM ? "not enough memory" : "unknown error"));
+        if (rc == LUA_ERRMEM)
+            snprintf(err->msg, sizeof(err->msg),
+                     "not enough memory: the app's Lua state reached its memory_limit "
+                     "(luka.runtime), or the process ran out");
+        else
+            snprintf(err->msg, sizeof(err->msg), "%s", m ? m : "unknown error");
         err->traceback[0] = '\0';
         err->fatal = 0;
     }

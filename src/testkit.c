@@ -500,9 +500,9 @@ int testkit_main(int argc, char **argv) {
         script_call(L, 0, 0, 0, &err) != 0) {
         fprintf(stderr, "luka test: %s\n%s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : err.msg,
                 err.traceback);
-        lua_close(L);
+        lapi_close(L);
         return 1;
     }
-    lua_close(L);
+    lapi_close(L);
     return 0;
 }

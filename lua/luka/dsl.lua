@@ -129,6 +129,18 @@ local function number_at_least(min)
   end }
 end
 
+-- Sizes such as "64MB" (binary: MB = 1024 * 1024 bytes) or a number of bytes.
+local SIZE_UNIT = { B = 1, KB = 1024, MB = 1024 ^ 2, GB = 1024 ^ 3,
+                    KiB = 1024, MiB = 1024 ^ 2, GiB = 1024 ^ 3 }
+local SIZE = { doc = 'a size such as "512KB", "64MB" or "1GB"', check = function(v)
+  if math.type(v) == "integer" and v > 0 then return v end
+  if type(v) ~= "string" then return nil end
+  local n, unit = v:match("^(%d+)%s*(%a+)$")
+  local scale = SIZE_UNIT[unit or ""]
+  if n and scale and tonumber(n) > 0 then return math.tointeger(tonumber(n) * scale) end
+  return nil, ("bad size '%s': write it as 512KB, 64MB or 1GB"):format(v)
+end }
+
 local BOOLEAN = { doc = "true or false", check = function(v)
   if type(v) == "boolean" then return v end
 end }
@@ -196,6 +208,10 @@ M.options = {
     { name = "store", type = STORE, default = "memory", help = "where handled keys are kept" },
     { name = "max_entries", type = integer_at_least(1), default = 100000,
       help = "memory store: keys kept before the oldest is evicted" },
+  },
+  runtime = {
+    { name = "memory_limit", type = SIZE,
+      help = "most memory the app's Lua state may hold; beyond it a handler gets a memory error" },
   },
   topic = {
     { name = "partitions", type = integer_at_least(1),
@@ -294,7 +310,7 @@ local state
 -- luka.publish may name), endpoint_names consumer and channel names; pending
 -- holds names whose options table never came (`luka.consumer "x"` alone).
 function M.reset()
-  state = { broker = { config = {} }, publishers = {}, endpoints = {}, topics = {},
+  state = { broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {},
             targets = {}, endpoint_names = {}, topic_names = {}, pending = {} }
 end
 M.reset()
@@ -354,6 +370,20 @@ function M.broker(opts)
   state.broker = o
 end
 
+-- Limits of the app as a whole; declared at most once.
+function M.runtime(opts)
+  if state.runtime.where then
+    error(("runtime: already declared at %s; declare it once"):format(state.runtime.where), 2)
+  end
+  if type(opts) ~= "table" then
+    error(("runtime: expects an options table: luka.runtime { ... }, got %s"):format(type(opts)), 2)
+  end
+  local o, err = parse("runtime", nil, opts)
+  if not o then error("runtime: " .. err, 2) end
+  o.where = where(2)
+  state.runtime = o
+end
+
 M.publisher = declaration("publisher", { "targets" }, function(name, o, at)
   o.name, o.where, o.channel = name, at, false
   table.insert(state.publishers, o)
@@ -388,8 +418,8 @@ end)
 function M.registry()
   local _, unfinished = next(state.pending)
   if unfinished then error(unfinished, 0) end
-  return { broker = state.broker, publishers = state.publishers, endpoints = state.endpoints,
-           topics = state.topics }
+  return { broker = state.broker, runtime = state.runtime, publishers = state.publishers,
+           endpoints = state.endpoints, topics = state.topics }
 end
 
 -- true if name is a declared publisher or channel, else false and a message

@@ -9,6 +9,7 @@ local luka = {
   consumer = dsl.consumer,
   channel = dsl.channel,
   topic = dsl.topic,
+  runtime = dsl.runtime,
   publish = host.publish,
   fatal = host.fatal,
   null = host.null,

@@ -1,0 +1,88 @@
+-- The handler test kit: `luka test` runs busted specs in which
+-- require "luka.test" loads an app and delivers messages to it, through
+-- the production pipeline, with no broker.
+local H = require "support.helper"
+
+local function luka_test(dir, spec)
+  H.write_file(dir .. "/x_spec.lua", spec)
+  return H.run(("cd %s && %s test ."):format(H.q(dir), H.luka))
+end
+
+describe("luka test", function()
+  it("runs the example app's handler specs", function()
+    local r = H.run(H.luka .. " test config/spec")
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find("7 successes / 0 failures / 0 errors", 1, true), r.stdout)
+  end)
+
+  it("exits non-zero and shows busted's report when a spec fails", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", [[
+local luka = require "luka"
+luka.consumer "c" { topics = { "t" }, handle = function(msg) assert(msg.ok, "not ok") end }
+]])
+    local r = luka_test(dir, [[
+local test = require "luka.test"
+it("fails", function()
+  local app = test.load("app.lua")
+  assert.equal("handled", app:deliver("c", { ok = false }).outcome)
+end)
+]])
+    assert.is_not.equal(0, r.code)
+    assert.truthy(r.stdout:find("0 successes / 1 failure", 1, true), r.stdout)
+  end)
+
+  it("delivers any payload and meta, and reports attempts, retries, publishes and commits", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", [[
+local luka = require "luka"
+luka.publisher "out" { key = "id" }
+luka.consumer "c" { topics = { "in" }, retry = { instant = 1, delayed = { initial = "250ms", attempts = 2 } },
+  final_failure = "ignore",
+  handle = function(msg, meta)
+    if msg.fail then error("failing on attempt " .. meta.attempt) end
+    luka.publish("out", { id = msg.id, seen = { topic = meta.topic, partition = meta.partition,
+      key = meta.key, trace = meta.headers.trace, attempt = meta.attempt } }, { headers = { h = "v" } })
+  end }
+]])
+    local r = luka_test(dir, [[
+local test = require "luka.test"
+local app
+before_each(function() app = test.load("app.lua") end)
+after_each(function() app:close() end)
+
+it("handles and publishes", function()
+  local r = app:deliver("c", { id = "a-1" }, { topic = "in", partition = 3, key = "k", headers = { trace = "t" }, attempt = 2 })
+  assert.equal("handled", r.outcome)
+  assert.is_true(r.committed)
+  local p = r.published[1]
+  assert.equal("out", p.target)
+  assert.equal("out", p.topic)
+  assert.equal("a-1", p.key)
+  assert.equal("v", p.headers.h)
+  assert.same({ topic = "in", partition = 3, key = "k", trace = "t", attempt = 2 }, p.payload.seen)
+end)
+
+it("retries, then applies the final failure strategy", function()
+  local r = app:deliver("c", { fail = true })
+  assert.equal("ignored", r.outcome)
+  assert.equal(6, r.attempts)
+  assert.same({ 250, 500 }, r.retries)
+  assert.matches("failing on attempt 6", r.error)
+  assert.is_true(r.committed)
+  assert.equal(1, app:counters("c").failed > 0 and 1 or 0)
+end)
+
+it("sends raw strings and tombstones", function()
+  assert.equal("ignored", app:deliver("c", "not json").outcome)
+  assert.equal("ignored", app:deliver("c", nil).outcome)
+end)
+
+it("names the endpoints when asked for an unknown one", function()
+  assert.has_error(function() app:deliver("nope", {}) end, "deliver: the app has no endpoint 'nope'; it has: c")
+end)
+]])
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find("4 successes / 0 failures / 0 errors", 1, true), r.stdout)
+  end)
+end)
