@@ -21,11 +21,15 @@ luka.consumer "hog" { topics = { "t" }, final_failure = "ignore",
   handle = function(msg)
     if msg.hog then local t = {} for i = 1, 1e8 do t[i] = { i } end end
   end }
-luka.consumer "odd" { topics = { "t" }, final_failure = "ignore",
+luka.consumer "odd" { topics = { "t" }, final_failure = "ignore", timeout = "300ms",
   handle = function(msg)
     if msg.kind == "table" then error({ message = "a table with a message" }) end
     if msg.kind == "plain" then error({ 1, 2 }) end
     if msg.kind == "nil" then error(nil) end
+    if msg.kind == "pcall" then
+      -- Catching the timeout buys no time: it is not an error.
+      while true do pcall(function() while true do end end) end
+    end
   end }
 ]], [[
 local test = require "luka.test"
@@ -46,6 +50,11 @@ it("runs out of memory without taking the host down", function()
   assert.equal("handled", app:deliver("hog", {}).outcome)
 end)
 
+it("stops a handler that catches errors in a loop", function()
+  local r = app:deliver("odd", { kind = "pcall" })
+  assert.matches("timed out after 300 ms", r.error)
+end)
+
 it("reports errors raised with tables and nil", function()
   assert.equal("a table with a message", app:deliver("odd", { kind = "table" }).error)
   assert.matches("error raised with a table value", app:deliver("odd", { kind = "plain" }).error)
@@ -53,6 +62,6 @@ it("reports errors raised with tables and nil", function()
 end)
 ]])
     assert.equal(0, r.code, r.stdout .. r.stderr)
-    assert.truthy(r.stdout:find("3 successes / 0 failures / 0 errors", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("4 successes / 0 failures / 0 errors", 1, true), r.stdout)
   end)
 end)

@@ -14,13 +14,14 @@
 #include "host.h"
 #include "log.h"
 
-/* Each cluster request waits this long for its answer. */
+/* How long each cluster request waits for its answer, unless --timeout. */
 #define TIMEOUT_MS 10000
 
 typedef struct admin {
     host_t host; /* the app and its brokers, for host_kafka_conf */
     run_opts_t opts;
     int apply;
+    int timeout_ms;
     rd_kafka_t *rk; /* a producer handle serves every admin call */
 } admin_t;
 
@@ -70,6 +71,13 @@ static int parse(admin_t *a, const char *cmd, int argc, char **argv) {
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--brokers") == 0 && i + 1 < argc) a->opts.brokers = argv[++i];
         else if (strcmp(argv[i], "--apply") == 0 && strcmp(cmd, "topics") == 0) a->apply = 1;
+        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            long ms = strtol(argv[++i], &end, 10);
+            if (*end || ms <= 0 || ms > 3600000)
+                return bad_usage(cmd, "--timeout takes milliseconds, got '%s'", argv[i]);
+            a->timeout_ms = (int)ms;
+        }
         else if (argv[i][0] == '-') return bad_usage(cmd, "unknown or incomplete option '%s'", argv[i]);
         else if (!a->opts.app_path) a->opts.app_path = argv[i];
         else return bad_usage(cmd, "unexpected argument '%s'", argv[i]);
@@ -117,6 +125,7 @@ static int open_admin(admin_t *a, const char *cmd, int argc, char **argv) {
     int rc;
 
     memset(a, 0, sizeof(*a));
+    a->timeout_ms = TIMEOUT_MS;
     if ((rc = parse(a, cmd, argc, argv))) return rc;
     if (!(a->host.app = app_load(a->opts.app_path, err, sizeof(err)))) {
         fprintf(stderr, "luka: %s\n", err);
@@ -148,7 +157,7 @@ static const rd_kafka_metadata_topic_t *find_topic(const rd_kafka_metadata_t *md
 
 static const rd_kafka_metadata_t *metadata(admin_t *a) {
     const rd_kafka_metadata_t *md;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(a->rk, 1, NULL, &md, TIMEOUT_MS);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(a->rk, 1, NULL, &md, a->timeout_ms);
     if (err) {
         fprintf(stderr, "luka: cannot read the cluster's metadata from %s: %s\n", a->host.brokers,
                 rd_kafka_err2str(err));
@@ -157,10 +166,11 @@ static const rd_kafka_metadata_t *metadata(admin_t *a) {
     return md;
 }
 
-/* The result event of an admin call, or NULL after the timeout. */
-static rd_kafka_event_t *wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t type) {
+/* The result event of an admin call, or NULL when none came in time. */
+static rd_kafka_event_t *wait_result(admin_t *a, rd_kafka_queue_t *q, rd_kafka_event_type_t type) {
     rd_kafka_event_t *ev;
-    while ((ev = rd_kafka_queue_poll(q, TIMEOUT_MS + 5000))) {
+    /* librdkafka answers by the request timeout; the margin covers it. */
+    while ((ev = rd_kafka_queue_poll(q, a->timeout_ms + 5000))) {
         if (rd_kafka_event_type(ev) == type) return ev;
         rd_kafka_event_destroy(ev);
     }
@@ -170,8 +180,19 @@ static rd_kafka_event_t *wait_result(rd_kafka_queue_t *q, rd_kafka_event_type_t 
 static rd_kafka_AdminOptions_t *admin_options(admin_t *a) {
     char why[256];
     rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(a->rk, RD_KAFKA_ADMIN_OP_ANY);
-    rd_kafka_AdminOptions_set_request_timeout(o, TIMEOUT_MS, why, sizeof(why));
+    rd_kafka_AdminOptions_set_request_timeout(o, a->timeout_ms, why, sizeof(why));
+    rd_kafka_AdminOptions_set_operation_timeout(o, a->timeout_ms, why, sizeof(why));
     return o;
+}
+
+/* Why a whole admin request failed (ev NULL: it never answered). */
+static const char *request_error(admin_t *a, rd_kafka_event_t *ev) {
+    static char why[512];
+    if (ev) snprintf(why, sizeof(why), "%s (%s)", rd_kafka_event_error_string(ev),
+                     rd_kafka_err2name(rd_kafka_event_error(ev)));
+    else snprintf(why, sizeof(why), "no answer from %s within %d ms", a->host.brokers,
+                  a->timeout_ms + 5000);
+    return why;
 }
 
 /* ---- luka topics ------------------------------------------------------ */
@@ -192,11 +213,10 @@ static rd_kafka_event_t *describe_configs(admin_t *a, const rd_kafka_metadata_t 
             res[n++] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, app->topics[i].name);
     if (n == 0) goto done;
     rd_kafka_DescribeConfigs(a->rk, res, n, o, q);
-    if (!(ev = wait_result(q, RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT))) {
-        snprintf(why, len, "no answer within %d ms", TIMEOUT_MS);
-    } else if (rd_kafka_event_error(ev)) {
-        snprintf(why, len, "%s", rd_kafka_event_error_string(ev));
-        rd_kafka_event_destroy(ev);
+    ev = wait_result(a, q, RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT);
+    if (!ev || rd_kafka_event_error(ev)) {
+        snprintf(why, len, "%s", request_error(a, ev));
+        if (ev) rd_kafka_event_destroy(ev);
         ev = NULL;
     }
 done:
@@ -257,6 +277,7 @@ static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
     const app_t *app = a->host.app;
     rd_kafka_NewTopic_t **create = calloc(app->ntopics + 1, sizeof(*create));
     const char **names = calloc(app->ntopics + 1, sizeof(*names));
+    const char **grow_names = calloc(app->ntopics + 1, sizeof(*grow_names));
     rd_kafka_NewPartitions_t **grow = calloc(app->ntopics + 1, sizeof(*grow));
     rd_kafka_queue_t *q = rd_kafka_queue_new(a->rk);
     rd_kafka_AdminOptions_t *o = admin_options(a);
@@ -264,7 +285,6 @@ static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
     int ncreate = 0, ngrow = 0, failed = 0;
     char why[512];
 
-    rd_kafka_AdminOptions_set_operation_timeout(o, TIMEOUT_MS, why, sizeof(why));
     for (int i = 0; i < app->ntopics; i++) {
         const topic_conf_t *t = &app->topics[i];
         const rd_kafka_metadata_topic_t *mt = find_topic(md, t->name);
@@ -281,16 +301,18 @@ static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
             names[ncreate] = t->name;
             create[ncreate++] = nt;
         } else if (t->partitions > mt->partition_cnt) {
+            grow_names[ngrow] = t->name;
             grow[ngrow++] = rd_kafka_NewPartitions_new(t->name, (size_t)t->partitions, why,
                                                        sizeof(why));
         }
     }
     if (ncreate) {
         rd_kafka_CreateTopics(a->rk, create, ncreate, o, q);
-        if (!(ev = wait_result(q, RD_KAFKA_EVENT_CREATETOPICS_RESULT))) {
+        ev = wait_result(a, q, RD_KAFKA_EVENT_CREATETOPICS_RESULT);
+        if (!ev || rd_kafka_event_error(ev)) {
+            /* The whole request failed: say so for each topic. */
             for (int i = 0; i < ncreate; i++)
-                printf("%s: cannot create: no answer from %s within %d ms\n", names[i],
-                       a->host.brokers, TIMEOUT_MS);
+                printf("%s: cannot create: %s\n", names[i], request_error(a, ev));
             failed += ncreate;
         } else {
             size_t n;
@@ -307,14 +329,15 @@ static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
                     printf("%s: created\n", name);
                 }
             }
-            rd_kafka_event_destroy(ev);
         }
+        if (ev) rd_kafka_event_destroy(ev);
     }
     if (ngrow) {
         rd_kafka_CreatePartitions(a->rk, grow, ngrow, o, q);
-        if (!(ev = wait_result(q, RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT))) {
-            printf("cannot add partitions: no answer from %s within %d ms\n", a->host.brokers,
-                   TIMEOUT_MS);
+        ev = wait_result(a, q, RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT);
+        if (!ev || rd_kafka_event_error(ev)) {
+            for (int i = 0; i < ngrow; i++)
+                printf("%s: cannot add partitions: %s\n", grow_names[i], request_error(a, ev));
             failed += ngrow;
         } else {
             size_t n;
@@ -331,13 +354,14 @@ static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
                     printf("%s: partitions added\n", name);
                 }
             }
-            rd_kafka_event_destroy(ev);
         }
+        if (ev) rd_kafka_event_destroy(ev);
     }
     rd_kafka_NewTopic_destroy_array(create, ncreate);
     rd_kafka_NewPartitions_destroy_array(grow, ngrow);
     free(create);
     free(names);
+    free(grow_names);
     free(grow);
     rd_kafka_AdminOptions_destroy(o);
     rd_kafka_queue_destroy(q);
@@ -489,7 +513,7 @@ static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, tabl
         fprintf(stderr, "luka: endpoint %s: %s\n", ep->name, why);
         goto done;
     }
-    if ((err = rd_kafka_committed(consumer, parts, TIMEOUT_MS))) {
+    if ((err = rd_kafka_committed(consumer, parts, a->timeout_ms))) {
         fprintf(stderr, "luka: cannot read the committed offsets of group %s from %s: %s\n",
                 ep->group, a->host.brokers, rd_kafka_err2str(err));
         goto done;
@@ -501,7 +525,8 @@ static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, tabl
         cell(t, "%s", ep->group), cell(t, "%s", p->topic), cell(t, "%d", (int)p->partition);
         if (p->err == 0 && p->offset >= 0) cell(t, "%lld", (long long)p->offset);
         else cell(t, "-");
-        err = rd_kafka_query_watermark_offsets(a->rk, p->topic, p->partition, &lo, &hi, TIMEOUT_MS);
+        err = rd_kafka_query_watermark_offsets(a->rk, p->topic, p->partition, &lo, &hi,
+                                               a->timeout_ms);
         if (err) {
             fprintf(stderr, "luka: %s[%d]: cannot read the log end offset: %s\n", p->topic,
                     (int)p->partition, rd_kafka_err2str(err));

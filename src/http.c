@@ -153,15 +153,15 @@ static void serve_healthz(conn_t *c, int head_only) {
     age_ms = (uv_hrtime() - s->heartbeat) / 1000000;
     if (s->draining) {
         status = 200;
-        snprintf(body, sizeof(body), "{\"healthy\":true,\"draining\":true}\n");
+        snprintf(body, sizeof(body), "{\"healthy\":true,\"draining\":true}");
     } else if (age_ms > HTTP_STALE_MS) {
         status = 503;
         snprintf(body, sizeof(body),
-                 "{\"healthy\":false,\"reason\":\"the event loop has not run for %llu ms\"}\n",
+                 "{\"healthy\":false,\"reason\":\"the event loop has not run for %llu ms\"}",
                  (unsigned long long)age_ms);
     } else {
         status = 200;
-        snprintf(body, sizeof(body), "{\"healthy\":true,\"heartbeat_age_ms\":%llu}\n",
+        snprintf(body, sizeof(body), "{\"healthy\":true,\"heartbeat_age_ms\":%llu}",
                  (unsigned long long)age_ms);
     }
     uv_mutex_unlock(&s->lock);
@@ -170,9 +170,20 @@ static void serve_healthz(conn_t *c, int head_only) {
 
 static void serve_readyz(conn_t *c, int head_only) {
     http_t *s = c->srv;
+    uint64_t age_ms;
     uv_mutex_lock(&s->lock);
-    answer(c, s->ready ? 200 : 503, "application/json", s->readiness, strlen(s->readiness),
-           head_only);
+    age_ms = (uv_hrtime() - s->heartbeat) / 1000000;
+    if (age_ms > HTTP_STALE_MS && !s->draining) {
+        /* What was published is stale: nothing is being consumed. */
+        char body[160];
+        snprintf(body, sizeof(body),
+                 "{\"ready\":false,\"reason\":\"the event loop has not run for %llu ms\"}",
+                 (unsigned long long)age_ms);
+        answer(c, 503, "application/json", body, strlen(body), head_only);
+    } else {
+        answer(c, s->ready ? 200 : 503, "application/json", s->readiness, strlen(s->readiness),
+               head_only);
+    }
     uv_mutex_unlock(&s->lock);
 }
 
@@ -301,8 +312,14 @@ static void on_connection(uv_stream_t *listener, int status) {
     s->conns = c;
     s->nconns++;
     if (s->nconns > HTTP_MAX_CONNS) {
-        conn_close(c);
-        return;
+        /* Make room by closing the oldest connection still waiting for its
+         * request: a flood of idle connections then cannot lock out a
+         * probe, which sends its request at once. */
+        conn_t *oldest = NULL;
+        for (conn_t *o = c->next; o; o = o->next)
+            if (o->state == READING) oldest = o;
+        conn_close(oldest ? oldest : c);
+        if (!oldest) return;
     }
     uv_timer_start(&c->deadline, on_deadline, HTTP_TIMEOUT_MS, 0);
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) < 0) conn_close(c);
@@ -364,7 +381,7 @@ http_t *http_start(const char *addr, char *errbuf, size_t errlen) {
     s = calloc(1, sizeof(*s));
     uv_loop_init(&s->loop);
     uv_mutex_init(&s->lock);
-    s->readiness = strdup("{\"ready\":false,\"reason\":\"starting\"}\n");
+    s->readiness = strdup("{\"ready\":false,\"reason\":\"starting\"}");
     s->heartbeat = uv_hrtime();
     uv_tcp_init(&s->loop, &s->listener);
     s->listener.data = s;

@@ -32,7 +32,7 @@ static void *alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     }
     /* Only user code is limited: the host's own pushes between calls must
      * not fail, and Lua never asks to shrink and fail. */
-    if (m->limit && script_active && nsize > (ptr ? osize : 0) &&
+    if (m->limit && script_active == m && nsize > (ptr ? osize : 0) &&
         m->used + nsize - (ptr ? osize : 0) > m->limit)
         return NULL;
     void *p = realloc(ptr, nsize);

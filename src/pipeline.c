@@ -18,8 +18,10 @@
 #include "policy.h"
 #include "script.h"
 
-int pipeline_push_payload(inflight_t *inf, char *errbuf, size_t errlen) {
-    lua_State *L = inf->ep->host->app->L;
+/* Push the payload as the handler sees it (a decoded table, a string or
+ * nil) on L, the thread the call runs in.  Returns 0, or -1 with a decode
+ * error in errbuf. */
+static int push_payload(lua_State *L, inflight_t *inf, char *errbuf, size_t errlen) {
     const message_t *m = &inf->msg;
     char why[512];
 
@@ -103,6 +105,12 @@ typedef struct call {
     int nresults;
 } call_t;
 
+/* Never resumed in fact: a call that yields has timed out and is dropped. */
+static int trampoline_k(lua_State *L, int status, lua_KContext nresults) {
+    (void)L, (void)status;
+    return (int)nresults;
+}
+
 /* Runs protected, with the call at index 1: every allocation for the
  * user's code happens here, under its memory limit, where a memory error
  * is an error like any other. */
@@ -112,7 +120,7 @@ static int trampoline(lua_State *L) {
     char err[600];
 
     if (c->fn != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn);
-    if (pipeline_push_payload(inf, err, sizeof(err)) != 0) {
+    if (push_payload(L, inf, err, sizeof(err)) != 0) {
         if (!c->raw_on_bad_json) {
             /* Not retryable: the same bytes will never decode. */
             lua_pushstring(L, err);
@@ -136,7 +144,8 @@ static int trampoline(lua_State *L) {
         lua_pushinteger(L, inf->attempts);
         lua_setfield(L, -2, "attempts");
     }
-    lua_call(L, c->with_err ? 3 : 2, c->nresults);
+    /* With a continuation, so the time limit's yield can pass through. */
+    lua_callk(L, c->with_err ? 3 : 2, c->nresults, c->nresults, trampoline_k);
     return c->nresults;
 }
 

@@ -56,10 +56,6 @@ void pipeline_publish_failed(inflight_t *inf, const char *why);
 /* Set the stage; when nothing is pending the message is finished now. */
 void pipeline_settle(inflight_t *inf, int stage);
 
-/* Push the payload as the handler sees it (a decoded table, a string or
- * nil).  Returns 0, or -1 with a decode error in errbuf. */
-int pipeline_push_payload(inflight_t *inf, char *errbuf, size_t errlen);
-
 /* Call the function fn (a registry ref) with the message's payload and
  * meta, and with with_err its error too; or, with fn LUA_NOREF, read field
  * of the payload.  In protected mode, under the endpoint's time limit;

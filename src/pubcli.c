@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -174,7 +175,7 @@ static int prepare(lua_State *L) {
 
 /* Publish one line with the function and options at fn and fn + 1.
  * Returns 0 when it was queued, or -1 after logging why not. */
-static int publish_line(lua_State *L, int fn, const pubcli_t *c, char *line, size_t len,
+static int publish_line(lua_State *L, int fn, const pubcli_t *c, const char *line, size_t len,
                         long long lineno) {
     script_err_t err;
     char why[256];
@@ -268,6 +269,8 @@ int pubcli_main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    if (isatty(STDIN_FILENO))
+        log_info("publish", "type one message per line for '%s'; Ctrl-D ends", c.target);
     while (!stop_requested && (n = getline(&line, &cap, stdin)) >= 0) {
         lineno++;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = '\0';

@@ -1,6 +1,7 @@
 /* script.c - protected calls into user Lua code, with a traceback handler and
  * a wall-clock limit enforced by a count hook (as Redis stops runaway
- * scripts).  Nothing here raises across the C boundary. */
+ * scripts) that ends the call with a yield, which no pcall can catch.
+ * Nothing here raises across the C boundary. */
 #include "script.h"
 
 #include <stdio.h>
@@ -10,6 +11,9 @@
 #include <lauxlib.h>
 
 #define FATAL_MT "luka.fatal"
+#define NO_MEMORY                                                                 \
+    "not enough memory: the app's Lua state reached its memory_limit (luka.runtime), " \
+    "or the process ran out"
 /* The hook runs every HOOK_COUNT VM instructions: often enough to stop a
  * tight loop within a millisecond, rarely enough to cost little. */
 #define HOOK_COUNT 10000
@@ -17,10 +21,13 @@
 /* The deadline of the call in progress.  Only the loop thread runs Lua, and
  * calls do not nest across states with different limits, so one is enough;
  * a nested call saves and restores it. */
-int script_active;
+void *script_active;
 
 static int64_t deadline_ms;
 static int64_t limit_ms;
+static int timed_out;
+
+static const char THREAD_KEY = 't';
 
 static int64_t now_ms(void) {
     struct timespec ts;
@@ -31,10 +38,12 @@ static int64_t now_ms(void) {
 static void timeout_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     if (deadline_ms && now_ms() > deadline_ms) {
-        /* Keep raising on later hooks too, so that a handler that catches
-         * the error with pcall cannot keep running. */
-        luaL_error(L, "timed out after %d ms (the endpoint's timeout)",
-                   (int)limit_ms);
+        /* Yield out of the coroutine the call runs in: unlike an error, a
+         * yield cannot be caught by a pcall in the handler.  Inside a C
+         * function that cannot yield this raises instead, and the next
+         * hook tries again. */
+        timed_out = 1;
+        lua_yield(L, 0);
     }
 }
 
@@ -90,30 +99,18 @@ static void copy_field(lua_State *L, int t, const char *name, char *dst, size_t 
     lua_pop(L, 1);
 }
 
-int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
-                script_err_t *err) {
+/* An unlimited call: a pcall with the message handler. */
+static int plain_call(lua_State *L, int nargs, int nresults, script_err_t *err) {
     int base = lua_gettop(L) - nargs; /* index of the function */
-    int64_t saved_deadline = deadline_ms, saved_limit = limit_ms;
-    lua_Hook saved_hook = lua_gethook(L);
-    int saved_mask = lua_gethookmask(L), saved_count = lua_gethookcount(L);
     int rc;
+
+    void *saved_active = script_active;
 
     lua_pushcfunction(L, msghandler);
     lua_insert(L, base);
-    if (timeout_ms > 0) {
-        deadline_ms = now_ms() + timeout_ms;
-        limit_ms = timeout_ms;
-        lua_sethook(L, timeout_hook, LUA_MASKCOUNT, HOOK_COUNT);
-    }
-    script_active++;
+    lua_getallocf(L, &script_active);
     rc = lua_pcall(L, nargs, nresults, base);
-    script_active--;
-    if (rc == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT); /* give the memory back now */
-    if (timeout_ms > 0) {
-        lua_sethook(L, saved_hook, saved_mask, saved_count);
-        deadline_ms = saved_deadline;
-        limit_ms = saved_limit;
-    }
+    script_active = saved_active;
     lua_remove(L, base); /* the message handler */
     if (rc == LUA_OK) return 0;
 
@@ -126,18 +123,98 @@ int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
         err->fatal = lua_toboolean(L, -1);
         lua_pop(L, 1);
     } else {
-        const char *m = lua_tostring(L, -1);
-        if (rc == LUA_ERRMEM)
-            snprintf(err->msg, sizeof(err->msg),
-                     "not enough memory: the app's Lua state reached its memory_limit "
-                     "(luka.runtime), or the process ran out");
-        else
-            snprintf(err->msg, sizeof(err->msg), "%s", m ? m : "unknown error");
+        snprintf(err->msg, sizeof(err->msg), "%s", rc == LUA_ERRMEM ? NO_MEMORY : "unknown error");
         err->traceback[0] = '\0';
         err->fatal = 0;
     }
     lua_pop(L, 1);
+    if (rc == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT);
     return -1;
+}
+
+static void copy(char *dst, size_t len, const char *src) {
+    snprintf(dst, len, "%s", src ? src : "");
+}
+
+/* A call under a time limit runs in a coroutine, so that the hook can end
+ * it with a yield.  One idle coroutine per state is kept for reuse. */
+static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
+                        script_err_t *err) {
+    int base = lua_gettop(L) - nargs, status, nres = 0;
+    int64_t saved_deadline = deadline_ms, saved_limit = limit_ms;
+    int saved_timed_out = timed_out;
+    void *saved_active = script_active;
+    lua_State *co = NULL;
+
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &THREAD_KEY) == LUA_TTHREAD) {
+        co = lua_tothread(L, -1);
+        /* Take it out of the registry: a nested call makes its own. */
+        lua_pushnil(L);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &THREAD_KEY);
+    } else {
+        lua_pop(L, 1);
+        co = lua_newthread(L);
+    }
+    lua_insert(L, base);          /* Stack: ..., co, fn, args */
+    lua_xmove(L, co, nargs + 1);  /* Stack: ..., co; co: fn, args */
+    deadline_ms = now_ms() + timeout_ms;
+    limit_ms = timeout_ms;
+    timed_out = 0;
+    lua_sethook(co, timeout_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    lua_getallocf(L, &script_active);
+    status = lua_resume(co, L, nargs, &nres);
+    script_active = saved_active;
+    lua_sethook(co, NULL, 0, 0);
+
+    if (status == LUA_OK) {
+        if (nres > nresults) lua_pop(co, nres - nresults), nres = nresults;
+        lua_xmove(co, L, nres);
+        for (; nres < nresults; nres++) lua_pushnil(L);
+    } else if (status == LUA_YIELD || timed_out) {
+        lua_Debug ar;
+        int line = lua_getstack(co, 0, &ar) && lua_getinfo(co, "Sl", &ar) ? ar.currentline : -1;
+        if (timed_out && line >= 0)
+            snprintf(err->msg, sizeof(err->msg), "%s:%d: timed out after %d ms (the endpoint's timeout)",
+                     ar.short_src, line, (int)timeout_ms);
+        else if (timed_out)
+            snprintf(err->msg, sizeof(err->msg), "timed out after %d ms (the endpoint's timeout)",
+                     (int)timeout_ms);
+        else
+            copy(err->msg, sizeof(err->msg), "a handler must not yield outside a coroutine of its own");
+        luaL_traceback(L, co, NULL, 0);
+        copy(err->traceback, sizeof(err->traceback), lua_tostring(L, -1));
+        lua_pop(L, 1);
+        err->fatal = 0;
+    } else {
+        err->fatal = luaL_testudata(co, -1, FATAL_MT) != NULL;
+        if (status == LUA_ERRMEM) {
+            copy(err->msg, sizeof(err->msg), NO_MEMORY);
+        } else {
+            if (err->fatal) lua_getiuservalue(co, -1, 1);
+            copy(err->msg, sizeof(err->msg), describe(co, -1));
+        }
+        /* The coroutine's stack is still there to be walked. */
+        luaL_traceback(L, co, NULL, 0);
+        copy(err->traceback, sizeof(err->traceback), lua_tostring(L, -1));
+        lua_pop(L, 1);
+    }
+    deadline_ms = saved_deadline;
+    limit_ms = saved_limit;
+    timed_out = saved_timed_out;
+    if (status != LUA_OK) lua_resetthread(co); /* closes what it left open */
+    lua_settop(co, 0);
+    /* Stack: ..., co, results: keep co for the next call. */
+    lua_pushvalue(L, base);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &THREAD_KEY);
+    lua_remove(L, base);
+    if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT); /* give the memory back now */
+    return status == LUA_OK ? 0 : -1;
+}
+
+int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
+                script_err_t *err) {
+    if (timeout_ms > 0) return limited_call(L, nargs, nresults, timeout_ms, err);
+    return plain_call(L, nargs, nresults, err);
 }
 
 void script_push_fatal(lua_State *L, int msg_idx) {

@@ -27,8 +27,9 @@ int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
 /* Push the error value luka.fatal(msg) raises. */
 void script_push_fatal(lua_State *L, int msg_idx);
 
-/* How many script_call()s are running: non-zero while user code runs. */
-extern int script_active;
+/* The allocator data (lua_getallocf) of the state whose user code is
+ * running now, or NULL: memory limits apply to it alone. */
+extern void *script_active;
 
 /* Register the metatable of fatal errors.  Once per state. */
 void script_init(lua_State *L);

@@ -57,7 +57,8 @@ static const struct {
                    "join consumer group G and commit what was printed; without it,\n"
                    "read every partition and commit nothing"},
     [OPT_FROM] = {"--from", "beginning|end",
-                  "where to start when the group has no committed offset (default end)"},
+                  "where to start (default end); in a group, only while it has\n"
+                  "no committed offset"},
     [OPT_BROKERS] = {"--brokers", "LIST",
                      "bootstrap servers (default KAFKA_BROKERS, else localhost:9092)"},
     [OPT_COUNT] = {"--count", "N", "exit after printing N messages"},
@@ -412,6 +413,7 @@ static rd_kafka_t *open_consumer(tail_t *t, host_t *h, char *errbuf, size_t errl
  * did not answer. */
 static int partition_count(rd_kafka_t *rk, const tail_t *t, char *errbuf, size_t errlen) {
     const struct rd_kafka_metadata *md = NULL;
+    const rd_kafka_metadata_topic_t *found = NULL;
     rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR__TIMED_OUT;
     int n = 0, others = 0;
     size_t len;
@@ -424,23 +426,25 @@ static int partition_count(rd_kafka_t *rk, const tail_t *t, char *errbuf, size_t
                  rd_kafka_err2str(err));
         return -1;
     }
-    len = (size_t)snprintf(errbuf, errlen, "topic '%s' does not exist at %s", t->topic,
-                           t->brokers);
-    for (int i = 0; i < md->topic_cnt; i++) {
-        const rd_kafka_metadata_topic_t *mt = &md->topics[i];
-        if (strcmp(mt->topic, t->topic) == 0 && mt->err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
-            n = mt->partition_cnt;
-            if (n == 0)
-                snprintf(errbuf, errlen, "topic '%s': %s", t->topic, rd_kafka_err2str(mt->err));
-            break;
+    for (int i = 0; i < md->topic_cnt && !found; i++)
+        if (strcmp(md->topics[i].topic, t->topic) == 0 &&
+            md->topics[i].err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART)
+            found = &md->topics[i];
+    if (found && found->partition_cnt > 0) {
+        n = found->partition_cnt;
+    } else if (found) {
+        snprintf(errbuf, errlen, "topic '%s': %s", t->topic, rd_kafka_err2str(found->err));
+    } else {
+        len = (size_t)snprintf(errbuf, errlen, "topic '%s' does not exist at %s", t->topic,
+                               t->brokers);
+        for (int i = 0; i < md->topic_cnt && len < errlen; i++) {
+            /* Internal topics (__consumer_offsets) are nobody's typo. */
+            if (strncmp(md->topics[i].topic, "__", 2) == 0) continue;
+            len += (size_t)snprintf(errbuf + len, errlen - len, "%s%s",
+                                    others++ ? ", " : "; topics there: ", md->topics[i].topic);
         }
-        /* Internal topics (__consumer_offsets) are nobody's typo. */
-        if (strncmp(mt->topic, "__", 2) == 0 || len >= errlen) continue;
-        len += (size_t)snprintf(errbuf + len, errlen - len, "%s%s", others++ ? ", " : "; topics there: ",
-                                mt->topic);
+        if (!others && len < errlen) snprintf(errbuf + len, errlen - len, "; it has no topics yet");
     }
-    if (n == 0 && !others && len < errlen)
-        snprintf(errbuf + len, errlen - len, "; it has no topics yet");
     rd_kafka_metadata_destroy(md);
     return n;
 }
