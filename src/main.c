@@ -3,9 +3,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+#include <lualib.h>
+
 #include "admin.h"
+#include "app.h"
 #include "broker.h"
 #include "host.h"
+#include "lapi.h"
 #include "log.h"
 #include "pubcli.h"
 #include "tail.h"
@@ -22,6 +27,7 @@ static const char usage_text[] =
     "      --drain-timeout MS     how long shutdown waits for acks (default 10000)\n"
     "      --http HOST:PORT       serve /healthz, /readyz and /metrics (also LUKA_HTTP; default off)\n"
     "  check APP              validate the app and print its topology\n"
+    "  options                print the reference of every app-script option\n"
     "  topics APP [--brokers LIST] [--apply]\n"
     "                         compare the app's luka.topic declarations with the cluster;\n"
     "                         --apply creates missing topics and adds missing partitions\n"
@@ -84,6 +90,22 @@ static int parse_run(int argc, char **argv, run_opts_t *o) {
 
 /* Take --log-level out of argv wherever it is; LUKA_LOG_LEVEL sets the
  * default.  Returns 0 or an exit code. */
+/* `luka options`: the app-script option reference, from luka.dsl's schema. */
+static int print_options(void) {
+    lua_State *L = lapi_newstate();
+    int rc = 0;
+    luaL_openlibs(L);
+    app_open_modules(L);
+    if (luaL_dostring(L, "return require('luka.dsl').reference()") != LUA_OK) {
+        fprintf(stderr, "luka: %s\n", lua_tostring(L, -1));
+        rc = 1;
+    } else {
+        fputs(lua_tostring(L, -1), stdout);
+    }
+    lapi_close(L);
+    return rc;
+}
+
 /* Whether --log-level or LUKA_LOG_LEVEL chose the level. */
 static int level_given;
 
@@ -159,6 +181,7 @@ int main(int argc, char **argv) {
         if ((rc = parse_run(argc - 2, argv + 2, &o))) return rc;
         return host_run(&o);
     }
+    if (strcmp(cmd, "options") == 0) return print_options();
     if (strcmp(cmd, "test") == 0) {
         /* Handlers fail on purpose in specs: their logs would drown
          * busted's report unless asked for. */

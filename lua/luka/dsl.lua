@@ -438,6 +438,30 @@ function M.check_target(name)
     :format(name, suggest(name, names), table.concat(names, ", "))
 end
 
+-- The option reference, as Markdown, from the same schema that validates:
+-- `luka options` prints it and the README carries it.
+function M.reference()
+  local out = {}
+  local kinds = { { "broker", "luka.broker { ... }" }, { "runtime", "luka.runtime { ... }" },
+    { "publisher", 'luka.publisher "name" { ... }' }, { "consumer", 'luka.consumer "name" { ... }' },
+    { "channel", 'luka.channel "name" { ... }' }, { "topic", 'luka.topic "name" { ... }' },
+    { "retry", "retry = { ... }" }, { "delayed", "retry = { delayed = { ... } }" },
+    { "dedup", "dedup = { ... }" } }
+  for _, k in ipairs(kinds) do
+    out[#out + 1] = ("#### `%s`\n\n| option | type | default | meaning |\n| --- | --- | --- | --- |"):format(k[2])
+    for _, opt in ipairs(M.options[k[1]]) do
+      local default = opt.required and "required" or opt.default == nil and "" or
+        opt.default == NAME and "its name" or
+        type(opt.default) == "table" and (next(opt.default) and "" or "{}") or tostring(opt.default)
+      if type(opt.default) == "string" and opt.default ~= "" then default = '"' .. default .. '"' end
+      out[#out + 1] = ("| `%s` | %s | %s | %s |"):format(opt.name, opt.type.doc:gsub("|", "\\|"),
+        default, opt.help)
+    end
+    out[#out + 1] = ""
+  end
+  return table.concat(out, "\n")
+end
+
 -- Durations ---------------------------------------------------------------
 
 local UNIT_MS = { ms = 1, s = 1000, m = 60 * 1000, h = 60 * 60 * 1000 }
