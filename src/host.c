@@ -33,17 +33,19 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     log_at(lvl, "rdkafka", NULL, "%s %s: %s", rd_kafka_name(rk), fac, buf);
 }
 
+/* Every client's opaque is an endpoint_t or a publisher_t, and both begin
+ * with their host_t pointer. */
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-    (void)opaque;
+    host_t *h = opaque ? *(host_t **)opaque : running;
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__RESOLVE ||
         err == RD_KAFKA_RESP_ERR__TRANSPORT) {
         log_error("kafka", "cannot reach the brokers at %s: %s; check --brokers or KAFKA_BROKERS "
                            "(luka keeps retrying)",
-                  running ? running->brokers : "?", reason);
+                  h && h->brokers ? h->brokers : "?", reason);
         return;
     }
     log_error("kafka", "%s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
-    if (rd_kafka_fatal_error(rk, NULL, 0) && running) host_stop(running, 1);
+    if (rd_kafka_fatal_error(rk, NULL, 0) && h && !h->test) host_stop(h, 1);
 }
 
 /* LUKA_KAFKA_SASL_PASSWORD=x sets sasl.password=x on every client, so a
