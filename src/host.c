@@ -5,6 +5,7 @@
 #include "host.h"
 
 #include <signal.h>
+#include <stddef.h>
 #include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 /* Every client's opaque is an endpoint_t or a publisher_t, and both begin
  * with their host_t pointer. */
+_Static_assert(offsetof(endpoint_t, host) == 0, "endpoint_t starts with its host");
+_Static_assert(offsetof(publisher_t, host) == 0, "publisher_t starts with its host");
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
     host_t *h = opaque ? *(host_t **)opaque : running;
     if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__RESOLVE ||

@@ -94,7 +94,11 @@ static int l_timer(lua_State *L) {
     luaL_argcheck(L, ms > 0, 1, "the interval must be positive");
     luaL_checktype(L, 3, LUA_TFUNCTION);
     t = calloc(1, sizeof(*t));
-    t->L = L;
+    /* Not L: that may be the coroutine a limited call runs in, and the
+     * callback must run on the state's main thread. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    t->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
     t->ms = (uint64_t)ms;
     t->repeat = repeat;
     lua_pushvalue(L, 3);
