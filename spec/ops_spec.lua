@@ -160,7 +160,9 @@ describe("luka run --http", function()
     assert.same({ ready = false, reason = "endpoint ops has not joined group ops" }, body)
     assert.equal(200, (http(port, "/healthz")), "the loop runs: healthy, though not ready")
     assert.equal("ok", broker.control("up all"))
-    assert.same({ ready = true }, wait_status(port, "/readyz", 200, 20))
+    local ok, err = pcall(wait_status, port, "/readyz", 200, 20)
+    assert(ok, tostring(err) .. "\nbroker alive: " .. tostring(broker.proc.alive()) .. "\n" ..
+      broker.log():sub(-3000) .. "\nluka:\n" .. proc.output():sub(-3000))
   end)
 
   it("counts known traffic in /metrics: 20 consumed, 5 failed and ignored, 15 handled and published", function()

@@ -305,6 +305,12 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, 
         set(kconf, "enable.auto.offset.store", "false", why, sizeof(why)) ||
         set(kconf, "auto.commit.interval.ms", "1000", why, sizeof(why)))
         goto fail;
+    /* librdkafka 2.0 stops fetching for a whole second once its queue holds
+     * queued.min.messages (100,000 by default, counted over all partitions
+     * of the consumer queue).  Half a million is a few seconds of handler
+     * work, so the fetcher never idles while handlers are busy; the bytes
+     * stay capped by queued.max.messages.kbytes. */
+    if (set(kconf, "queued.min.messages", "500000", why, sizeof(why))) goto fail;
     for (int i = 0; i < conf->config.n; i++)
         if (set(kconf, conf->config.items[i].key, conf->config.items[i].value, why, sizeof(why)))
             goto fail;

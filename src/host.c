@@ -389,6 +389,7 @@ done:
     if (h->embedded) broker_stop(h->embedded);
     uv_run(h->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(h->loop) != 0) log_warn("host", "loop closed with handles still open");
+    pipeline_shutdown();
     running = NULL;
     return rc;
 }

@@ -18,7 +18,45 @@
  * itself fails fast instead of exhausting the C stack. */
 #define ENCODE_MAX_DEPTH 1000
 
+/* jansson allocates every node of a decoded document, and json_decode
+ * frees them all right after copying the document into Lua.  While it
+ * decodes, a bump arena serves those allocations, and is reset afterwards:
+ * malloc and free were a third of the decoding time.  The arena is per
+ * thread and only on inside json_decode, so other jansson users (encoding,
+ * other threads) get plain malloc; free tells the two apart by address. */
+#define ARENA_SIZE (1 << 20)
+
+typedef struct arena {
+    char *buf;
+    size_t used;
+    int on;
+} arena_t;
+
+static _Thread_local arena_t arena;
+
+static void *arena_malloc(size_t n) {
+    if (arena.on) {
+        n = (n + 15) & ~(size_t)15;
+        if (arena.used + n <= ARENA_SIZE) {
+            void *p = arena.buf + arena.used;
+            arena.used += n;
+            return p;
+        }
+    }
+    return malloc(n); /* too big for what is left: an ordinary block */
+}
+
+static void arena_free(void *p) {
+    if (arena.buf && (char *)p >= arena.buf && (char *)p < arena.buf + ARENA_SIZE) return;
+    free(p);
+}
+
 void json_init(lua_State *L) {
+    static int allocator_set;
+    if (!allocator_set) {
+        json_set_alloc_funcs(arena_malloc, arena_free);
+        allocator_set = 1;
+    }
     /* luaL_newmetatable also sets __name, so tostring() and error messages
      * call these tables "luka.array". */
     luaL_newmetatable(L, JSON_ARRAY_MT);
@@ -99,7 +137,11 @@ int json_decode(lua_State *L, const char *buf, size_t len, char *errbuf,
     json_t *root;
     int rc = -1;
 
+    if (!arena.buf) arena.buf = malloc(ARENA_SIZE);
+    arena.on = arena.buf != NULL;
+    arena.used = 0;
     root = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    arena.on = 0;
     if (!root) {
         snprintf(errbuf, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
                  jerr.line, jerr.column, jerr.position, jerr.text);
@@ -120,6 +162,7 @@ int json_decode(lua_State *L, const char *buf, size_t len, char *errbuf,
     rc = 0;
 done:
     json_decref(root);
+    arena.used = 0;
     return rc;
 }
 

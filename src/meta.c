@@ -3,7 +3,31 @@
  * lastHeader(), and a header without a value reads luka.null. */
 #include "meta.h"
 
+#include <string.h>
+
 #include "json.h"
+
+static const char META_MT_KEY = 'm';
+
+/* meta.headers of a message without headers is made on first use: most
+ * handlers never look, and a table per message is a cost per message. */
+static int meta_index(lua_State *L) {
+    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "headers") != 0) return 0;
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "headers");
+    return 1;
+}
+
+static void push_mt(lua_State *L) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &META_MT_KEY) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, meta_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &META_MT_KEY);
+}
 
 void meta_push(lua_State *L, const message_t *m, int attempt) {
     lua_createtable(L, 0, 9);
@@ -24,8 +48,13 @@ void meta_push(lua_State *L, const message_t *m, int attempt) {
     lua_pushinteger(L, attempt);
     lua_setfield(L, -2, "attempt");
 
-    lua_createtable(L, 0, m->headers ? (int)rd_kafka_header_cnt(m->headers) : 0);
-    if (m->headers) {
+    if (!m->headers || rd_kafka_header_cnt(m->headers) == 0) {
+        push_mt(L);
+        lua_setmetatable(L, -2);
+        return;
+    }
+    lua_createtable(L, 0, (int)rd_kafka_header_cnt(m->headers));
+    {
         const char *name;
         const void *val;
         size_t size;

@@ -36,6 +36,40 @@ static int push_payload(lua_State *L, inflight_t *inf, char *errbuf, size_t errl
     return 0;
 }
 
+/* Finished records are kept for the next messages: one malloc and free
+ * fewer per message. */
+#define SPARE_MAX 1024
+static inflight_t *spare;
+static int nspare;
+
+static inflight_t *inflight_new(void) {
+    inflight_t *inf = spare;
+    if (!inf) return calloc(1, sizeof(*inf));
+    spare = inf->next;
+    nspare--;
+    memset(inf, 0, sizeof(*inf));
+    return inf;
+}
+
+static void inflight_free(inflight_t *inf) {
+    if (nspare == SPARE_MAX) {
+        free(inf);
+        return;
+    }
+    inf->next = spare;
+    spare = inf;
+    nspare++;
+}
+
+void pipeline_shutdown(void) {
+    while (spare) {
+        inflight_t *next = spare->next;
+        free(spare);
+        spare = next;
+    }
+    nspare = 0;
+}
+
 static void finish(inflight_t *inf, int done) {
     endpoint_t *ep = inf->ep;
     if (ep->host->test) testkit_finished(ep->host->test, inf, done);
@@ -50,7 +84,7 @@ static void finish(inflight_t *inf, int done) {
     free(inf->error);
     free(inf->traceback);
     free(inf->error_channel_failed);
-    free(inf);
+    inflight_free(inf);
     consumer_kick(ep);
 }
 
@@ -265,7 +299,7 @@ void pipeline_handle(endpoint_t *ep, message_t *m) {
         message_release(m);
         return;
     }
-    inf = calloc(1, sizeof(*inf));
+    inf = inflight_new();
     inf->ep = ep;
     inf->msg = *m;
     inf->offsets = pt->offsets;

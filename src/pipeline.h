@@ -71,4 +71,7 @@ int pipeline_call(inflight_t *inf, int fn, const char *field, int with_err, int 
  * Returns how many were dropped. */
 int pipeline_abandon(struct endpoint *ep);
 
+/* Free the records kept for reuse (at exit, for leak checkers). */
+void pipeline_shutdown(void);
+
 #endif

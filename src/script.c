@@ -201,10 +201,10 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
     deadline_ms = saved_deadline;
     limit_ms = saved_limit;
     timed_out = saved_timed_out;
-    /* Back to a clean, reusable coroutine, whatever it left behind.  (A
-     * plain lua_settop on a finished coroutine tripped over a stale
-     * to-be-closed slot in Lua 5.4.4.) */
-    lua_resetthread(co);
+    /* Back to a clean, reusable coroutine: one that failed or was stopped
+     * may have left frames and to-be-closed variables behind. */
+    if (status == LUA_OK) lua_settop(co, 0);
+    else lua_resetthread(co);
     /* Stack: ..., co, results: keep co for the next call. */
     lua_pushvalue(L, base);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &THREAD_KEY);
