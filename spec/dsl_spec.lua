@@ -5,7 +5,8 @@ local dsl = require "luka.dsl"
 
 -- The luka table the C host builds: the four declarations copied over.
 local luka = { broker = dsl.broker, publisher = dsl.publisher,
-               consumer = dsl.consumer, channel = dsl.channel }
+               consumer = dsl.consumer, channel = dsl.channel,
+               topic = dsl.topic, runtime = dsl.runtime }
 
 -- Runs src as app.lua in a fresh registry and returns the registry.
 local function app(src)
@@ -118,7 +119,7 @@ luka.broker { brokers = "localhost:9092", client_id = "crm",
 
     it("gives an empty broker record when no broker is declared", function()
       local r = app ""
-      assert.same({ broker = { config = {} }, publishers = {}, endpoints = {} }, r)
+      assert.same({ broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {} }, r)
     end)
 
     it("keeps declaration order for publishers and endpoints", function()
@@ -181,7 +182,8 @@ luka.channel "notifications" { topic = "crm_notifications", group = "crm", handl
     it("starts empty again after reset", function()
       app [[luka.publisher "orders" {}]]
       dsl.reset()
-      assert.same({ broker = { config = {} }, publishers = {}, endpoints = {} }, dsl.registry())
+      assert.same({ broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {} },
+                  dsl.registry())
     end)
 
     it("does not share default config tables between records", function()
@@ -457,6 +459,52 @@ luka.channel "notifications" { handle = function() end }
     it("rejects a target that is not a string", function()
       assert.same({ false, "publish target must be a publisher or channel name, got nil" },
                   { dsl.check_target(nil) })
+    end)
+  end)
+
+  describe("policies", function()
+    it("parses retry, error channel, final failure, dedup and timeout with their defaults", function()
+      local r = app([[luka.consumer "c" { topics = { "t" }, handle = function() end,
+        retry = { instant = 2, delayed = { initial = "250ms", max = "2m", attempts = 5, jitter = true } },
+        error_channel = "dlt", final_failure = "resend", dedup = { key = "orderId" }, timeout = "5s" }]])
+      local e = r.endpoints[1]
+      assert.same({ instant = 2, delayed = { initial = 250, multiplier = 2, max = 120000, attempts = 5,
+                                             jitter = true } }, e.retry)
+      assert.equal("dlt", e.error_channel)
+      assert.equal("resend", e.final_failure)
+      assert.same({ key = "orderId", ttl = 86400000, store = "memory", max_entries = 100000 }, e.dedup)
+      assert.equal(5000, e.timeout)
+    end)
+
+    it("defaults to stop with a 30 s timeout", function()
+      local e = app([[luka.consumer "c" { topics = { "t" }, handle = function() end }]]).endpoints[1]
+      assert.equal("stop", e.final_failure)
+      assert.equal(30000, e.timeout)
+      assert.is_nil(e.retry)
+    end)
+
+    it("reports mistakes inside policy tables with the nearest name", function()
+      assert.equal("app.lua:1: consumer 'c': option 'retry': unknown option 'instnat' (did you mean 'instant'?)",
+        app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, retry = { instnat = 1 } }]]))
+      assert.equal("app.lua:1: consumer 'c': option 'retry': option 'delayed': bad duration '1 second': write it as 250ms, 5s, 2m or 1h",
+        app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, retry = { delayed = { initial = "1 second" } } }]]))
+      assert.equal([[app.lua:1: consumer 'c': option 'dedup': option 'store' must be "memory", "sqlite:PATH" or "redis://HOST:PORT[/DB]", got 'mysql']],
+        app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, dedup = { store = "mysql" } }]]))
+    end)
+  end)
+
+  describe("topics and runtime", function()
+    it("records declared topics and the memory limit", function()
+      local r = app([[luka.topic "orders" { partitions = 6, replication = 3, config = { ["retention.ms"] = 1000 } }
+luka.runtime { memory_limit = "64MB" }]])
+      assert.same({ name = "orders", where = "app.lua:1", partitions = 6, replication = 3,
+                    config = { ["retention.ms"] = "1000" } }, r.topics[1])
+      assert.equal(64 * 1024 * 1024, r.runtime.memory_limit)
+    end)
+
+    it("rejects a bad size", function()
+      assert.equal("app.lua:1: runtime: bad size 'lots': write it as 512KB, 64MB or 1GB",
+        app_error([[luka.runtime { memory_limit = "lots" }]]))
     end)
   end)
 end)
