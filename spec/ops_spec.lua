@@ -143,8 +143,9 @@ describe("luka run --http", function()
 
   setup(function()
     port = H.free_port()
-    -- The endpoint cannot join while the broker is down.
-    assert.equal("ok", broker.control("down all"))
+    -- The endpoint cannot join while its group has no coordinator: the
+    -- first FindCoordinator requests fail, each retried after a second.
+    assert.equal("ok", broker.control("fail FindCoordinator 3 COORDINATOR_NOT_AVAILABLE"))
     proc = H.spawn(("%s run spec/fixtures/ops.lua --brokers %s --http 127.0.0.1:%d"):format(H.luka,
       broker.bootstrap, port), { env = { TOPIC = "ops_in", GROUP = "ops", OUT_TOPIC = "ops_out" } })
   end)
@@ -159,10 +160,18 @@ describe("luka run --http", function()
     end, 10, "/readyz answering 503 with a reason")
     assert.same({ ready = false, reason = "endpoint ops has not joined group ops" }, body)
     assert.equal(200, (http(port, "/healthz")), "the loop runs: healthy, though not ready")
-    assert.equal("ok", broker.control("up all"))
-    local ok, err = pcall(wait_status, port, "/readyz", 200, 20)
-    assert(ok, tostring(err) .. "\nbroker alive: " .. tostring(broker.proc.alive()) .. "\n" ..
-      broker.log():sub(-3000) .. "\nluka:\n" .. proc.output():sub(-3000))
+    assert.same({ ready = true }, wait_status(port, "/readyz", 200, 20))
+  end)
+
+  it("refuses to start on an address in use or a malformed one, before connecting to Kafka", function()
+    local r = H.run(("%s run spec/fixtures/ops.lua --brokers %s --http 127.0.0.1:%d"):format(H.luka,
+      broker.bootstrap, port))
+    assert.equal(1, r.code)
+    assert.truthy(r.stderr:find(("--http 127.0.0.1:%d: cannot listen: address already in use"):format(port), 1, true), r.stderr)
+    r = H.run(("LUKA_HTTP=localhost %s run spec/fixtures/ops.lua --brokers %s"):format(H.luka, broker.bootstrap))
+    assert.equal(1, r.code)
+    assert.truthy(r.stderr:find("--http takes HOST:PORT (such as 0.0.0.0:9090), got 'localhost'", 1, true), r.stderr)
+    assert.is_nil(r.stderr:find("subscribed", 1, true), "no client was opened")
   end)
 
   it("counts known traffic in /metrics: 20 consumed, 5 failed and ignored, 15 handled and published", function()
@@ -208,6 +217,7 @@ describe("luka run --http", function()
 
   it("flips /readyz to 503 when the broker goes down and back to 200 when it returns", function()
     assert.equal("ok", broker.control("down all"))
+    finally(function() broker.control("up all") end)
     local body = wait_status(port, "/readyz", 503, 15)
     assert.is_false(body.ready)
     assert.truthy(body.reason:find("has no connection to any broker", 1, true), body.reason)
@@ -244,6 +254,9 @@ describe("luka run --http", function()
       assert.equal(400, a.status, ("%q"):format(req))
       assert.equal("close", a.headers.connection)
     end
+    local missing = raw(port, "send", nil, "HEAD /nope HTTP/1.0\r\n\r\n")
+    assert.equal(404, missing.status)
+    assert.equal("", missing.body, "HEAD answers carry no body")
     local head = raw(port, "send", nil, "HEAD /metrics HTTP/1.0\r\n\r\n")
     assert.equal(200, head.status)
     assert.equal("", head.body)

@@ -12,14 +12,19 @@
 #include "log.h"
 #include "testkit.h"
 
-/* Messages handled per wake-up before other loop work gets a turn. */
+/* Messages handled per wake-up, and the time they may take, before other
+ * loop work (signals, timers, health) gets a turn. */
 #define BATCH 1024
+#define BATCH_NS 10000000
 /* Messages in flight (handled, publishes unacknowledged) before the
  * endpoint stops taking more. */
 #define MAX_INFLIGHT 10000
 
 const double duration_bounds[DURATION_BUCKETS] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025,
                                                    0.05,   0.1,    0.25,  0.5,   1,    5};
+
+/* Log lines carry the endpoint as a field (text logs show it as [name]). */
+#define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
 
 static void drain(endpoint_t *ep);
 
@@ -41,14 +46,20 @@ static void on_idle(uv_idle_t *w) { drain(w->data); }
 static void on_tick(uv_timer_t *t) { drain(t->data); }
 
 static void drain(endpoint_t *ep) {
-    int n = 0;
-    while (!ep->stopped && ep->ninflight < MAX_INFLIGHT && n < BATCH) {
-        rd_kafka_message_t *rkm = rd_kafka_consumer_poll(ep->rk, 0);
-        if (!rkm) break;
+    uint64_t deadline = uv_hrtime() + BATCH_NS;
+    int n = 0, more = 0;
+    while (!ep->stopped && ep->ninflight < MAX_INFLIGHT) {
+        rd_kafka_message_t *rkm;
+        /* Check the clock every 16 messages: cheap, and fine enough. */
+        if (n == BATCH || ((n & 15) == 15 && uv_hrtime() > deadline)) {
+            more = 1;
+            break;
+        }
+        if (!(rkm = rd_kafka_consumer_poll(ep->rk, 0))) break;
         n++;
         if (rkm->err) {
             if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_warn("consumer", "[%s] %s", ep->conf->name, rd_kafka_message_errstr(rkm));
+                log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%s", rd_kafka_message_errstr(rkm));
             rd_kafka_message_destroy(rkm);
             continue;
         }
@@ -57,9 +68,9 @@ static void drain(endpoint_t *ep) {
         pipeline_handle(ep, &m); /* rkm is the pipeline's now */
     }
     if (ep->dirty) consumer_store(ep);
-    /* A full batch means more may be waiting, and the pipe will not tell
-     * us again: keep going on the next loop iteration. */
-    if (n == BATCH && !ep->stopped && ep->ninflight < MAX_INFLIGHT)
+    /* A batch cut short means more may be waiting, and the pipe will not
+     * tell us again: keep going on the next loop iteration. */
+    if (more && !ep->stopped)
         uv_idle_start(&ep->idle, on_idle);
     else
         uv_idle_stop(&ep->idle);
@@ -110,7 +121,7 @@ static void on_redeliver(uv_timer_t *t) {
     /* Seek while still paused, so nothing fetched from the old position
      * slips through; consumer_accept drops what was already queued. */
     if ((error = rd_kafka_seek_partitions(ep->rk, l, 5000))) {
-        log_warn("consumer", "[%s] seek %s[%d] to %lld: %s", ep->conf->name, pt->offsets->topic,
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "seek %s[%d] to %lld: %s", pt->offsets->topic,
                  (int)pt->offsets->partition, (long long)pt->retry_offset,
                  rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
@@ -175,7 +186,7 @@ void consumer_store(endpoint_t *ep) {
             rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
     }
     if (l->cnt && ep->rk && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
-        log_warn("consumer", "[%s] storing offsets: %s", ep->conf->name, rd_kafka_err2str(err));
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "storing offsets: %s", rd_kafka_err2str(err));
     for (int i = 0; i < l->cnt; i++) {
         partition_t *pt = consumer_partition(ep, l->elems[i].topic, l->elems[i].partition);
         if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
@@ -221,7 +232,7 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
     consumer_store(ep);
     err = rd_kafka_commit(ep->rk, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        log_warn("consumer", "[%s] commit on revoke: %s", ep->conf->name, rd_kafka_err2str(err));
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "commit on revoke: %s", rd_kafka_err2str(err));
     for (int i = 0; i < parts->cnt; i++) {
         partition_t *pt = consumer_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
         if (!pt) continue;
@@ -250,12 +261,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     ep->stats.rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         ep->joined = 1;
-        log_info("consumer", "[%s] assigned %s", ep->conf->name, parts->cnt ? list : "nothing");
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "assigned %s", parts->cnt ? list : "nothing");
         assign_parts(ep, parts);
         if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
         else rd_kafka_assign(rk, parts);
     } else {
-        log_info("consumer", "[%s] revoked %s", ep->conf->name, parts->cnt ? list : "nothing");
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "revoked %s", parts->cnt ? list : "nothing");
         revoke_parts(ep, parts);
         if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
         else rd_kafka_assign(rk, NULL);
@@ -345,7 +356,7 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, 
         snprintf(why, sizeof(why), "subscribe: %s", rd_kafka_err2str(err));
         goto fail;
     }
-    log_info("consumer", "[%s] subscribed to %d topic(s) as group %s", conf->name, conf->ntopics,
+    log_at(LOG_INFO, "consumer", EP_CTX(conf), "subscribed to %d topic(s) as group %s", conf->ntopics,
              conf->group);
     /* Anything queued before the IO event was enabled would not wake us. */
     uv_idle_start(&ep->idle, on_idle);
@@ -367,8 +378,11 @@ void consumer_stop(endpoint_t *ep) {
     }
 }
 
+/* The endpoint goes when the last of its three handles is closed; libuv
+ * runs close callbacks in no promised order. */
 static void free_ep(uv_handle_t *handle) {
     endpoint_t *ep = handle->data;
+    if (--ep->closing > 0) return;
     /* The pipe may be closed only now that nothing polls it. */
     close(ep->fds[0]);
     close(ep->fds[1]);
@@ -384,8 +398,7 @@ void consumer_close(endpoint_t *ep) {
         consumer_store(ep);
         dropped = pipeline_abandon(ep);
         if (dropped)
-            log_warn("consumer", "[%s] %d message(s) left uncommitted; they will be delivered again",
-                     ep->conf->name, dropped);
+            log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%d message(s) left uncommitted; they will be delivered again", dropped);
         if (ep->queue) {
             rd_kafka_queue_io_event_enable(ep->queue, -1, NULL, 0);
             rd_kafka_queue_destroy(ep->queue);
@@ -393,10 +406,10 @@ void consumer_close(endpoint_t *ep) {
         /* Commits the stored offsets and leaves the group; the revoke it
          * triggers runs rebalance_cb on this thread. */
         if ((err = rd_kafka_consumer_close(ep->rk)) != 0)
-            log_warn("consumer", "[%s] close: %s", ep->conf->name, rd_kafka_err2str(err));
+            log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "close: %s", rd_kafka_err2str(err));
         rd_kafka_destroy(ep->rk);
         ep->rk = NULL;
-        log_info("consumer", "[%s] closed", ep->conf->name);
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "closed");
     }
     for (int i = 0; i < ep->nparts; i++) partition_free(ep->parts[i]);
     free(ep->parts);
@@ -407,8 +420,9 @@ void consumer_close(endpoint_t *ep) {
     ep->parts = NULL;
     ep->nparts = 0;
     if (ep->poll.data) {
-        uv_close((uv_handle_t *)&ep->poll, NULL);
-        uv_close((uv_handle_t *)&ep->tick, NULL);
+        ep->closing = 3;
+        uv_close((uv_handle_t *)&ep->poll, free_ep);
+        uv_close((uv_handle_t *)&ep->tick, free_ep);
         uv_close((uv_handle_t *)&ep->idle, free_ep);
     } else {
         if (ep->fds[0] >= 0) close(ep->fds[0]);

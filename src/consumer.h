@@ -59,6 +59,7 @@ typedef struct endpoint {
     int joined;  /* has had an assignment (maybe empty) from its group */
     char *kafka_stats; /* librdkafka's latest statistics JSON, or NULL */
     int stopped; /* takes no more messages */
+    int closing; /* handles still to be closed */
     int dirty;   /* some partition's commit offset moved */
     endpoint_stats_t stats;
 } endpoint_t;

@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #define DISCARD_SIZE 65536
+#define NOT_FOUND "not found: try /healthz, /readyz or /metrics\n"
 
 typedef struct conn conn_t;
 
@@ -244,7 +245,7 @@ static void serve(conn_t *c) {
     if (plen == 8 && strncmp(target, "/healthz", plen) == 0) serve_healthz(c, head_only);
     else if (plen == 7 && strncmp(target, "/readyz", plen) == 0) serve_readyz(c, head_only);
     else if (plen == 8 && strncmp(target, "/metrics", plen) == 0) serve_metrics(c, head_only);
-    else answer_text(c, 404, "not found: try /healthz, /readyz or /metrics\n");
+    else answer(c, 404, "text/plain; charset=utf-8", NOT_FOUND, sizeof(NOT_FOUND) - 1, head_only);
     return;
 bad:
     answer_text(c, 400, "malformed request\n");

@@ -292,13 +292,13 @@ void pipeline_handle(endpoint_t *ep, message_t *m) {
     inflight_t *inf;
     int retryable = 1;
 
-    ep->stats.consumed++;
     if (!pt || !consumer_accept(pt, m->offset)) {
         /* Fetched before a revoke, a pause or a seek: it comes again, to
          * whoever owns the partition then. */
         message_release(m);
         return;
     }
+    ep->stats.consumed++;
     inf = inflight_new();
     inf->ep = ep;
     inf->msg = *m;

@@ -84,6 +84,9 @@ publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf
     }
     q = rd_kafka_queue_get_main(p->rk);
     rd_kafka_queue_io_event_enable(q, p->fds[1], "1", 1);
+    /* Anything queued before the event was enabled (a log line about a
+     * refused connection, say) would never wake us: look once now. */
+    if (write(p->fds[1], "1", 1) < 0) log_debug("producer", "wake-up pipe is full");
     rd_kafka_queue_destroy(q);
     uv_poll_init(h->loop, &p->poll, p->fds[0]);
     p->poll.data = p;

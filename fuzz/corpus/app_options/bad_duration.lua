@@ -1,0 +1,1 @@
+{ topics = { "t" }, timeout = "5 seconds", handle = function() end }

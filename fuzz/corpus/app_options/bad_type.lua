@@ -1,0 +1,1 @@
+{ topics = { "t" }, retry = { instant = "two" }, handle = function() end }

@@ -1,0 +1,1 @@
+{ topics = { "t" }, handle = function(msg, meta) end }

@@ -1,0 +1,1 @@
+{ topics = { "t" }, handle = function() end, dedup = { store = "redis://h:1/2", key = 3 } }

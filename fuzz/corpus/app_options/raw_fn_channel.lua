@@ -1,0 +1,1 @@
+{ topics = { "t" }, format = "raw", error_channel = function(msg, meta, err) end, dedup = { header = "id" }, handle = function() end }

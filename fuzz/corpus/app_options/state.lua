@@ -1,0 +1,1 @@
+{ topics = { "t" }, handle = function() luka.state.n = (luka.state.n or 0) + 1 end }

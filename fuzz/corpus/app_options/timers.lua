@@ -1,0 +1,1 @@
+{ topics = { "t" }, handle = function() end } luka.every("1s", function() end) luka.after(10, function() end)

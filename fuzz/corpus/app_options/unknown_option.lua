@@ -1,0 +1,1 @@
+{ topic = { "t" }, handle = function() end }
