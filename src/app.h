@@ -28,6 +28,7 @@ typedef struct publisher_conf {
     int key_fn;      /* registry ref of a key function, or LUA_NOREF */
     kvlist_t config;
     int channel;
+    int internal; /* luka's own, for dead letters and resends */
 } publisher_conf_t;
 
 enum { FINAL_STOP, FINAL_RESEND, FINAL_RELEASE, FINAL_IGNORE };

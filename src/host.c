@@ -143,7 +143,8 @@ struct publisher *host_publisher(host_t *h, const char *name) {
 }
 
 static publisher_conf_t internal_conf = {
-    .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF};
+    .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF,
+    .internal = 1};
 
 struct publisher *host_internal_publisher(host_t *h, char *errbuf, size_t errlen) {
     if (h->internal || h->stopping) return h->internal;

@@ -67,6 +67,12 @@ publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf
     if (rd_kafka_conf_set(kconf, "enable.idempotence", "true", why, sizeof(why)) ||
         rd_kafka_conf_set(kconf, "partitioner", "murmur2_random", why, sizeof(why)))
         goto fail;
+    /* The internal producer sends on messages a broker already took (dead
+     * letters, resends), with headers added: librdkafka's own 1 MB cap
+     * must not be what refuses them; the broker's limit still applies. */
+    if (conf->internal &&
+        rd_kafka_conf_set(kconf, "message.max.bytes", "67108864", why, sizeof(why)))
+        goto fail;
     for (int i = 0; i < conf->config.n; i++)
         if (rd_kafka_conf_set(kconf, conf->config.items[i].key, conf->config.items[i].value, why,
                               sizeof(why)) != RD_KAFKA_CONF_OK)

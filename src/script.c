@@ -26,6 +26,7 @@ void *script_active;
 static int64_t deadline_ms;
 static int64_t limit_ms;
 static int timed_out;
+static char timeout_where[256];
 
 static const char THREAD_KEY = 't';
 
@@ -36,8 +37,14 @@ static int64_t now_ms(void) {
 }
 
 static void timeout_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
     if (deadline_ms && now_ms() > deadline_ms) {
+        /* Where it was, read now: after the yield the frame's line can be
+         * one instruction off. */
+        if (lua_getinfo(L, "Sl", ar) && ar->currentline >= 0)
+            snprintf(timeout_where, sizeof(timeout_where), "%s:%d: ", ar->short_src,
+                     ar->currentline);
+        else
+            timeout_where[0] = '\0';
         /* Yield out of the coroutine the call runs in: unlike an error, a
          * yield cannot be caught by a pcall in the handler.  Inside a C
          * function that cannot yield this raises instead, and the next
@@ -171,13 +178,8 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
         lua_xmove(co, L, nres);
         for (; nres < nresults; nres++) lua_pushnil(L);
     } else if (status == LUA_YIELD || timed_out) {
-        lua_Debug ar;
-        int line = lua_getstack(co, 0, &ar) && lua_getinfo(co, "Sl", &ar) ? ar.currentline : -1;
-        if (timed_out && line >= 0)
-            snprintf(err->msg, sizeof(err->msg), "%s:%d: timed out after %d ms (the endpoint's timeout)",
-                     ar.short_src, line, (int)timeout_ms);
-        else if (timed_out)
-            snprintf(err->msg, sizeof(err->msg), "timed out after %d ms (the endpoint's timeout)",
+        if (timed_out)
+            snprintf(err->msg, sizeof(err->msg), "%stimed out after %d ms", timeout_where,
                      (int)timeout_ms);
         else
             copy(err->msg, sizeof(err->msg), "a handler must not yield outside a coroutine of its own");
