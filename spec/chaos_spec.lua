@@ -521,13 +521,29 @@ describe("chaos", function()
     s:start({ PUBLISH = "out" })
     s:wait_all()
     local seen, outputs, missing = {}, 0, {}
-    H.wait_until(function()
+    local ok, err = pcall(H.wait_until, function()
       local records = H.kcat_consume(s.broker.bootstrap, "out", nil, { timeout = 30 })
       seen, outputs, missing = {}, #records, {}
       for _, rec in ipairs(records) do seen[tonumber(rec.value:match("%d+"))] = true end
       for n = 1, s.n do if not seen[n] then missing[#missing + 1] = n end end
-      return #missing == 0
+      assert(#missing == 0, ("%d of %d numbers missing from %d outputs: %s"):format(#missing, s.n,
+        outputs, ranges(missing)))
+      return true
     end, 60, "every number in the output topic", 1)
+    if not ok then
+      -- Where each missing number was handled, relative to the faults.
+      local where = {}
+      for _, h in ipairs(s:handlings()) do
+        for _, n in ipairs(missing) do
+          if h.n == n then
+            where[#where + 1] = ("%d handled by run %d at refused%+.2f s, down%+.2f s"):format(n, h.run,
+              h.t - refused, h.t - down)
+          end
+        end
+      end
+      error(("%s\n%s\nkilled at down%+.2f s\nrun 1:\n%s\nrun 2:\n%s"):format(err, table.concat(where, "\n"),
+        a.killed_at - down, log_lines(a, "error|warn"), log_lines(s.runs[2], "error|warn")))
+    end
     local r = s:finish()
     local stale = s:stale_duplicates(r, refused)
     s:report(r, "Produce ×20 NOT_LEADER_FOR_PARTITION, then the output topic's broker down, " ..

@@ -15,6 +15,7 @@
 #include "json.h"
 #include "lapi.h"
 #include "script.h"
+#include "timer.h"
 
 /* An app script that runs longer than this at load time is stuck. */
 #define LOAD_TIMEOUT_MS 10000
@@ -366,7 +367,12 @@ fail:
 
 void app_free(app_t *app) {
     if (!app) return;
-    if (app->L) lapi_close(app->L);
+    if (app->L) {
+        /* Timers made while loading and never started are freed here;
+         * started ones were stopped by the host, on its loop. */
+        timer_stop_all(app->L);
+        lapi_close(app->L);
+    }
     for (int i = 0; i < app->npubs; i++) {
         publisher_conf_t *p = &app->pubs[i];
         free(p->name), free(p->topic), free(p->where), free(p->key_field);
