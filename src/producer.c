@@ -61,10 +61,15 @@ publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf
     if (h->test) return p; /* no Kafka: producer_send hands messages to the test kit */
     kconf = host_kafka_conf(h, NULL, why, sizeof(why));
     if (!kconf) goto fail;
-    /* Idempotence keeps the producer's own retries from writing
-     * duplicates; murmur2 places keys on the partitions Java and KafkaJS
-     * clients choose for them. */
-    if (rd_kafka_conf_set(kconf, "enable.idempotence", "true", why, sizeof(why)) ||
+    /* Not the idempotent producer: in the chaos spec (Produce requests
+     * failing with NOT_LEADER_FOR_PARTITION) librdkafka 2.0.2's idempotent
+     * producer acknowledged messages the broker never stored, and a
+     * duplicate is better than a loss.  One request in flight per broker
+     * keeps retries from reordering a key's messages.  murmur2 places keys
+     * on the partitions Java and KafkaJS clients choose for them.  A
+     * publisher's config can change all three. */
+    if (rd_kafka_conf_set(kconf, "acks", "all", why, sizeof(why)) ||
+        rd_kafka_conf_set(kconf, "max.in.flight.requests.per.connection", "1", why, sizeof(why)) ||
         rd_kafka_conf_set(kconf, "partitioner", "murmur2_random", why, sizeof(why)))
         goto fail;
     /* The internal producer sends on messages a broker already took (dead
