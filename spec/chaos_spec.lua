@@ -278,11 +278,16 @@ function Scenario:unexplained_duplicates(r, events, after)
   return bad
 end
 
--- The log lines of a run that match a Lua pattern, joined.
-local function log_lines(run, pattern)
+-- The log lines of a run that match any of the Lua patterns, joined.
+local function log_lines(run, ...)
   local out = {}
   for line in run.proc.output():gmatch("[^\n]+") do
-    if line:match(pattern) then out[#out + 1] = line end
+    for _, pattern in ipairs({ ... }) do
+      if line:match(pattern) then
+        out[#out + 1] = line
+        break
+      end
+    end
   end
   return table.concat(out, "\n")
 end
@@ -542,7 +547,7 @@ describe("chaos", function()
         end
       end
       error(("%s\n%s\nkilled at down%+.2f s\nrun 1:\n%s\nrun 2:\n%s"):format(err, table.concat(where, "\n"),
-        a.killed_at - down, log_lines(a, "error|warn"), log_lines(s.runs[2], "error|warn")))
+        a.killed_at - down, log_lines(a, " error ", " warn "), log_lines(s.runs[2], " error ", " warn ")))
     end
     local r = s:finish()
     local stale = s:stale_duplicates(r, refused)

@@ -14,9 +14,10 @@
 #include <jansson.h>
 #include <lauxlib.h>
 
-/* Deep enough for any real message, shallow enough that a table containing
+/* As deep as jansson decodes (its JSON_PARSER_MAX_DEPTH), so whatever was
+ * decoded can be encoded again; shallow enough that a table containing
  * itself fails fast instead of exhausting the C stack. */
-#define ENCODE_MAX_DEPTH 1000
+#define ENCODE_MAX_DEPTH 2048
 
 /* jansson allocates every node of a decoded document, and json_decode
  * frees them all right after copying the document into Lua.  While it
