@@ -63,7 +63,7 @@ bench: setup
 clean:
 	rm -rf build $(BIN) luka-asan
 
-# Reliability checks (docs/reliability.md).  `make fuzz` builds a libFuzzer
+# Reliability checks (README.md, "Reliability").  `make fuzz` builds a libFuzzer
 # harness per fuzz/*.c against luka's objects, replays the crashes kept in
 # fuzz/regressions/HARNESS/, then fuzzes each for FUZZ_SECONDS; a new crash
 # is saved there.  `make chaos` runs the long chaos specs, `make valgrind`
