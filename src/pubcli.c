@@ -18,6 +18,7 @@
 #include "host.h"
 #include "json.h"
 #include "lapi.h"
+#include "cliopt.h"
 #include "log.h"
 #include "producer.h"
 #include "script.h"
@@ -46,9 +47,7 @@ static void on_signal(int sig) {
 
 enum { OPT_KEY, OPT_HEADER, OPT_BROKERS, NOPTS };
 
-static const struct {
-    const char *name, *arg, *help;
-} options[NOPTS] = {
+static const cliopt_t options[NOPTS] = {
     [OPT_KEY] = {"--key", "K", "key of every message, instead of the publisher's key rule"},
     [OPT_HEADER] = {"--header", "NAME=VALUE", "add a header to every message; repeatable"},
     [OPT_BROKERS] = {"--brokers", "LIST",
@@ -68,29 +67,10 @@ static void usage(FILE *out) {
           "\n"
           "options (and luka's --log-level LEVEL):\n",
           out);
-    for (int i = 0; i < NOPTS; i++) {
-        char left[64];
-        snprintf(left, sizeof(left), "%s %s", options[i].name, options[i].arg);
-        fprintf(out, "  %-26s ", left);
-        /* Continuation lines of the help line up under its first. */
-        for (const char *c = options[i].help; *c; c++) {
-            fputc(*c, out);
-            if (*c == '\n') fprintf(out, "%29s", "");
-        }
-        fputc('\n', out);
-    }
-    fputs("  --help                     print this help\n", out);
+    cliopt_print(out, options, NOPTS);
 }
 
-__attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...) {
-    va_list ap;
-    fputs("luka publish: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("; run 'luka publish --help'\n", stderr);
-    return 2;
-}
+#define bad_usage(...) cliopt_bad_usage("publish", __VA_ARGS__)
 
 /* Fill c from argv.  Returns -1 to go on, or the exit code. */
 static int parse(int argc, char **argv, pubcli_t *c, run_opts_t *ro) {
@@ -107,8 +87,7 @@ static int parse(int argc, char **argv, pubcli_t *c, run_opts_t *ro) {
             else return bad_usage("one target at a time: got '%s' and '%s'", c->target, a);
             continue;
         }
-        for (o = 0; o < NOPTS && strcmp(a, options[o].name) != 0; o++) continue;
-        if (o == NOPTS) return bad_usage("unknown option '%s'", a);
+        if ((o = cliopt_find(options, NOPTS, a)) < 0) return bad_usage("unknown option '%s'", a);
         if (i + 1 >= argc) return bad_usage("%s needs a value: %s %s", a, a, options[o].arg);
         v = argv[++i];
         switch (o) {

@@ -19,6 +19,7 @@
 
 #include "app.h"
 #include "host.h"
+#include "cliopt.h"
 #include "log.h"
 
 /* The brokers get this long to describe the topic, asked in steps short
@@ -50,9 +51,7 @@ static void on_signal(int sig) {
 
 enum { OPT_GROUP, OPT_FROM, OPT_BROKERS, OPT_COUNT, NOPTS };
 
-static const struct {
-    const char *name, *arg, *help;
-} options[NOPTS] = {
+static const cliopt_t options[NOPTS] = {
     [OPT_GROUP] = {"--group", "G",
                    "join consumer group G and commit what was printed; without it,\n"
                    "read every partition and commit nothing"},
@@ -75,29 +74,10 @@ static void usage(FILE *out) {
           "\n"
           "options (and luka's --log-level LEVEL):\n",
           out);
-    for (int i = 0; i < NOPTS; i++) {
-        char left[64];
-        snprintf(left, sizeof(left), "%s %s", options[i].name, options[i].arg);
-        fprintf(out, "  %-26s ", left);
-        /* Continuation lines of the help line up under its first. */
-        for (const char *c = options[i].help; *c; c++) {
-            fputc(*c, out);
-            if (*c == '\n') fprintf(out, "%29s", "");
-        }
-        fputc('\n', out);
-    }
-    fputs("  --help                     print this help\n", out);
+    cliopt_print(out, options, NOPTS);
 }
 
-__attribute__((format(printf, 1, 2))) static int bad_usage(const char *fmt, ...) {
-    va_list ap;
-    fputs("luka tail: ", stderr);
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputs("; run 'luka tail --help'\n", stderr);
-    return 2;
-}
+#define bad_usage(...) cliopt_bad_usage("tail", __VA_ARGS__)
 
 /* Fill t from argv.  Returns -1 to go on, or the exit code. */
 static int parse(int argc, char **argv, tail_t *t, run_opts_t *ro) {
@@ -113,8 +93,7 @@ static int parse(int argc, char **argv, tail_t *t, run_opts_t *ro) {
             t->topic = a;
             continue;
         }
-        for (o = 0; o < NOPTS && strcmp(a, options[o].name) != 0; o++) continue;
-        if (o == NOPTS) return bad_usage("unknown option '%s'", a);
+        if ((o = cliopt_find(options, NOPTS, a)) < 0) return bad_usage("unknown option '%s'", a);
         if (i + 1 >= argc) return bad_usage("%s needs a value: %s %s", a, a, options[o].arg);
         v = argv[++i];
         switch (o) {
