@@ -7,6 +7,11 @@
 #define LUKA_BROKER_H
 
 #include <stddef.h>
+#include <stdio.h>
+
+#define BROKER_MAX_BROKERS 64
+#define BROKER_MAX_PARTITIONS 100000
+#define BROKER_DEFAULT_PARTITIONS 4
 
 typedef struct broker broker_t;
 
@@ -30,7 +35,14 @@ int broker_control(broker_t *b, const char *line, char *errbuf, size_t errlen);
 /* Destroy the cluster; clients connected to it see their connections drop. */
 void broker_stop(broker_t *b);
 
-/* The `luka broker` command. Returns the process exit code. */
+/* Kafka's rule for topic names: 1..249 characters of [A-Za-z0-9._-].  0, or
+ * -1 with errbuf. */
+int broker_check_topic_name(const char *name, char *errbuf, size_t errlen);
+
+/* Print the control commands, each with its help, for --help. */
+void broker_print_commands(FILE *out);
+
+/* The `luka broker` command (brokercli.c).  Returns the process exit code. */
 int broker_main(int argc, char **argv);
 
 #endif

@@ -2,7 +2,9 @@
  * commands that declare their options with cliopt_t. */
 #include "cliopt.h"
 
+#include <errno.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <string.h>
 
 void cliopt_print(FILE *out, const cliopt_t *opts, int n) {
@@ -34,4 +36,16 @@ int cliopt_bad_usage(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "; run 'luka %s --help'\n", cmd);
     return 2;
+}
+
+int cliopt_long(const char *s, long min, long max, long *out) {
+    char *end;
+    long v;
+
+    if (!s || !*s) return -1;
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max) return -1;
+    *out = v;
+    return 0;
 }

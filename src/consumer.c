@@ -243,21 +243,13 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
     ep->last = 0;
 }
 
-static void describe(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t len) {
-    size_t n = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < parts->cnt && n < len; i++)
-        n += snprintf(buf + n, len - n, "%s%s[%d]", i ? " " : "", parts->elems[i].topic,
-                      (int)parts->elems[i].partition);
-}
-
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     endpoint_t *ep = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     char list[1024];
 
-    describe(parts, list, sizeof(list));
+    log_partitions(parts, list, sizeof(list));
     ep->stats.rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         ep->joined = 1;

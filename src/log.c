@@ -269,3 +269,12 @@ void log_write(int level, const char *component, const log_ctx_t *ctx, const cha
     fwrite(line, 1, o.len, stderr);
     fflush(stderr);
 }
+
+void log_partitions(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t len) {
+    size_t n = 0;
+    if (len == 0) return;
+    buf[0] = '\0';
+    for (int i = 0; i < parts->cnt && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%s[%d]", i ? " " : "", parts->elems[i].topic,
+                              (int)parts->elems[i].partition);
+}

@@ -6,6 +6,7 @@
 #ifndef LUKA_LOG_H
 #define LUKA_LOG_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
@@ -41,6 +42,11 @@ void log_redact(const char *value);
  * app_is_secret() names. */
 struct rd_kafka_conf_s;
 void log_redact_conf(struct rd_kafka_conf_s *conf);
+
+/* Write "topic[0] topic[1] ..." for a partition list into buf, cut short
+ * (and still terminated) when it does not fit. */
+struct rd_kafka_topic_partition_list_s;
+void log_partitions(const struct rd_kafka_topic_partition_list_s *parts, char *buf, size_t len);
 
 #define log_at(lvl, comp, ctx, ...)                                           \
     do {                                                                      \

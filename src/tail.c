@@ -316,14 +316,6 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     if (rd_kafka_fatal_error(rk, NULL, 0)) t->fatal = 1;
 }
 
-static void describe(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t len) {
-    size_t n = 0;
-    buf[0] = '\0';
-    for (int i = 0; i < parts->cnt && n < len; i++)
-        n += snprintf(buf + n, len - n, "%s%s[%d]", i ? " " : "", parts->elems[i].topic,
-                      (int)parts->elems[i].partition);
-}
-
 /* Only in a group.  The assignment is logged because joining takes seconds,
  * and a person watching an empty screen should know why. */
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -332,7 +324,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     char list[1024];
 
-    describe(parts, list, sizeof(list));
+    log_partitions(parts, list, sizeof(list));
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_info("tail", "group %s assigned %s", t->group,
                  parts->cnt ? list : "nothing (the group has more members than partitions)");
