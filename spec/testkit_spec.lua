@@ -85,4 +85,36 @@ end)
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.truthy(r.stdout:find("4 successes / 0 failures / 0 errors", 1, true), r.stdout)
   end)
+
+  it("publishes floats with the fewest digits that read back as the same number", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", [[
+local luka = require "luka"
+luka.publisher "out" {}
+luka.consumer "c" { topics = { "in" }, handle = function(msg) luka.publish("out", msg) end }
+]])
+    local r = luka_test(dir, [[
+local test = require "luka.test"
+local cases = {
+  { { 0.1, 19.99, 2.0, -2.5, 1e21 }, "[0.1,19.99,2.0,-2.5,1e21]" },
+  { { 1 / 3 }, "[0.3333333333333333]" },
+  { { 0.1 + 0.2 }, "[0.30000000000000004]" },
+  -- One precision serves a whole message: the float that needs most.
+  { { 0.1, 0.1 + 0.2 }, "[0.10000000000000001,0.30000000000000004]" },
+  { { 1, 2 }, "[1,2]" },
+}
+for _, c in ipairs(cases) do
+  it(c[2], function()
+    local app = test.load("app.lua")
+    local p = app:deliver("c", test.json.array(c[1])).published[1]
+    assert.equal(c[2], p.value)
+    assert.same(c[1], p.payload)
+    assert.equal(c[2], test.json.encode(test.json.array(c[1])))
+    app:close()
+  end)
+end
+]])
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find("5 successes / 0 failures / 0 errors", 1, true), r.stdout)
+  end)
 end)

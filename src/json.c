@@ -184,6 +184,7 @@ typedef struct {
     char path[PATH_ROOM + 4];
     size_t path_pos;
     int path_cut;
+    int digits;     /* Significant digits the floats need; 0 with none */
 } encoder;
 
 /* Record what went wrong; returns NULL so callers can return fail(...). */
@@ -195,6 +196,20 @@ static json_t *fail(encoder *e, const char *fmt, ...) {
     vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
     va_end(ap);
     return NULL;
+}
+
+/* The fewest significant digits, 15 to 17, with which d prints as text that
+ * reads back as d.  Jansson prints every float of a document with one
+ * precision (17 unless told), which writes 0.1 as 0.10000000000000001; 15
+ * digits are enough for any decimal a person wrote, 17 for any double. */
+static int real_digits(double d) {
+    char buf[40];
+
+    for (int p = 15; p < 17; p++) {
+        snprintf(buf, sizeof(buf), "%.*g", p, d);
+        if (strtod(buf, NULL) == d) return p;
+    }
+    return 17;
 }
 
 static void prepend(encoder *e, const char *step, size_t n) {
@@ -395,6 +410,10 @@ static json_t *encode_value(encoder *e, int idx, int depth) {
 
             if (isnan(d)) return fail(e, "cannot encode NaN");
             if (isinf(d)) return fail(e, "cannot encode %s", d > 0 ? "inf" : "-inf");
+            if (e->digits < 17) {
+                int p = real_digits(d);
+                if (p > e->digits) e->digits = p;
+            }
             v = json_real(d);
         }
         return v ? v : fail(e, "out of memory");
@@ -432,6 +451,7 @@ char *json_encode(lua_State *L, int idx, size_t *len, char *errbuf,
     e.path_pos = PATH_ROOM;
     e.path[PATH_ROOM] = '\0';
     e.path_cut = 0;
+    e.digits = 0;
     root = encode_value(&e, idx, 1);
     lua_pop(L, 1);
     if (!root) {
@@ -444,7 +464,8 @@ char *json_encode(lua_State *L, int idx, size_t *len, char *errbuf,
     }
     /* Jansson allocates with malloc unless json_set_alloc_funcs says
      * otherwise, which is what lets callers free() the result. */
-    out = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY);
+    out = json_dumps(root, JSON_COMPACT | JSON_ENCODE_ANY |
+                               (e.digits ? JSON_REAL_PRECISION(e.digits) : 0));
     json_decref(root);
     if (!out) {
         snprintf(errbuf, errlen, "cannot encode JSON: out of memory");
