@@ -182,22 +182,28 @@ function Scenario:all_committed(high)
   return true
 end
 
--- Stops every run still going with SIGTERM, which must exit 0.  When
--- several are left, the last waits until the group has committed every
--- partition to its end: the mock cluster of librdkafka 2.0.2 rejects
--- OffsetCommit with REBALANCE_IN_PROGRESS while its group is joining, where
--- Kafka accepts a commit from the current generation until the rebalance
--- completes (KAFKA-8487), so the commits of the others' last moments fail
--- and the survivor handles those messages again.
+-- Stops every run still going with SIGTERM, which must exit 0.  The last
+-- one is stopped only once the group has committed every partition to its
+-- end, because it may still be handling messages again that every number
+-- was already seen in:
+--  - after others left: the mock cluster of librdkafka 2.0.2 rejects
+--    OffsetCommit with REBALANCE_IN_PROGRESS while its group is joining,
+--    where Kafka accepts a commit from the current generation until the
+--    rebalance completes (KAFKA-8487), so the commits of the others' last
+--    moments fail and the survivor handles those messages again;
+--  - after an outage longer than the session timeout: what was handled
+--    from the prefetch queue while the brokers were down could not be
+--    committed, and is handled again once the group is joined again.
+-- A luka that never commits everything fails here after 60 s.
 function Scenario:stop_runs(high)
   local alive = {}
   for _, run in ipairs(self.runs) do
     if run.proc.alive() then alive[#alive + 1] = run end
   end
   for i, run in ipairs(alive) do
-    if i == #alive and i > 1 then
+    if i == #alive then
       H.wait_until(function() return self:all_committed(high) end, 60,
-        ("run %d of %s to commit every partition after the others left"):format(run.index, self.name), 1)
+        ("run %d of %s to commit every partition"):format(run.index, self.name), 1)
     end
     assert.equal(0, self:kill(run, "TERM"), "exit code after SIGTERM")
   end
