@@ -62,12 +62,17 @@ end
 
 local function exists(path) return os.execute("test -e " .. H.q(path)) == true end
 
--- Words of an apt-get install in a RUN line, options and commands left out.
-local function apt_packages(run)
+-- The set of packages that the apt-get installs in the RUN lines of one
+-- stage of the parsed Dockerfile df name, options and later commands left out.
+local function stage_packages(df, stage)
   local pkgs = {}
-  local list = run:match("apt%-get install (.-)&&") or run:match("apt%-get install (.*)$") or ""
-  for word in list:gmatch("%S+") do
-    if not word:match("^%-") then pkgs[word] = true end
+  for _, i in ipairs(df) do
+    if i.stage == stage and i.cmd == "RUN" then
+      local list = i.args:match("apt%-get install (.-)&&") or i.args:match("apt%-get install (.*)$") or ""
+      for word in list:gmatch("%S+") do
+        if not word:match("^%-") then pkgs[word] = true end
+      end
+    end
   end
   return pkgs
 end
@@ -177,12 +182,7 @@ describe("docker/Dockerfile", function()
   end)
 
   it("installs, at build time, the package of every pkg-config module the Makefile uses", function()
-    local build = {}
-    for _, i in ipairs(df) do
-      if i.stage == 1 and i.cmd == "RUN" then
-        for p in pairs(apt_packages(i.args)) do build[p] = true end
-      end
-    end
+    local build = stage_packages(df, 1)
     local mods = H.read_file(H.root .. "/Makefile"):match("\nPKGS%s+:=%s+([^\n]+)")
     for mod in mods:gmatch("%S+") do
       local pc = H.run("pkg-config --variable=pcfiledir " .. mod).stdout:gsub("%s+$", "")
@@ -194,12 +194,7 @@ describe("docker/Dockerfile", function()
   end)
 
   it("installs, at run time, the package of every shared library luka links and no -dev package", function()
-    local runtime = {}
-    for _, i in ipairs(df) do
-      if i.stage == 2 and i.cmd == "RUN" then
-        for p in pairs(apt_packages(i.args)) do runtime[p] = true end
-      end
-    end
+    local runtime = stage_packages(df, 2)
     for p in pairs(runtime) do assert.is_nil(p:match("%-dev$"), p .. " is a development package") end
     -- The release build, as the Dockerfile makes it (not the binary under
     -- test, which may be a sanitizer build).

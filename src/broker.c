@@ -51,8 +51,6 @@
 #include "cliopt.h"
 #include "log.h"
 
-#define MAX_BROKERS BROKER_MAX_BROKERS
-#define MAX_PARTITIONS BROKER_MAX_PARTITIONS
 #define MAX_FAIL_COUNT 100000
 
 /* Wakes the mock thread when a call into it stalls (see the note above). */
@@ -65,7 +63,7 @@ typedef struct kicker {
     int inflight;    /* a mock call is waiting for the mock thread */
     uint64_t call;   /* counts calls, so that a new call restarts the wait */
     int nports;
-    uint16_t ports[MAX_BROKERS]; /* the brokers' listeners on 127.0.0.1 */
+    uint16_t ports[BROKER_MAX_BROKERS]; /* the brokers' listeners on 127.0.0.1 */
 } kicker_t;
 
 #define KICK_AFTER_MS 10
@@ -129,7 +127,7 @@ static int kicker_start(kicker_t *k, const char *bootstraps) {
     const char *p = bootstraps;
     int r;
 
-    while (p && *p && k->nports < MAX_BROKERS) {
+    while (p && *p && k->nports < BROKER_MAX_BROKERS) {
         const char *colon = strchr(p, ':');
         if (!colon) break;
         k->ports[k->nports++] = (uint16_t)atoi(colon + 1);
@@ -212,9 +210,9 @@ broker_t *broker_start(int nbrokers, char *errbuf, size_t errlen) {
     broker_t *b = NULL;
     char errstr[512];
 
-    if (nbrokers < 1 || nbrokers > MAX_BROKERS) {
+    if (nbrokers < 1 || nbrokers > BROKER_MAX_BROKERS) {
         errorf(errbuf, errlen, "broker count %d is not in 1..%d", nbrokers,
-               MAX_BROKERS);
+               BROKER_MAX_BROKERS);
         goto fail;
     }
     if (!(b = calloc(1, sizeof(*b)))) {
@@ -282,9 +280,9 @@ int broker_create_topic(broker_t *b, const char *topic, int partitions,
     rd_kafka_resp_err_t err;
 
     if (broker_check_topic_name(topic, errbuf, errlen) != 0) return -1;
-    if (partitions < 1 || partitions > MAX_PARTITIONS)
+    if (partitions < 1 || partitions > BROKER_MAX_PARTITIONS)
         return errorf(errbuf, errlen, "partition count %d is not in 1..%d",
-                      partitions, MAX_PARTITIONS);
+                      partitions, BROKER_MAX_PARTITIONS);
     mock_call_begin(b);
     err = rd_kafka_mock_topic_create(b->mcluster, topic, partitions, 1);
     mock_call_end(b);
@@ -474,7 +472,7 @@ static int cmd_leader(broker_t *b, char **argv, int argc, char *errbuf,
     if (argc != 4)
         return errorf(errbuf, errlen, "usage: leader TOPIC PARTITION BROKER_ID");
     if (broker_check_topic_name(argv[1], errbuf, errlen) != 0) return -1;
-    if (cliopt_long(argv[2], 0, MAX_PARTITIONS - 1, &partition) != 0)
+    if (cliopt_long(argv[2], 0, BROKER_MAX_PARTITIONS - 1, &partition) != 0)
         return errorf(errbuf, errlen, "PARTITION '%s' is not a partition",
                       argv[2]);
     if (parse_broker_id(b, argv[3], 0, &id, errbuf, errlen) != 0) return -1;
@@ -502,9 +500,9 @@ static int cmd_topic(broker_t *b, char **argv, int argc, char *errbuf,
     long partitions = 0;
 
     if (argc != 3) return errorf(errbuf, errlen, "usage: topic NAME PARTITIONS");
-    if (cliopt_long(argv[2], 1, MAX_PARTITIONS, &partitions) != 0)
+    if (cliopt_long(argv[2], 1, BROKER_MAX_PARTITIONS, &partitions) != 0)
         return errorf(errbuf, errlen, "PARTITIONS '%s' is not in 1..%d",
-                      argv[2], MAX_PARTITIONS);
+                      argv[2], BROKER_MAX_PARTITIONS);
     return broker_create_topic(b, argv[1], (int)partitions, errbuf, errlen);
 }
 
