@@ -24,7 +24,10 @@
  * decodes, a bump arena serves those allocations, and is reset afterwards:
  * malloc and free were a third of the decoding time.  The arena is per
  * thread and only on inside json_decode, so other jansson users (encoding,
- * other threads) get plain malloc; free tells the two apart by address. */
+ * other threads) get plain malloc; free tells the two apart by address.
+ * It is a stack, not a scratch buffer: a finalizer that runs while a tree
+ * is copied into Lua may decode again, and that document goes above the
+ * outer one, which stays intact. */
 #define ARENA_SIZE (1 << 20)
 
 typedef struct arena {
@@ -136,14 +139,15 @@ int json_decode(lua_State *L, const char *buf, size_t len, char *errbuf,
                 size_t errlen) {
     json_error_t jerr;
     json_t *root;
-    int rc = -1;
+    size_t mark = arena.used; /* where the document we are inside ends */
+    int rc = -1, was_on = arena.on;
 
     if (!arena.buf) arena.buf = malloc(ARENA_SIZE);
     arena.on = arena.buf != NULL;
-    arena.used = 0;
     root = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    arena.on = 0;
+    arena.on = was_on;
     if (!root) {
+        arena.used = mark;
         snprintf(errbuf, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
                  jerr.line, jerr.column, jerr.position, jerr.text);
         return -1;
@@ -163,7 +167,7 @@ int json_decode(lua_State *L, const char *buf, size_t len, char *errbuf,
     rc = 0;
 done:
     json_decref(root);
-    arena.used = 0;
+    arena.used = mark;
     return rc;
 }
 

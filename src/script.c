@@ -26,6 +26,7 @@ void *script_active;
 static int64_t deadline_ms;
 static int64_t limit_ms;
 static int timed_out;
+static lua_State *call_co; /* the coroutine the limited call runs in */
 static char timeout_where[256];
 
 static const char THREAD_KEY = 't';
@@ -40,22 +41,31 @@ static void timeout_hook(lua_State *L, lua_Debug *ar) {
     if (deadline_ms && now_ms() > deadline_ms) {
         /* Where it was, read now: after the yield the frame's line can be
          * one instruction off. */
-        if (lua_getinfo(L, "Sl", ar) && ar->currentline >= 0)
-            snprintf(timeout_where, sizeof(timeout_where), "%s:%d: ", ar->short_src,
-                     ar->currentline);
-        else
-            timeout_where[0] = '\0';
+        if (!timed_out) {
+            if (lua_getinfo(L, "Sl", ar) && ar->currentline >= 0)
+                snprintf(timeout_where, sizeof(timeout_where), "%s:%d: ", ar->short_src,
+                         ar->currentline);
+            else
+                timeout_where[0] = '\0';
+        }
+        /* Once set, the call fails as timed out however it ends. */
+        timed_out = 1;
+        /* A coroutine the handler runs (a generator) inherits this hook.
+         * A yield there would only end the generator early, and the
+         * handler would go on with a truncated result: raise in it, and
+         * let the hook of the call's own coroutine stop the handler. */
+        if (L != call_co) luaL_error(L, "timed out after %d ms", (int)limit_ms);
         /* Yield out of the coroutine the call runs in: unlike an error, a
          * yield cannot be caught by a pcall in the handler.  Inside a C
          * function that cannot yield this raises instead, and the next
          * hook tries again. */
-        timed_out = 1;
         lua_yield(L, 0);
     }
 }
 
 /* Describe any error value: strings as they are, tables by their __tostring
- * or their message field, anything else by its type. */
+ * or their message field, anything else by its type.  May raise: a
+ * __tostring or __index of the user's can. */
 static const char *describe(lua_State *L, int idx) {
     idx = lua_absindex(L, idx);
     if (luaL_getmetafield(L, idx, "__tostring") != LUA_TNIL) {
@@ -79,13 +89,32 @@ static const char *describe(lua_State *L, int idx) {
     }
 }
 
+static int describe_cf(lua_State *L) {
+    describe(L, 1);
+    return 1;
+}
+
+/* describe() in a protected call, so that a user's formatter that raises
+ * cannot take the process down: then the type name stands in.  Pushes the
+ * description on L and returns it. */
+static const char *describe_safe(lua_State *L, int idx) {
+    idx = lua_absindex(L, idx);
+    lua_pushcfunction(L, describe_cf);
+    lua_pushvalue(L, idx);
+    if (lua_pcall(L, 1, 1, 0) == LUA_OK && lua_type(L, -1) == LUA_TSTRING)
+        return lua_tostring(L, -1);
+    lua_pop(L, 1);
+    return lua_pushfstring(L, "error raised with a %s value whose description failed",
+                           luaL_typename(L, idx));
+}
+
 /* Message handler: turn the error into {message, traceback, fatal} while the
  * failing frames are still on the stack. */
 static int msghandler(lua_State *L) {
     int fatal = luaL_testudata(L, 1, FATAL_MT) != NULL;
     if (fatal) lua_getiuservalue(L, 1, 1);
     else lua_pushvalue(L, 1);
-    const char *msg = describe(L, -1);
+    const char *msg = describe_safe(L, -1);
     lua_createtable(L, 0, 3);
     lua_pushstring(L, msg);
     lua_setfield(L, -2, "message");
@@ -144,12 +173,14 @@ static void copy(char *dst, size_t len, const char *src) {
 }
 
 /* A call under a time limit runs in a coroutine, so that the hook can end
- * it with a yield.  One idle coroutine per state is kept for reuse. */
+ * it with a yield.  One idle coroutine per state is kept for reuse; it is
+ * always handed back with an empty stack. */
 static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
                         script_err_t *err) {
     int base = lua_gettop(L) - nargs, status, nres = 0;
     int64_t saved_deadline = deadline_ms, saved_limit = limit_ms;
     int saved_timed_out = timed_out;
+    lua_State *saved_co = call_co;
     void *saved_active = script_active;
     lua_State *co = NULL;
 
@@ -167,17 +198,21 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
     deadline_ms = now_ms() + timeout_ms;
     limit_ms = timeout_ms;
     timed_out = 0;
+    call_co = co;
     lua_sethook(co, timeout_hook, LUA_MASKCOUNT, HOOK_COUNT);
     lua_getallocf(L, &script_active);
     status = lua_resume(co, L, nargs, &nres);
     script_active = saved_active;
     lua_sethook(co, NULL, 0, 0);
 
-    if (status == LUA_OK) {
+    if (status == LUA_OK && !timed_out) {
+        /* The results are the top nres values of co. */
         if (nres > nresults) lua_pop(co, nres - nresults), nres = nresults;
         lua_xmove(co, L, nres);
         for (; nres < nresults; nres++) lua_pushnil(L);
-    } else if (status == LUA_YIELD || timed_out) {
+    } else if (status == LUA_OK || status == LUA_YIELD) {
+        /* A handler that caught its generator's timeout error and returned
+         * still ran out of time: it fails as timed out, never succeeds. */
         if (timed_out)
             snprintf(err->msg, sizeof(err->msg), "%stimed out after %d ms", timeout_where,
                      (int)timeout_ms);
@@ -192,8 +227,15 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
         if (status == LUA_ERRMEM) {
             copy(err->msg, sizeof(err->msg), NO_MEMORY);
         } else {
-            if (err->fatal) lua_getiuservalue(co, -1, 1);
-            copy(err->msg, sizeof(err->msg), describe(co, -1));
+            /* Describe the error on L: co is dead until it is reset. */
+            lua_pushvalue(co, -1);
+            lua_xmove(co, L, 1);
+            if (err->fatal) {
+                lua_getiuservalue(L, -1, 1);
+                lua_remove(L, -2);
+            }
+            copy(err->msg, sizeof(err->msg), describe_safe(L, -1));
+            lua_pop(L, 2);
         }
         /* The coroutine's stack is still there to be walked. */
         luaL_traceback(L, co, NULL, 0);
@@ -203,16 +245,19 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
     deadline_ms = saved_deadline;
     limit_ms = saved_limit;
     timed_out = saved_timed_out;
+    call_co = saved_co;
     /* Back to a clean, reusable coroutine: one that failed or was stopped
-     * may have left frames and to-be-closed variables behind. */
-    if (status == LUA_OK) lua_settop(co, 0);
-    else lua_resetthread(co);
+     * may have left frames and to-be-closed variables behind, and Lua
+     * 5.4.4's lua_resetthread leaves the error object on the stack, where
+     * the next call's results would be miscounted. */
+    if (status != LUA_OK) lua_resetthread(co);
+    lua_settop(co, 0);
     /* Stack: ..., co, results: keep co for the next call. */
     lua_pushvalue(L, base);
     lua_rawsetp(L, LUA_REGISTRYINDEX, &THREAD_KEY);
     lua_remove(L, base);
     if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT); /* give the memory back now */
-    return status == LUA_OK ? 0 : -1;
+    return status == LUA_OK && !timed_out ? 0 : -1;
 }
 
 int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
