@@ -1,6 +1,14 @@
 # luka - build, run and test.  `make run` and `make test` set everything up.
 
 PKGS     := rdkafka lua5.4 jansson libuv sqlite3 hiredis
+# The Debian package that brings each pkg-config module, for the error that
+# names what is missing (scripts/setup installs them all).
+DEB_rdkafka := librdkafka-dev
+DEB_lua5.4  := liblua5.4-dev
+DEB_jansson := libjansson-dev
+DEB_libuv   := libuv1-dev
+DEB_sqlite3 := libsqlite3-dev
+DEB_hiredis := libhiredis-dev
 VERSION  := 0.1.0
 CC       ?= cc
 OPT      ?= -O2 -g
@@ -16,14 +24,14 @@ BUILD    ?= build
 OBJ      := $(SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/embed.o
 BIN      ?= luka
 
-.PHONY: all setup run test asan test-asan bench clean
+.PHONY: all setup setup-test pkgcheck lint run test asan test-asan bench clean
 
 all: $(BIN)
 
 $(BIN): $(OBJ)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
-$(BUILD)/%.o: src/%.c src/*.h | $(BUILD)
+$(BUILD)/%.o: src/%.c src/*.h | $(BUILD) pkgcheck
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 # The Lua half of luka is compiled into the binary, so one file is the
@@ -37,18 +45,30 @@ $(BUILD)/embed.o: $(BUILD)/embed.c
 $(BUILD):
 	mkdir -p $@
 
+# A missing library would otherwise show up as "lua.h: No such file".
+pkgcheck:
+	@$(foreach m,$(PKGS),pkg-config --exists $(m) || { echo "make: pkg-config has no module \
+	    '$(m)': install it with 'apt-get install $(DEB_$(m))', or run scripts/setup" >&2; \
+	    exit 1; };)
+
 setup:
-	scripts/setup
+	scripts/setup run
+
+setup-test:
+	scripts/setup test
+
+lint:
+	scripts/lint src
 
 run: setup
 	$(MAKE) $(BIN)
 	./$(BIN) run config/orders.lua --embedded-broker
 
-test: setup
+test: setup-test
 	$(MAKE) $(BIN)
 	scripts/test
 
-asan: setup
+asan: setup-test
 	$(MAKE) BUILD=build/asan BIN=luka-asan CC=clang OPT='-O1 -g -fno-omit-frame-pointer' \
 	    EXTRA_CFLAGS='-fsanitize=address,undefined -fno-sanitize-recover=undefined' \
 	    EXTRA_LDFLAGS='-fsanitize=address,undefined'
@@ -56,7 +76,7 @@ asan: setup
 test-asan: asan
 	LUKA=./luka-asan scripts/test
 
-bench: setup
+bench: setup-test
 	$(MAKE) $(BIN)
 	scripts/bench
 
@@ -76,7 +96,7 @@ FUZZ_OBJ     := $(filter-out $(FUZZ_BUILD)/main.o,$(SRC:src/%.c=$(FUZZ_BUILD)/%.
 
 .PHONY: fuzz fuzz-objects chaos valgrind
 
-fuzz-objects: setup
+fuzz-objects: setup-test
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT='-O1 -g -fno-omit-frame-pointer' \
 	    EXTRA_CFLAGS='-fsanitize=fuzzer-no-link $(FUZZ_SAN)' $(FUZZ_OBJ)
 
@@ -99,10 +119,10 @@ fuzz: $(FUZZERS:%=$(FUZZ_BUILD)/%)
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
 
-chaos: setup
+chaos: setup-test
 	$(MAKE) $(BIN)
 	scripts/chaos
 
-valgrind: setup
+valgrind: setup-test
 	$(MAKE) $(BIN)
 	scripts/chaos memcheck
