@@ -282,3 +282,62 @@ describe("docker/compose.yml", function()
     assert.equal(0, r.code, r.stderr)
   end)
 end)
+
+describe("docker/compose.yml's topics service and restarts", function()
+  it("creates the app's topics with luka topics --apply before luka starts, and restarts luka on failure", function()
+    local topics, luka = compose.services.topics, compose.services.luka
+    assert.same({ "topics", "/app/orders.lua", "--apply" }, topics.command)
+    assert.equal(luka.image, topics.image)
+    assert.same(luka.volumes, topics.volumes)
+    assert.equal("kafka:9092", topics.environment.KAFKA_BROKERS)
+    assert.equal("service_completed_successfully", luka.depends_on.topics.condition)
+    assert.equal("unless-stopped", luka.restart)
+    assert.truthy(compose.services["kafka-ui"].image:match("^ghcr%.io/kafbat/kafka%-ui:"))
+  end)
+end)
+
+describe("docker/Dockerfile's labels and references", function()
+  it("labels the image with OCI annotations and points only to documents that exist", function()
+    local labels = {}
+    for _, i in ipairs(df) do
+      if i.cmd == "LABEL" then
+        for k, v in i.args:gmatch('([%w%.%-]+)="([^"]*)"') do labels[k] = v end
+      end
+    end
+    for _, k in ipairs { "title", "description", "version", "documentation" } do
+      assert.truthy(labels["org.opencontainers.image." .. k], "label org.opencontainers.image." .. k)
+    end
+    for path in H.read_file(docker .. "/Dockerfile"):gmatch("([%w_%-/]+%.md)") do
+      assert.is_true(exists(H.root .. "/" .. path), "the Dockerfile refers to " .. path .. ", which does not exist")
+    end
+  end)
+end)
+
+describe("the README's Kubernetes example", function()
+  it("ships in its ConfigMap every file the app requires, so luka check passes on the mounted tree", function()
+    local readme = H.read_file(H.root .. "/README.md")
+    local section = readme:match("\n### Kubernetes\n(.-)\n### ")
+    assert.truthy(section, "README has a Kubernetes section")
+    -- The volume's items: key -> path under the mount.
+    local items = {}
+    for key, path in section:gmatch("{ key: ([%w%._%-]+), path: ([%w%._%-/]+) }") do items[key] = path end
+    -- kubectl create configmap ... --from-file=SOURCE: the key is the file name.
+    local cmd = section:match("kubectl create configmap [^\n]+")
+    assert.truthy(cmd, "a kubectl create configmap line")
+    local dir, n = H.tmpdir(), 0
+    for source in cmd:gmatch("%-%-from%-file=(%S+)") do
+      local key = source:match("([^/]+)$")
+      assert.truthy(items[key], key .. " is created in the ConfigMap but not mounted by the volume's items")
+      local dest = dir .. "/" .. items[key]
+      assert.equal(0, H.run(("mkdir -p %s && cp %s %s"):format(H.q(dest:match("^(.*)/")),
+        H.q(H.root .. "/" .. source), H.q(dest))).code)
+      n = n + 1
+    end
+    assert.is_true(n >= 2)
+    local args = section:match('args: %["run", "([^"]+)"%]')
+    assert.truthy(args)
+    local app = dir .. "/" .. args:gsub("^/app/", "")
+    local r = H.run(("cd / && KAFKA_BROKERS=kafka:9092 %s check %s"):format(H.luka, H.q(app)))
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+  end)
+end)
