@@ -65,6 +65,74 @@ luka.publisher "orders" { config = { ["acks2"] = "all" } }
     assert.truthy(err:find("acks2", 1, true), err)
   end)
 
+  it("refuses the librdkafka properties luka sets itself, naming the option to use instead", function()
+    local cases = {
+      { 'luka.consumer "c" { topics = { "t" }, config = { ["group.id"] = "other" }, handle = function() end }',
+        [[app.lua:2: consumer 'c': config sets group.id: luka sets it from the endpoint's group option; use group = "other" instead]] },
+      { 'luka.channel "c" { config = { ["group.id"] = "other" }, handle = function() end }',
+        [[app.lua:2: channel 'c': config sets group.id: luka sets it from the endpoint's group option; use group = "other" instead]] },
+      { 'luka.consumer "c" { topics = { "t" }, config = { ["enable.auto.offset.store"] = true }, handle = function() end }',
+        "app.lua:2: consumer 'c': config sets enable.auto.offset.store: luka stores offsets only when a message is done; remove it" },
+      { 'luka.consumer "c" { topics = { "t" }, config = { ["enable.auto.commit"] = false }, handle = function() end }',
+        "app.lua:2: consumer 'c': config sets enable.auto.commit:" },
+      { 'luka.publisher "p" { config = { ["transactional.id"] = "tx" } }',
+        "app.lua:2: publisher 'p': config sets transactional.id: exactly-once consume→publish is not available yet; remove it" },
+      { 'luka.publisher "p" { config = { ["delivery.report.only.error"] = true } }',
+        "app.lua:2: publisher 'p': config sets delivery.report.only.error:" },
+      { 'luka.broker { config = { ["enable.auto.offset.store"] = "true" } }\nluka.publisher "p" {}',
+        "app.lua:2: broker: config sets enable.auto.offset.store:" },
+      { 'luka.broker { config = { ["transactional.id"] = "tx" } }\nluka.publisher "p" {}',
+        "app.lua:2: broker: config sets transactional.id:" },
+      { 'luka.broker { config = { ["bootstrap.servers"] = "k:9092" } }\nluka.publisher "p" {}',
+        [[app.lua:2: broker: config sets bootstrap.servers: luka sets it from --brokers, the brokers option or KAFKA_BROKERS; use brokers = "k:9092" instead]] },
+    }
+    for _, c in ipairs(cases) do
+      local code, out, err = check('local luka = require "luka"\n' .. c[1] .. "\n")
+      assert.equal(1, code, c[1] .. "\n" .. out)
+      assert.truthy(err:find(c[2], 1, true), ("expected %q in %q"):format(c[2], err))
+    end
+  end)
+
+  it("refuses the same properties from LUKA_KAFKA_* variables, naming the variable", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", 'local luka = require "luka"\n' ..
+      'luka.consumer "c" { topics = { "t" }, handle = function() end }\n')
+    local r = H.run(("cd %s && LUKA_KAFKA_ENABLE_AUTO_OFFSET_STORE=true %s check app.lua"):format(H.q(dir), H.luka))
+    assert.equal(1, r.code, r.stdout)
+    assert.truthy(r.stderr:find("environment LUKA_KAFKA_ENABLE_AUTO_OFFSET_STORE sets enable.auto.offset.store: " ..
+      "luka stores offsets only when a message is done; remove it", 1, true), r.stderr)
+    r = H.run(("cd %s && LUKA_KAFKA_GROUP_ID=other %s check app.lua"):format(H.q(dir), H.luka))
+    assert.equal(1, r.code, r.stdout)
+    assert.truthy(r.stderr:find("environment LUKA_KAFKA_GROUP_ID sets group.id:", 1, true), r.stderr)
+  end)
+
+  it("has luka run refuse them too, before connecting", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", 'local luka = require "luka"\n' ..
+      'luka.consumer "c" { topics = { "t" }, config = { ["group.id"] = "other" }, handle = function() end }\n')
+    local r = H.run(("cd %s && %s run app.lua --brokers 127.0.0.1:1"):format(H.q(dir), H.luka), { timeout = 10 })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.truthy((r.stdout .. r.stderr):find("config sets group.id", 1, true), r.stdout .. r.stderr)
+    H.write_file(dir .. "/app.lua", 'local luka = require "luka"\n' ..
+      'luka.consumer "c" { topics = { "t" }, handle = function() end }\n')
+    r = H.run(("cd %s && LUKA_KAFKA_TRANSACTIONAL_ID=tx %s run app.lua --brokers 127.0.0.1:1"):format(H.q(dir), H.luka),
+      { timeout = 10 })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.truthy((r.stdout .. r.stderr):find("environment LUKA_KAFKA_TRANSACTIONAL_ID sets transactional.id", 1, true),
+      r.stdout .. r.stderr)
+  end)
+
+  it("still takes the properties luka only tunes", function()
+    local code, _, err = check([[
+local luka = require "luka"
+luka.broker { config = { ["statistics.interval.ms"] = 5000 } }
+luka.publisher "p" { config = { acks = "1", ["enable.idempotence"] = true } }
+luka.consumer "c" { topics = { "t" }, handle = function() end,
+  config = { ["auto.commit.interval.ms"] = 5000, ["enable.partition.eof"] = true, ["auto.offset.reset"] = "earliest" } }
+]])
+    assert.equal(0, code, err)
+  end)
+
   it("reports a syntax error and an error at load time with file and line", function()
     local code, _, err = check("local luka = require 'luka'\nluka.consumer 'x' {\n")
     assert.equal(1, code)

@@ -383,6 +383,27 @@ luka.channel "bad" { format = "xml", handle = function() end }
                     "retry", "error_channel", "final_failure", "dedup", "timeout" }, names)
     end)
 
+    it("lists the librdkafka properties luka sets itself in the reference it generates", function()
+      local ref = dsl.reference()
+      assert.is_true(#dsl.owned >= 5)
+      for _, o in ipairs(dsl.owned) do
+        assert.truthy(ref:find("| `" .. o.property .. "` |", 1, true), o.property)
+        assert.truthy(ref:find(o.reason, 1, true), o.reason)
+      end
+    end)
+
+    it("refuses a config table that sets a property luka sets itself, one table deciding", function()
+      assert.equal([[app.lua:1: consumer 'c': config sets group.id: luka sets it from the endpoint's group option; use group = "g" instead]],
+        app_error [[luka.consumer "c" { topics = { "t" }, config = { ["group.id"] = "g" }, handle = function() end }]])
+      assert.equal("app.lua:1: publisher 'p': config sets transactional.id: exactly-once consume→publish is not available yet; remove it",
+        app_error [[luka.publisher "p" { config = { ["transactional.id"] = "x" } }]])
+      -- A consumer property is the producer's to ignore, and a topic config is no client's.
+      assert.same({ ["group.id"] = "g" }, app([[luka.publisher "p" { config = { ["group.id"] = "g" } }]]).publishers[1].config)
+      assert.same({ ["group.id"] = "g" }, app([[luka.topic "t" { config = { ["group.id"] = "g" } }]]).topics[1].config)
+      assert.is_nil(dsl.owned_property("consumer", "auto.commit.interval.ms", "5000"))
+      assert.truthy(dsl.owned_property("all", "enable.auto.offset.store", "true"))
+    end)
+
     it("shows name-derived defaults as the declaration's name", function()
       assert.equal(dsl.NAME, dsl.options.publisher[1].default)
       assert.equal("the declaration's name", tostring(dsl.options.publisher[1].default))

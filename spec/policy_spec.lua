@@ -129,6 +129,52 @@ luka.consumer "c" { topics = { "slow" },
   end)
 end)
 
+describe("jitter", function()
+  -- luka test delivers without a broker and records each backoff, so the
+  -- same failing message in two processes shows what each process drew.
+  -- Six draws of thousands of milliseconds each agree by chance with a
+  -- negligible probability.
+  local runs = 0
+  local function backoffs(dir)
+    runs = runs + 1
+    local out = dir .. "/backoffs" .. runs
+    local r = H.run(("cd %s && OUT=%s %s test ."):format(H.q(dir), H.q(out), H.luka))
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local list = {}
+    for n in assert(H.read_file(out)):gmatch("%d+") do list[#list + 1] = tonumber(n) end
+    return list
+  end
+
+  it("draws different backoffs in each process", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", [[
+local luka = require "luka"
+luka.consumer "c" { topics = { "t" }, final_failure = "ignore",
+  retry = { delayed = { initial = "10s", multiplier = 2, max = "10m", attempts = 6, jitter = true } },
+  handle = function() error("always") end }
+]])
+    H.write_file(dir .. "/jitter_spec.lua", [[
+local test = require "luka.test"
+it("records the backoffs", function()
+  local app = test.load("app.lua")
+  local r = app:deliver("c", { n = 1 })
+  local f = assert(io.open(os.getenv("OUT"), "w"))
+  f:write(table.concat(r.retries, ","), "\n")
+  f:close()
+  app:close()
+end)
+]])
+    local a, b = backoffs(dir), backoffs(dir)
+    assert.equal(6, #a)
+    assert.equal(6, #b)
+    for i = 1, 6 do
+      local full = 10000 * 2 ^ (i - 1)
+      assert.is_true(a[i] >= full / 2 and a[i] <= full, ("backoff %d: %d"):format(i, a[i]))
+    end
+    assert.are_not.same(a, b)
+  end)
+end)
+
 describe("error channel", function()
   it("dead-letters to a topic with the original key, value and headers plus where and why", function()
     local path, out = app([[

@@ -117,4 +117,17 @@ end
     assert.equal(0, r.code, r.stdout .. r.stderr)
     assert.truthy(r.stdout:find("5 successes / 0 failures / 0 errors", 1, true), r.stdout)
   end)
+
+  it("reports a runner that cannot be loaded with its message alone", function()
+    -- Loading the runner's chunk fails only out of memory; a preloaded
+    -- shim (fixtures/failing_load.c) makes it fail on purpose.  The report
+    -- once went on to print a traceback that no call had filled in.
+    local dir = H.tmpdir()
+    local r = H.run(("cc -shared -fPIC $(pkg-config --cflags lua5.4) -o %s/failing_load.so %s -ldl")
+      :format(H.q(dir), H.q(H.root .. "/spec/fixtures/failing_load.c")))
+    assert.equal(0, r.code, r.stderr)
+    r = H.run(("cd %s && LD_PRELOAD=%s/failing_load.so %s test ."):format(H.q(dir), H.q(dir), H.luka))
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.equal("luka test: not enough memory (injected)\n", r.stderr)
+  end)
 end)

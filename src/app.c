@@ -412,6 +412,39 @@ const endpoint_conf_t *app_endpoint(const app_t *app, const char *name) {
     return NULL;
 }
 
+/* dsl.owned_property(clients, key, value); runs in protected mode. */
+static int owned_property(lua_State *L) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luka.dsl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "owned_property");
+    lua_rotate(L, 1, 2); /* Stack: dsl, owned_property, clients, key, value */
+    lua_call(L, 3, 1);
+    return 1;
+}
+
+int app_check_property(app_t *app, const char *clients, const char *key, const char *value,
+                       char *errbuf, size_t errlen) {
+    lua_State *L = app->L;
+    script_err_t err;
+    int rc = 0;
+
+    lua_pushcfunction(L, owned_property);
+    lua_pushstring(L, clients);
+    lua_pushstring(L, key);
+    lua_pushstring(L, value);
+    if (script_call(L, 3, 1, LOAD_TIMEOUT_MS, &err) != 0) {
+        snprintf(errbuf, errlen, "%s", err.msg);
+        return -1;
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        snprintf(errbuf, errlen, "%s", lua_tostring(L, -1));
+        rc = -1;
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
 int app_is_secret(const char *key) {
     return strcasestr(key, "password") || strcasestr(key, "secret") ||
            strcasestr(key, "sasl.jaas") || strcasestr(key, "ssl.key.pem") ||

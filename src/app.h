@@ -106,6 +106,13 @@ const endpoint_conf_t *app_endpoint(const app_t *app, const char *name);
 /* Look a property up in a config list; NULL when absent. */
 const char *kvlist_get(const kvlist_t *l, const char *key);
 
+/* Whether the app may set a librdkafka property on luka's clients of kind
+ * "consumer", "producer" or "all": 0 if so, else -1 with why not and what
+ * to do instead in errbuf.  luka.dsl's table of the properties luka sets
+ * itself decides, as it does for the app's config options. */
+int app_check_property(app_t *app, const char *clients, const char *key, const char *value,
+                       char *errbuf, size_t errlen);
+
 /* Whether a librdkafka property holds a secret that must never be shown. */
 int app_is_secret(const char *key);
 

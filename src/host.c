@@ -53,26 +53,34 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 
 /* LUKA_KAFKA_SASL_PASSWORD=x sets sasl.password=x on every client, so a
  * container gets credentials and TLS settings from its environment without
- * putting them in the app script. */
+ * putting them in the app script.  For an environment entry that is such a
+ * variable, writes the property's name into name and returns its value;
+ * NULL for any other entry. */
+static const char *env_property(const char *entry, char name[static 256]) {
+    static const char prefix[] = "LUKA_KAFKA_";
+    const char *eq = strchr(entry, '=');
+    size_t n;
+    if (strncmp(entry, prefix, sizeof(prefix) - 1) || !eq) return NULL;
+    n = (size_t)(eq - entry) - (sizeof(prefix) - 1);
+    if (n == 0 || n >= 256) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = entry[sizeof(prefix) - 1 + i];
+        name[i] = c == '_' ? '.' : (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    name[n] = '\0';
+    return eq + 1;
+}
+
 static int env_kafka_conf(rd_kafka_conf_t *conf, char *errbuf, size_t errlen) {
     extern char **environ;
-    static const char prefix[] = "LUKA_KAFKA_";
     for (char **e = environ; *e; e++) {
         char name[256];
-        const char *eq = strchr(*e, '=');
-        size_t n;
-        if (strncmp(*e, prefix, sizeof(prefix) - 1) || !eq) continue;
-        n = (size_t)(eq - *e) - (sizeof(prefix) - 1);
-        if (n == 0 || n >= sizeof(name)) continue;
-        for (size_t i = 0; i < n; i++) {
-            char c = (*e)[sizeof(prefix) - 1 + i];
-            name[i] = c == '_' ? '.' : (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-        }
-        name[n] = '\0';
-        if (rd_kafka_conf_set(conf, name, eq + 1, errbuf, errlen) != RD_KAFKA_CONF_OK) {
+        const char *value = env_property(*e, name);
+        if (!value) continue;
+        if (rd_kafka_conf_set(conf, name, value, errbuf, errlen) != RD_KAFKA_CONF_OK) {
             char why[512];
             snprintf(why, sizeof(why), "%s", errbuf);
-            snprintf(errbuf, errlen, "environment %.*s: %s", (int)(eq - *e), *e, why);
+            snprintf(errbuf, errlen, "environment %.*s: %s", (int)(value - 1 - *e), *e, why);
             return -1;
         }
     }
@@ -108,8 +116,21 @@ fail:
 }
 
 int host_check_config(host_t *h, char *errbuf, size_t errlen) {
+    extern char **environ;
     char why[512];
     rd_kafka_conf_t *conf;
+
+    /* The app's config tables were checked as the script declared them;
+     * the environment reaches every client, so it may set none of the
+     * properties luka sets itself. */
+    for (char **e = environ; *e; e++) {
+        char name[256];
+        const char *value = env_property(*e, name);
+        if (value && app_check_property(h->app, "all", name, value, why, sizeof(why))) {
+            snprintf(errbuf, errlen, "environment %.*s sets %s", (int)(value - 1 - *e), *e, why);
+            return -1;
+        }
+    }
 
     for (int i = 0; i < h->app->npubs; i++) {
         const publisher_conf_t *p = &h->app->pubs[i];

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "meta.h"
 #include "producer.h"
+#include "rng.h"
 #include "script.h"
 
 #define CTX(inf)                                                                           \
@@ -26,12 +27,13 @@
 static void final_failure(inflight_t *inf);
 
 /* The backoff before delivery number rounds+1: initial * multiplier^rounds,
- * capped, less up to half of it at random with jitter. */
+ * capped, less up to half of it at random with jitter.  Each process draws
+ * its own, so that instances that failed together retry apart. */
 static int64_t backoff(const policy_conf_t *pol, int rounds) {
     double d = (double)pol->initial_ms;
     for (int i = 0; i < rounds && d < (double)pol->max_ms; i++) d *= pol->multiplier;
     if (d > (double)pol->max_ms) d = (double)pol->max_ms;
-    if (pol->jitter) d -= d / 2 * ((double)rand() / RAND_MAX);
+    if (pol->jitter) d -= d / 2 * rng_unit();
     return (int64_t)d;
 }
 

@@ -473,6 +473,7 @@ int testkit_open(lua_State *L) {
 int testkit_main(int argc, char **argv) {
     lua_State *L = lapi_newstate();
     script_err_t err;
+    int rc = 0;
 
     luaL_openlibs(L);
     script_init(L);
@@ -496,13 +497,15 @@ int testkit_main(int argc, char **argv) {
         lua_rawseti(L, -2, 1);
     }
     lua_setglobal(L, "arg");
-    if (luaL_loadstring(L, "require('busted.runner')({ standalone = false })") != LUA_OK ||
-        script_call(L, 0, 0, 0, &err) != 0) {
-        fprintf(stderr, "luka test: %s\n%s\n", lua_isstring(L, -1) ? lua_tostring(L, -1) : err.msg,
-                err.traceback);
-        lapi_close(L);
-        return 1;
+    /* A chunk that fails to load leaves only its message on the stack; a
+     * call that fails fills err, traceback included. */
+    if (luaL_loadstring(L, "require('busted.runner')({ standalone = false })") != LUA_OK) {
+        fprintf(stderr, "luka test: %s\n", lua_tostring(L, -1));
+        rc = 1;
+    } else if (script_call(L, 0, 0, 0, &err) != 0) {
+        fprintf(stderr, "luka test: %s\n%s\n", err.msg, err.traceback);
+        rc = 1;
     }
     lapi_close(L);
-    return 0;
+    return rc;
 }

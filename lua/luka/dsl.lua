@@ -75,28 +75,74 @@ local TOPICS = { doc = "a list of topic names", check = function(v, opt)
   return list
 end }
 
--- librdkafka takes every property as a string, so values are converted here
--- once; integral numbers lose their ".0" because librdkafka rejects "5000.0".
-local CONFIG = { doc = "a table of librdkafka properties", check = function(v, opt)
-  if type(v) ~= "table" then return nil end
-  local out = {}
-  for k, x in pairs(v) do
-    if type(k) ~= "string" then
-      return nil, ("option '%s' must map property names to values, got a %s key")
-        :format(opt, type(k))
-    end
-    local t = type(x)
-    if t == "number" then
-      out[k] = tostring(math.tointeger(x) or x)
-    elseif t == "string" or t == "boolean" then
-      out[k] = tostring(x)
-    else
-      return nil, ("option '%s' key '%s' must be a string, number or boolean, got %s")
-        :format(opt, k, t)
+-- The librdkafka properties luka sets itself, because what it promises
+-- depends on them.  A config table or a LUKA_KAFKA_* variable that sets one
+-- is refused, with the way to get what was meant.  clients: the clients
+-- luka sets it on ("consumer", "producer" or "all"); fix: what to do
+-- instead, with %s for the value given ("remove it" when absent).  Every
+-- other property is the app's to tune, luka's own defaults included.
+M.owned = {
+  { property = "bootstrap.servers", clients = "all",
+    reason = "luka sets it from --brokers, the brokers option or KAFKA_BROKERS",
+    fix = "use brokers = %q instead" },
+  { property = "client.id", clients = "all", reason = "luka sets it from the client_id option",
+    fix = "use client_id = %q instead" },
+  { property = "log.queue", clients = "all",
+    reason = "luka serves librdkafka's log lines on its loop thread" },
+  { property = "group.id", clients = "consumer",
+    reason = "luka sets it from the endpoint's group option", fix = "use group = %q instead" },
+  { property = "enable.auto.offset.store", clients = "consumer",
+    reason = "luka stores offsets only when a message is done" },
+  { property = "enable.auto.commit", clients = "consumer",
+    reason = "luka commits the offsets it stored every auto.commit.interval.ms" },
+  { property = "transactional.id", clients = "producer",
+    reason = "exactly-once consume→publish is not available yet" },
+  { property = "delivery.report.only.error", clients = "producer",
+    reason = "luka commits a message once its publishes are acknowledged, which needs every delivery report" },
+}
+
+-- nil if config for clients ("consumer", "producer" or "all") may set
+-- property; else "property: why; what to do instead".
+function M.owned_property(clients, property, value)
+  for _, o in ipairs(M.owned) do
+    if o.property == property and (clients == "all" or o.clients == "all" or o.clients == clients) then
+      return ("%s: %s; %s"):format(property, o.reason, (o.fix or "remove it"):format(value))
     end
   end
-  return out
-end }
+end
+
+-- librdkafka takes every property as a string, so values are converted here
+-- once; integral numbers lose their ".0" because librdkafka rejects "5000.0".
+-- clients says which of luka's clients the table configures, and so which
+-- properties it may not set (see M.owned); nil for topic configs.
+local function config(clients)
+  return { doc = "a table of librdkafka properties", check = function(v, opt)
+    if type(v) ~= "table" then return nil end
+    local out, keys = {}, {}
+    for k, x in pairs(v) do
+      if type(k) ~= "string" then
+        return nil, ("option '%s' must map property names to values, got a %s key")
+          :format(opt, type(k))
+      end
+      local t = type(x)
+      if t == "number" then
+        out[k] = tostring(math.tointeger(x) or x)
+      elseif t == "string" or t == "boolean" then
+        out[k] = tostring(x)
+      else
+        return nil, ("option '%s' key '%s' must be a string, number or boolean, got %s")
+          :format(opt, k, t)
+      end
+      keys[#keys + 1] = k
+    end
+    table.sort(keys) -- the same message whichever order pairs takes
+    for _, k in ipairs(keys) do
+      local owned = clients and M.owned_property(clients, k, out[k])
+      if owned then return nil, ("%s sets %s"):format(opt, owned) end
+    end
+    return out
+  end }
+end
 
 local function one_of(...)
   local names = { ... }
@@ -218,17 +264,17 @@ M.options = {
       help = "partition count (default: the cluster's num.partitions)" },
     { name = "replication", type = integer_at_least(1),
       help = "replication factor (default: the cluster's default.replication.factor)" },
-    { name = "config", type = CONFIG, default = {}, help = "topic configs, such as retention.ms" },
+    { name = "config", type = config(nil), default = {}, help = "topic configs, such as retention.ms" },
   },
   broker = {
     { name = "brokers", type = TEXT, help = "bootstrap servers, host:port[,host:port...]" },
     { name = "client_id", type = TEXT, help = "client.id the brokers see for this app" },
-    { name = "config", type = CONFIG, default = {}, help = "librdkafka properties for every client" },
+    { name = "config", type = config("all"), default = {}, help = "librdkafka properties for every client" },
   },
   publisher = {
     { name = "topic", type = TEXT, default = NAME, help = "topic the messages are produced to" },
     { name = "key", type = KEY, help = "message key: a payload field name, or function(payload) returning it" },
-    { name = "config", type = CONFIG, default = {}, help = "librdkafka producer properties" },
+    { name = "config", type = config("producer"), default = {}, help = "librdkafka producer properties" },
   },
   consumer = {
     { name = "topics", type = TOPICS, required = "missing topics: add topics = { \"topic\" }",
@@ -236,7 +282,7 @@ M.options = {
     { name = "group", type = TEXT, default = NAME, help = "consumer group id" },
     { name = "format", type = FORMAT, default = "json",
       help = "json decodes each payload into a table; raw passes it on as a string" },
-    { name = "config", type = CONFIG, default = {}, help = "librdkafka consumer properties" },
+    { name = "config", type = config("consumer"), default = {}, help = "librdkafka consumer properties" },
     { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
   },
   channel = {
@@ -245,7 +291,7 @@ M.options = {
     { name = "format", type = FORMAT, default = "json",
       help = "json decodes each payload into a table; raw passes it on as a string" },
     { name = "key", type = KEY, help = "message key: a payload field name, or function(payload) returning it" },
-    { name = "config", type = CONFIG, default = {}, help = "librdkafka consumer properties" },
+    { name = "config", type = config("consumer"), default = {}, help = "librdkafka consumer properties" },
     { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
   },
 }
@@ -459,6 +505,15 @@ function M.reference()
     end
     out[#out + 1] = ""
   end
+  out[#out + 1] = "#### librdkafka properties luka sets itself\n\n" ..
+    "A `config` table or a `LUKA_KAFKA_*` variable that sets one of these is refused.\n\n" ..
+    "| property | on | why | instead |\n| --- | --- | --- | --- |"
+  local on = { all = "every client", consumer = "consumers", producer = "producers" }
+  for _, o in ipairs(M.owned) do
+    out[#out + 1] = ("| `%s` | %s | %s | %s |"):format(o.property, on[o.clients], o.reason,
+      (o.fix or "remove it"):format("..."):gsub('([%w_]+ = "%.%.%.")', "`%1`"))
+  end
+  out[#out + 1] = ""
   return table.concat(out, "\n")
 end
 
