@@ -50,8 +50,11 @@ static void drain(endpoint_t *ep) {
     int n = 0, more = 0;
     while (!ep->stopped && ep->ninflight < MAX_INFLIGHT) {
         rd_kafka_message_t *rkm;
-        /* Check the clock every 16 messages: cheap, and fine enough. */
-        if (n == BATCH || ((n & 15) == 15 && uv_hrtime() > deadline)) {
+        /* One handler call may take seconds, so the clock is read after
+         * every message (uv_hrtime costs nanoseconds): signals, timers and
+         * the health heartbeat then wait for one call at most, not for a
+         * run of them. */
+        if (n == BATCH || (n > 0 && uv_hrtime() > deadline)) {
             more = 1;
             break;
         }
