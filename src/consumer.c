@@ -239,6 +239,20 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
     for (int i = 0; i < parts->cnt; i++) {
         partition_t *pt = consumer_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
         if (!pt) continue;
+        if (pt->waiting) {
+            /* librdkafka keeps a partition paused across an unassign and a
+             * new assignment, so the pause goes with the retry that made
+             * it; otherwise the partition stalls when it comes back to us.
+             * The message it waited for is uncommitted: the next owner of
+             * the partition gets it. */
+            rd_kafka_topic_partition_list_t *l = one(pt, RD_KAFKA_OFFSET_INVALID);
+            rd_kafka_resume_partitions(ep->rk, l);
+            rd_kafka_topic_partition_list_destroy(l);
+            log_at(LOG_INFO, "consumer", EP_CTX(ep->conf),
+                   "%s[%d]: revoked while offset %lld waited for its retry; it comes again to the "
+                   "partition's next owner",
+                   pt->offsets->topic, (int)pt->offsets->partition, (long long)pt->retry_offset);
+        }
         for (int j = 0; j < ep->nparts; j++)
             if (ep->parts[j] == pt) ep->parts[j] = ep->parts[--ep->nparts];
         partition_free(pt);
