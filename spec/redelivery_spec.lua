@@ -26,7 +26,7 @@ luka.consumer "c" { topics = { os.getenv("TOPIC") }, group = os.getenv("TOPIC"),
 ]]
 
 setup(function()
-  broker = H.broker_start { topics = { "redeliver_rebalance:1" } }
+  broker = H.broker_start { topics = { "redeliver_rebalance:1", "redeliver_gone:1" } }
 end)
 teardown(function() broker.stop() end)
 
@@ -80,4 +80,27 @@ describe("a message waiting for its delayed retry", function()
     assert.equal(0, p.stop(20))
   end)
 
+  it("goes on from the first offset still kept when retention removed it meanwhile", function()
+    local topic = "redeliver_gone"
+    H.kcat_produce(broker.bootstrap, topic, { '{"n":1}' })
+    local p, out = start(topic, "8s")
+    p.wait_output("retrying in", 30, "the first failure")
+    -- The mock broker keeps 5 MiB per partition: 7 MiB pushes offset 0 out.
+    local pad = string.rep("x", 1000)
+    local msgs = {}
+    for i = 1, 7000 do msgs[i] = ('{"n":%d,"pad":"%s"}'):format(i + 1, pad) end
+    H.kcat_produce(broker.bootstrap, topic, msgs, { timeout = 60 })
+    local r = H.run(("kcat -Q -b %s -t %s:0:-2"):format(H.q(broker.bootstrap), topic))
+    local low = tonumber(r.stdout:match("offset (%d+)"))
+    assert.is_true(low and low > 1, "retention removed the head: " .. r.stdout .. r.stderr)
+    -- The retry finds offset 0 gone and goes on from the low watermark.
+    H.wait_until(function() return count(handled(out), 7001) == 1 end, 40,
+      "the last message handled")
+    local lines = H.read_lines(out)
+    assert.equal("1 0", lines[1])
+    assert.truthy(lines[2]:match("^%d+ " .. low .. "$"), lines[2] .. " is the low watermark " .. low)
+    assert.equal(7001 - low + 1, #lines, "each kept message once")
+    assert.truthy(p.output():find(("offsets 0%%.%%.%d .*gone"):format(low - 1)), p.output())
+    assert.equal(0, p.stop(20))
+  end)
 end)

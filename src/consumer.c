@@ -100,10 +100,36 @@ partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t parti
     return NULL;
 }
 
+/* The message a retry went back for is gone, and the log goes on at
+ * offset: say what was skipped. */
+static void skipped(partition_t *pt, int64_t offset) {
+    const offsets_t *o = pt->offsets;
+    log_ctx_t ctx = {pt->ep->conf->name, o->topic, o->partition, pt->expect};
+
+    if (offset > pt->expect)
+        log_at(LOG_WARN, "consumer", &ctx,
+               "offsets %lld..%lld are gone (removed by retention or compaction while the "
+               "message waited for its retry); going on from offset %lld",
+               (long long)pt->expect, (long long)offset - 1, (long long)offset);
+    else
+        log_at(LOG_WARN, "consumer", &ctx,
+               "offset %lld is gone and the log now begins before it (auto.offset.reset); "
+               "going on from offset %lld",
+               (long long)pt->expect, (long long)offset);
+    if (pt->retry_offset == pt->expect) pt->retry_offset = -1;
+}
+
 int consumer_accept(partition_t *pt, int64_t offset) {
     if (pt->waiting) return 0;
     if (pt->expect >= 0) {
-        if (offset != pt->expect) return 0;
+        /* A seek is a version barrier in librdkafka: nothing fetched before
+         * it is returned after it.  So the first message after the seek is
+         * where the log goes on, which is the offset sought unless
+         * retention or compaction removed it while the retry waited (the
+         * fetch then goes on from the next offset kept, or from wherever
+         * auto.offset.reset leads).  Waiting for the exact offset would
+         * stall the partition for good. */
+        if (offset != pt->expect) skipped(pt, offset);
         pt->expect = -1;
     }
     return 1;
@@ -121,8 +147,9 @@ static void on_redeliver(uv_timer_t *t) {
     rd_kafka_topic_partition_list_t *l = one(pt, pt->retry_offset);
     rd_kafka_error_t *error;
 
-    /* Seek while still paused, so nothing fetched from the old position
-     * slips through; consumer_accept drops what was already queued. */
+    /* Seek while still paused, so nothing is fetched from the old
+     * position; librdkafka drops what was queued before the seek (see
+     * consumer_accept). */
     if ((error = rd_kafka_seek_partitions(ep->rk, l, 5000))) {
         log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "seek %s[%d] to %lld: %s", pt->offsets->topic,
                  (int)pt->offsets->partition, (long long)pt->retry_offset,
