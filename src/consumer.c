@@ -291,6 +291,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     endpoint_t *ep = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     char list[1024];
 
     log_partitions(parts, list, sizeof(list));
@@ -299,14 +301,23 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ep->joined = 1;
         log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "assigned %s", parts->cnt ? list : "nothing");
         assign_parts(ep, parts);
-        if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
-        else rd_kafka_assign(rk, parts);
+        if (cooperative) error = rd_kafka_incremental_assign(rk, parts);
+        else aerr = rd_kafka_assign(rk, parts);
     } else {
         log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "revoked %s", parts->cnt ? list : "nothing");
         revoke_parts(ep, parts);
-        if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
-        else rd_kafka_assign(rk, NULL);
+        if (cooperative) error = rd_kafka_incremental_unassign(rk, parts);
+        else aerr = rd_kafka_assign(rk, NULL);
     }
+    /* librdkafka can refuse an assignment change (after the group session
+     * was lost, say); what it fetches then no longer matches our partition
+     * records, and the operator must hear of it. */
+    if (error || aerr)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%s %s: %s",
+               err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigning" : "unassigning",
+               parts->cnt ? list : "nothing",
+               error ? rd_kafka_error_string(error) : rd_kafka_err2str(aerr));
+    if (error) rd_kafka_error_destroy(error);
 }
 
 /* Served on the loop thread, like every callback of this consumer. */
