@@ -50,8 +50,11 @@ static void drain(endpoint_t *ep) {
     int n = 0, more = 0;
     while (!ep->stopped && ep->ninflight < MAX_INFLIGHT) {
         rd_kafka_message_t *rkm;
-        /* Check the clock every 16 messages: cheap, and fine enough. */
-        if (n == BATCH || ((n & 15) == 15 && uv_hrtime() > deadline)) {
+        /* One handler call may take seconds, so the clock is read after
+         * every message (uv_hrtime costs nanoseconds): signals, timers and
+         * the health heartbeat then wait for one call at most, not for a
+         * run of them. */
+        if (n == BATCH || (n > 0 && uv_hrtime() > deadline)) {
             more = 1;
             break;
         }
@@ -97,10 +100,36 @@ partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t parti
     return NULL;
 }
 
+/* The message a retry went back for is gone, and the log goes on at
+ * offset: say what was skipped. */
+static void skipped(partition_t *pt, int64_t offset) {
+    const offsets_t *o = pt->offsets;
+    log_ctx_t ctx = {pt->ep->conf->name, o->topic, o->partition, pt->expect};
+
+    if (offset > pt->expect)
+        log_at(LOG_WARN, "consumer", &ctx,
+               "offsets %lld..%lld are gone (removed by retention or compaction while the "
+               "message waited for its retry); going on from offset %lld",
+               (long long)pt->expect, (long long)offset - 1, (long long)offset);
+    else
+        log_at(LOG_WARN, "consumer", &ctx,
+               "offset %lld is gone and the log now begins before it (auto.offset.reset); "
+               "going on from offset %lld",
+               (long long)pt->expect, (long long)offset);
+    if (pt->retry_offset == pt->expect) pt->retry_offset = -1;
+}
+
 int consumer_accept(partition_t *pt, int64_t offset) {
     if (pt->waiting) return 0;
     if (pt->expect >= 0) {
-        if (offset != pt->expect) return 0;
+        /* A seek is a version barrier in librdkafka: nothing fetched before
+         * it is returned after it.  So the first message after the seek is
+         * where the log goes on, which is the offset sought unless
+         * retention or compaction removed it while the retry waited (the
+         * fetch then goes on from the next offset kept, or from wherever
+         * auto.offset.reset leads).  Waiting for the exact offset would
+         * stall the partition for good. */
+        if (offset != pt->expect) skipped(pt, offset);
         pt->expect = -1;
     }
     return 1;
@@ -118,8 +147,9 @@ static void on_redeliver(uv_timer_t *t) {
     rd_kafka_topic_partition_list_t *l = one(pt, pt->retry_offset);
     rd_kafka_error_t *error;
 
-    /* Seek while still paused, so nothing fetched from the old position
-     * slips through; consumer_accept drops what was already queued. */
+    /* Seek while still paused, so nothing is fetched from the old
+     * position; librdkafka drops what was queued before the seek (see
+     * consumer_accept). */
     if ((error = rd_kafka_seek_partitions(ep->rk, l, 5000))) {
         log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "seek %s[%d] to %lld: %s", pt->offsets->topic,
                  (int)pt->offsets->partition, (long long)pt->retry_offset,
@@ -236,6 +266,20 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
     for (int i = 0; i < parts->cnt; i++) {
         partition_t *pt = consumer_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
         if (!pt) continue;
+        if (pt->waiting) {
+            /* librdkafka keeps a partition paused across an unassign and a
+             * new assignment, so the pause goes with the retry that made
+             * it; otherwise the partition stalls when it comes back to us.
+             * The message it waited for is uncommitted: the next owner of
+             * the partition gets it. */
+            rd_kafka_topic_partition_list_t *l = one(pt, RD_KAFKA_OFFSET_INVALID);
+            rd_kafka_resume_partitions(ep->rk, l);
+            rd_kafka_topic_partition_list_destroy(l);
+            log_at(LOG_INFO, "consumer", EP_CTX(ep->conf),
+                   "%s[%d]: revoked while offset %lld waited for its retry; it comes again to the "
+                   "partition's next owner",
+                   pt->offsets->topic, (int)pt->offsets->partition, (long long)pt->retry_offset);
+        }
         for (int j = 0; j < ep->nparts; j++)
             if (ep->parts[j] == pt) ep->parts[j] = ep->parts[--ep->nparts];
         partition_free(pt);
@@ -247,6 +291,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     endpoint_t *ep = opaque;
     int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
     char list[1024];
 
     log_partitions(parts, list, sizeof(list));
@@ -255,14 +301,23 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         ep->joined = 1;
         log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "assigned %s", parts->cnt ? list : "nothing");
         assign_parts(ep, parts);
-        if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_assign(rk, parts));
-        else rd_kafka_assign(rk, parts);
+        if (cooperative) error = rd_kafka_incremental_assign(rk, parts);
+        else aerr = rd_kafka_assign(rk, parts);
     } else {
         log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "revoked %s", parts->cnt ? list : "nothing");
         revoke_parts(ep, parts);
-        if (cooperative) rd_kafka_error_destroy(rd_kafka_incremental_unassign(rk, parts));
-        else rd_kafka_assign(rk, NULL);
+        if (cooperative) error = rd_kafka_incremental_unassign(rk, parts);
+        else aerr = rd_kafka_assign(rk, NULL);
     }
+    /* librdkafka can refuse an assignment change (after the group session
+     * was lost, say); what it fetches then no longer matches our partition
+     * records, and the operator must hear of it. */
+    if (error || aerr)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%s %s: %s",
+               err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigning" : "unassigning",
+               parts->cnt ? list : "nothing",
+               error ? rd_kafka_error_string(error) : rd_kafka_err2str(aerr));
+    if (error) rd_kafka_error_destroy(error);
 }
 
 /* Served on the loop thread, like every callback of this consumer. */

@@ -24,7 +24,7 @@ typedef struct partition {
     int64_t retry_offset; /* -1 when none */
     int retry_attempts, retry_rounds;
     int waiting;     /* paused until the timer fires */
-    int64_t expect;  /* after the seek: drop anything before this offset arrives */
+    int64_t expect;  /* the offset sought back to, until a message arrives; else -1 */
     uv_timer_t *timer;
 } partition_t;
 
@@ -74,7 +74,10 @@ partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t parti
 partition_t *consumer_assign(endpoint_t *ep, const char *topic, int32_t partition);
 
 /* Whether a message of pt at offset should be handled now; a message
- * fetched before a pause or a seek is dropped (it comes again). */
+ * fetched while pt waits for a retry is dropped (it comes again after the
+ * seek back).  The first message after the seek is taken even when its
+ * offset is not the one sought: that one is gone, and what was skipped is
+ * logged. */
 int consumer_accept(partition_t *pt, int64_t offset);
 
 /* Deliver the message at offset again after delay_ms: pause the partition,

@@ -21,6 +21,7 @@
 #include "producer.h"
 #include "publish.h"
 #include "reload.h"
+#include "signals.h"
 #include "timer.h"
 
 #define EMBEDDED_PARTITIONS 4
@@ -191,8 +192,6 @@ void host_store_offsets(host_t *h) {
         if (h->eps[i]->dirty) consumer_store(h->eps[i]);
 }
 
-static void exit_now(int sig) { _exit(128 + sig); }
-
 static void close_cb(uv_handle_t *handle) { (void)handle; }
 
 static void on_shutdown(uv_timer_t *t) {
@@ -212,8 +211,8 @@ static void on_shutdown(uv_timer_t *t) {
     for (int i = 0; i < h->neps; i++) consumer_close(h->eps[i]);
     h->neps = 0;
     if (h->signals) {
-        uv_close((uv_handle_t *)&h->sigint, close_cb);
-        uv_close((uv_handle_t *)&h->sigterm, close_cb);
+        signals_stop(h->stop_signals);
+        h->stop_signals = NULL;
         uv_close((uv_handle_t *)&h->sigchld, close_cb);
         uv_close((uv_handle_t *)&h->sighup, close_cb);
         h->signals = 0;
@@ -238,22 +237,11 @@ void host_stop(host_t *h, int exit_code) {
     uv_timer_start(&shutdown_timer, on_shutdown, 0, 0);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-    host_t *h = s->data;
-    struct sigaction sa;
-
-    log_info("host", "%s: finishing in-flight messages, committing, leaving the groups "
-                     "(send it again to exit at once)",
-             strsignal(signum));
-    /* The drain may block the loop in a flush, so a second signal is caught
-     * by a plain handler.  As PID 1, a signal without one is ignored. */
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = exit_now;
-    uv_signal_stop(&h->sigint);
-    uv_signal_stop(&h->sigterm);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    host_stop(h, 0);
+/* The first SIGINT or SIGTERM, on the loop; signals.c logs it, and exits
+ * on a second one even while this loop is busy in a handler or a flush. */
+static void on_stop_signal(void *data, int signum) {
+    (void)signum;
+    host_stop(data, 0);
 }
 
 /* SIGHUP reloads the app, as operators expect of a daemon. */
@@ -379,11 +367,12 @@ int host_run(const run_opts_t *o) {
         h->neps++;
     }
     if (!h->stopping) {
-        uv_signal_init(h->loop, &h->sigint);
-        uv_signal_init(h->loop, &h->sigterm);
-        h->sigint.data = h->sigterm.data = h;
-        uv_signal_start(&h->sigint, on_signal, SIGINT);
-        uv_signal_start(&h->sigterm, on_signal, SIGTERM);
+        if (!(h->stop_signals = signals_start(h->loop, on_stop_signal, h, err, sizeof(err)))) {
+            log_error("host", "%s", err);
+            host_stop(h, 1);
+        }
+    }
+    if (!h->stopping) {
         uv_signal_init(h->loop, &h->sigchld);
         if (getpid() == 1) uv_signal_start(&h->sigchld, on_child, SIGCHLD);
         uv_signal_init(h->loop, &h->sighup);

@@ -37,7 +37,8 @@ typedef struct host {
     int neps;
     struct inflight *current; /* message whose handler is running */
     const run_opts_t *opts;
-    uv_signal_t sigint, sigterm, sigchld, sighup;
+    struct signals *stop_signals; /* SIGINT and SIGTERM: see signals.h */
+    uv_signal_t sigchld, sighup;
     int signals;
     int stopping;
     int exit_code;
