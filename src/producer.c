@@ -196,7 +196,8 @@ void producer_close(publisher_t *p) {
     if (p->rk) {
         /* Whatever is still queued now will not be delivered: purge it so
          * that its delivery reports fail the messages that published it
-         * (they stay uncommitted), then let go of the producer. */
+         * (at shutdown they stay uncommitted; in a reload they go to their
+         * policies), then let go of the producer. */
         rd_kafka_queue_t *q = rd_kafka_queue_get_main(p->rk);
         run_deferred(p);
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
