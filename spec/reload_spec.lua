@@ -21,7 +21,8 @@ while [ $i -le %d ]; do echo "k$((i %% 4))|{\"n\":$i}"; i=$((i + 1)); sleep 0.01
 end
 
 setup(function()
-  broker = H.broker_start { topics = { "reload:4", "topo_a:1", "topo_b:1" } }
+  broker = H.broker_start { topics = { "reload:4", "topo_a:1", "topo_b:1", "purge_in:1", "purge_out:1",
+    "orphan_in:1", "orphan_out:1", "orphan_good:1" } }
 end)
 teardown(function() broker.stop() end)
 
@@ -122,5 +123,101 @@ luka.consumer "b" { topics = { "topo_b" }, config = config, handle = function(m)
     assert.truthy(log:find("1 endpoint(s) kept, 1 started, 0 stopped", 1, true), log)
     local _, revoked_a = log:gsub("%[a%] revoked", "")
     assert.equal(1, revoked_a, "endpoint a was revoked only at shutdown")
+  end)
+
+  -- An app whose publisher "out" reaches no broker (its messages wait in
+  -- its queue) until the second version points it at the real one.
+  local function unreachable_app(version, body)
+    return ([[
+local luka = require "luka"
+local out = assert(io.open(os.getenv("OUT"), "a"))
+out:setvbuf("line")
+local function record(...) out:write(luka.json.encode({ ... }), "\n") end
+local config = { ["auto.offset.reset"] = "earliest", ["session.timeout.ms"] = 6000 }
+local version = %d
+]]):format(version) .. body
+  end
+
+  local function recorded(out, what)
+    for _, l in ipairs(H.read_lines(out)) do
+      if l == what then return true end
+    end
+  end
+
+  it("fails a publish purged by a publisher's config change into the policies, and the partition commits again", function()
+    local dir = H.tmpdir()
+    local out = dir .. "/out.jsonl"
+    local consumer = [[
+luka.consumer "c" { topics = { "purge_in" }, group = "purge", config = config,
+  retry = { delayed = { initial = "200ms", attempts = 3 } },
+  handle = function(msg) record(version, msg.n); luka.publish("out", msg) end }
+]]
+    H.write_file(dir .. "/app.lua", unreachable_app(1, [[
+luka.publisher "out" { topic = "purge_out", config = { ["bootstrap.servers"] = "127.0.0.1:1" } }
+]] .. consumer))
+    local function start()
+      return H.spawn(("%s run %s/app.lua --brokers %s --drain-timeout 1000"):format(H.luka, dir,
+        broker.bootstrap), { env = { OUT = out } })
+    end
+    local p = start()
+    H.kcat_produce(broker.bootstrap, "purge_in", { '{"n":1}' })
+    H.wait_until(function() return recorded(out, "[1,1]") end, 20, "message 1 handled")
+    H.write_file(dir .. "/app.lua", unreachable_app(2, [[
+luka.publisher "out" { topic = "purge_out" }
+]] .. consumer))
+    p.kill("HUP")
+    p.wait_output("reload: reloaded", 20, "the reload")
+    -- Its output was purged with the old producer: the message comes again.
+    H.wait_until(function() return recorded(out, "[2,1]") end, 20,
+      "message 1 delivered again after its publish was purged")
+    local d = H.kcat_consume(broker.bootstrap, "purge_out", 1, { timeout = 20 })
+    assert.equal('{"n":1}', d[1] and d[1].value)
+    H.kcat_produce(broker.bootstrap, "purge_in", { '{"n":2}' })
+    H.wait_until(function() return recorded(out, "[2,2]") end, 20, "message 2 handled")
+    local log = p.output()
+    assert.equal(0, p.stop(), log)
+    -- Both were committed: a restart hands neither again.
+    local handled = #H.read_lines(out)
+    p = start()
+    p.wait_output("assigned", 20, "the partition assignment")
+    H.sleep(3)
+    assert.equal(0, p.stop())
+    assert.equal(handled, #H.read_lines(out), "nothing handled again after the restart")
+  end)
+
+  it("keeps the records of a stopped endpoint alive until their publishes are reported", function()
+    local dir = H.tmpdir()
+    local out = dir .. "/out.jsonl"
+    local publishers = [[
+luka.publisher "out" { topic = "orphan_out",
+  config = { ["bootstrap.servers"] = "127.0.0.1:1", ["message.timeout.ms"] = 4000 } }
+luka.publisher "good" { topic = "orphan_good" }
+]]
+    H.write_file(dir .. "/app.lua", unreachable_app(1, publishers .. [[
+luka.consumer "c" { topics = { "orphan_in" }, group = "orphan1", config = config,
+  handle = function(msg) record(version, msg.n); luka.publish("out", msg) end }
+]]))
+    local p = H.spawn(("%s run %s/app.lua --brokers %s --drain-timeout 1000"):format(H.luka, dir,
+      broker.bootstrap), { env = { OUT = out } })
+    H.kcat_produce(broker.bootstrap, "orphan_in", { '{"n":1}' })
+    H.wait_until(function() return recorded(out, "[1,1]") end, 20, "message 1 handled")
+    -- A new group: the old endpoint stops while its message waits for "out".
+    H.write_file(dir .. "/app.lua", unreachable_app(2, publishers .. [[
+luka.consumer "c" { topics = { "orphan_in" }, group = "orphan2", config = config,
+  handle = function(msg) record(version, msg.n); luka.publish("good", msg) end }
+]]))
+    p.kill("HUP")
+    p.wait_output("1 started, 1 stopped", 20, "the reload")
+    H.wait_until(function() return recorded(out, "[2,1]") end, 20, "message 1 handled by the new group")
+    -- The old publish times out now, with its record's endpoint gone.
+    p.wait_output("delivery to orphan_out failed", 20, "the old publish's report")
+    H.sleep(1)
+    local log = p.output()
+    assert.is_true(p.alive(), log)
+    assert.equal(0, p.stop(), log)
+    log = p.output()
+    assert.falsy(log:find("handler failed", 1, true), log)
+    assert.falsy(log:find("final failure", 1, true), log)
+    assert.falsy(log:find("AddressSanitizer", 1, true), log)
   end)
 end)

@@ -61,7 +61,16 @@ static void inflight_free(inflight_t *inf) {
     nspare++;
 }
 
+/* Records whose outcome is decided but whose publishes are not all
+ * reported yet: a report must never reach freed memory. */
+static inflight_t *lingering;
+
 void pipeline_shutdown(void) {
+    while (lingering) {
+        inflight_t *next = lingering->next;
+        free(lingering);
+        lingering = next;
+    }
     while (spare) {
         inflight_t *next = spare->next;
         free(spare);
@@ -70,6 +79,44 @@ void pipeline_shutdown(void) {
     nspare = 0;
 }
 
+static int outstanding(const inflight_t *inf) {
+    int n = 0;
+    for (int i = 0; i < PIPELINE_STAGES; i++) n += inf->tags[i].pending;
+    return n;
+}
+
+/* The record no longer stands for a message: let go of what it holds, and
+ * of the record itself once no delivery report can name it. */
+static void detach(inflight_t *inf) {
+    message_release(&inf->msg);
+    offsets_unref(inf->offsets);
+    inf->offsets = NULL;
+    free(inf->dedup_key);
+    free(inf->error);
+    free(inf->traceback);
+    free(inf->error_channel_failed);
+    inf->dedup_key = inf->error = inf->traceback = inf->error_channel_failed = NULL;
+    inf->ep = NULL;
+    if (outstanding(inf) == 0) {
+        inflight_free(inf);
+        return;
+    }
+    inf->prev = NULL;
+    inf->next = lingering;
+    if (lingering) lingering->prev = inf;
+    lingering = inf;
+}
+
+/* The last report of a lingering record came. */
+static void linger_done(inflight_t *inf) {
+    if (inf->prev) inf->prev->next = inf->next;
+    else lingering = inf->next;
+    if (inf->next) inf->next->prev = inf->prev;
+    inflight_free(inf);
+}
+
+/* The one way a message in flight ends: its offset is done (done) or left
+ * pending for a later delivery, and it leaves its endpoint. */
 static void finish(inflight_t *inf, int done) {
     endpoint_t *ep = inf->ep;
     if (ep->host->test) testkit_finished(ep->host->test, inf, done);
@@ -78,26 +125,16 @@ static void finish(inflight_t *inf, int done) {
     else ep->inflight = inf->next;
     if (inf->next) inf->next->prev = inf->prev;
     ep->ninflight--;
-    message_release(&inf->msg);
-    offsets_unref(inf->offsets);
-    free(inf->dedup_key);
-    free(inf->error);
-    free(inf->traceback);
-    free(inf->error_channel_failed);
-    inflight_free(inf);
+    detach(inf);
     consumer_kick(ep);
 }
 
-/* The last publish of inf is settled: count the outcome, commit or not. */
+/* The last publish of inf's stage is settled: count the outcome, commit or
+ * not. */
 static void settled(inflight_t *inf) {
     endpoint_t *ep = inf->ep;
     char err[512];
 
-    if (inf->purged) {
-        /* Shutdown gave up waiting: uncommitted, delivered again later. */
-        finish(inf, 0);
-        return;
-    }
     switch (inf->stage) {
     case STAGE_ACKS:
         ep->stats.handled++;
@@ -125,7 +162,13 @@ static void settled(inflight_t *inf) {
 
 void pipeline_settle(inflight_t *inf, int stage) {
     inf->stage = stage;
-    if (inf->pending == 0) settled(inf);
+    if (inf->tags[inf->tag].pending == 0) settled(inf);
+}
+
+void pipeline_new_stage(inflight_t *inf) {
+    /* Three stages at most publish (see PIPELINE_STAGES): the handler, the
+     * error channel, and the resend of the final failure. */
+    if (inf->tag + 1 < PIPELINE_STAGES) inf->tag++;
 }
 
 /* What pipeline_call runs in protected mode: fn(msg, meta[, err]), or,
@@ -189,13 +232,16 @@ int pipeline_call(inflight_t *inf, int fn, const char *field, int with_err, int 
     lua_State *L = ep->host->app->L;
     call_t c = {inf, fn, field, with_err, with_err, nresults};
     host_t *h = ep->host;
+    inflight_t *outer = h->current;
     int rc;
 
     lua_pushcfunction(L, trampoline);
     lua_pushlightuserdata(L, &c);
+    /* Calls do not nest (delivery reports wait for the loop), but if one
+     * did, the outer handler's later publishes must stay its own. */
     h->current = inf;
     rc = script_call(L, 1, nresults, ep->conf->policy.timeout_ms, err);
-    h->current = NULL;
+    h->current = outer;
     if (rc == 0 && inf->error && !with_err) {
         /* A publish could not be queued: that fails the message too. */
         lua_pop(L, nresults);
@@ -339,29 +385,51 @@ void pipeline_handle(endpoint_t *ep, message_t *m) {
     policy_failed(inf, err.msg, err.traceback, retryable);
 }
 
-void pipeline_publish_added(inflight_t *inf) { inf->pending++; }
+publish_tag_t *pipeline_publish_tag(inflight_t *inf) {
+    publish_tag_t *t = &inf->tags[inf->tag];
+    t->inf = inf;
+    return t;
+}
 
-void pipeline_publish_done(inflight_t *inf, rd_kafka_resp_err_t err) {
+void pipeline_publish_added(publish_tag_t *t) { t->pending++; }
+
+void pipeline_publish_done(publish_tag_t *t, rd_kafka_resp_err_t err) {
+    inflight_t *inf = t->inf;
     char why[300];
 
-    inf->pending--;
-    if (err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
-        inf->purged = 1;
+    t->pending--;
+    if (!inf->ep) {
+        /* Its outcome was decided (or its endpoint stopped): nothing is
+         * left to do but let go of it after its last report. */
+        if (outstanding(inf) == 0) linger_done(inf);
+        return;
+    }
+    if (t != &inf->tags[inf->tag]) return; /* a stage already decided */
+    if ((err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) &&
+        inf->ep->stopped) {
+        /* Shutdown gave up waiting: uncommitted, delivered again later. */
+        inf->stage = STAGE_DROP;
     } else if (err) {
         snprintf(why, sizeof(why), "a message it published was not delivered: %s",
                  rd_kafka_err2str(err));
-        inf->pending++; /* hold it while the policy decides */
         if (inf->stage == STAGE_HANDLE) {
+            /* The handler's call is not over: it fails when it returns. */
             if (!inf->error) inf->error = strdup(why);
-        } else if (inf->stage == STAGE_ACKS) {
+            return;
+        }
+        /* The policy takes it from here, in a stage of its own; inf may be
+         * gone when it returns. */
+        if (inf->stage == STAGE_ACKS) {
             inf->stage = STAGE_HANDLE;
             policy_failed(inf, why, "", 1);
-        } else if (inf->stage != STAGE_DROP) {
-            policy_publish_failed(inf, why);
+            return;
         }
-        inf->pending--;
+        if (inf->stage == STAGE_DEADLETTER || inf->stage == STAGE_RESEND) {
+            policy_publish_failed(inf, why);
+            return;
+        }
     }
-    if (inf->pending == 0 && inf->stage != STAGE_HANDLE) settled(inf);
+    if (t->pending == 0 && inf->stage != STAGE_HANDLE) settled(inf);
 }
 
 void pipeline_publish_failed(inflight_t *inf, const char *why) {

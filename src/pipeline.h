@@ -24,31 +24,54 @@ enum {
     STAGE_DROP        /* to be delivered again: never committed */
 };
 
+/* A message's publishes are counted per stage, and each publish carries
+ * its stage's tag as the producer's opaque, so that a report is settled in
+ * the stage that made it: a handler output failing after the message was
+ * dead-lettered cannot be taken for a failure of the error channel.  A
+ * message has at most three stages that publish: the handler, the error
+ * channel, the final failure's resend. */
+#define PIPELINE_STAGES 3
+
+typedef struct publish_tag {
+    struct inflight *inf;
+    int pending; /* publishes of this stage not yet reported */
+} publish_tag_t;
+
 typedef struct inflight {
-    struct endpoint *ep;
+    struct endpoint *ep; /* NULL once its outcome is decided (see finish) */
     message_t msg;      /* owns the librdkafka message */
     offsets_t *offsets; /* a reference */
     uint64_t seq;
     int attempts; /* handler calls so far, over every delivery */
     int rounds;   /* deliveries after the first */
     int stage;
-    int pending; /* publishes not yet acknowledged */
-    int purged;  /* a publish was purged at shutdown */
+    publish_tag_t tags[PIPELINE_STAGES];
+    int tag; /* the index of the current stage's tag */
     char *dedup_key;
     size_t dedup_len;
     char *error, *traceback; /* the last failure */
     char *error_channel_failed; /* why a publish of the error channel failed */
-    struct inflight *prev, *next; /* the endpoint's list */
+    struct inflight *prev, *next; /* the endpoint's list, or the lingering list */
 } inflight_t;
 
 /* Run one message through the pipeline.  Takes ownership of m's message. */
 void pipeline_handle(struct endpoint *ep, message_t *m);
 
-/* A message published on behalf of inf was handed to a producer. */
-void pipeline_publish_added(inflight_t *inf);
+/* The tag a publish made now on behalf of inf carries to its producer (the
+ * message's opaque); its delivery report brings it back. */
+publish_tag_t *pipeline_publish_tag(inflight_t *inf);
 
-/* That publish was acknowledged (err 0) or failed for good. */
-void pipeline_publish_done(inflight_t *inf, rd_kafka_resp_err_t err);
+/* The producer took the publish tagged t. */
+void pipeline_publish_added(publish_tag_t *t);
+
+/* The publish tagged t was acknowledged (err 0) or failed for good.  A
+ * report of a stage already decided changes nothing. */
+void pipeline_publish_done(publish_tag_t *t, rd_kafka_resp_err_t err);
+
+/* What inf publishes from now on belongs to a new stage: the reports of
+ * earlier publishes no longer decide anything.  The policy opens one
+ * before each decision. */
+void pipeline_new_stage(inflight_t *inf);
 
 /* A publish could not even be queued. */
 void pipeline_publish_failed(inflight_t *inf, const char *why);
@@ -66,12 +89,13 @@ int pipeline_call(inflight_t *inf, int fn, const char *field, int with_err, int 
                   script_err_t *err);
 
 /* Drop every message still in flight on ep without marking it done, so it
- * is delivered again after a restart.  Call it only when no delivery
- * report can still name them (the producers are flushed or purged).
- * Returns how many were dropped. */
+ * is delivered again after a restart.  A record whose publishes are not
+ * reported yet lives on, without its message, until they are.  Returns
+ * how many were dropped. */
 int pipeline_abandon(struct endpoint *ep);
 
-/* Free the records kept for reuse (at exit, for leak checkers). */
+/* Free the records kept for reuse, and those whose reports never came
+ * because their producers are gone (at exit, for leak checkers). */
 void pipeline_shutdown(void);
 
 #endif

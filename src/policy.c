@@ -166,6 +166,7 @@ void policy_failed(inflight_t *inf, const char *why, const char *traceback, int 
     endpoint_t *ep = inf->ep;
     const policy_conf_t *pol = &ep->conf->policy;
 
+    pipeline_new_stage(inf);
     free(inf->error);
     free(inf->traceback);
     inf->error = strdup(why);
@@ -197,12 +198,6 @@ void policy_failed(inflight_t *inf, const char *why, const char *traceback, int 
 }
 
 void policy_publish_failed(inflight_t *inf, const char *why) {
-    if (inf->ep->host->current == inf) {
-        /* The error channel function is still running: it fails when it
-         * returns. */
-        if (!inf->error_channel_failed) inf->error_channel_failed = strdup(why);
-        return;
-    }
     log_at(LOG_ERROR, "policy", CTX(inf), "%s: %s",
            inf->stage == STAGE_RESEND ? "resend failed" : "error channel failed", why);
     if (inf->stage == STAGE_RESEND) stop(inf);
@@ -214,6 +209,8 @@ static void final_failure(inflight_t *inf) {
     const policy_conf_t *pol = &ep->conf->policy;
     char err[512];
 
+    /* What the error channel published no longer decides anything. */
+    pipeline_new_stage(inf);
     switch (pol->final_failure) {
     case FINAL_IGNORE:
         ep->stats.ignored++;

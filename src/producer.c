@@ -25,7 +25,35 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     } else {
         p->acked++;
     }
-    if (rkm->_private) pipeline_publish_done(rkm->_private, rkm->err);
+    if (!rkm->_private) return;
+    if (p->sending) {
+        /* Served by producer_send's wait for room, inside a handler or a
+         * policy: the report is handled from the loop, never re-entrantly
+         * (its failure may call an error channel function). */
+        if (p->ndeferred == p->capdeferred) {
+            p->capdeferred = p->capdeferred ? p->capdeferred * 2 : 16;
+            p->deferred = realloc(p->deferred, p->capdeferred * sizeof(*p->deferred));
+        }
+        p->deferred[p->ndeferred].tag = rkm->_private;
+        p->deferred[p->ndeferred++].err = rkm->err;
+        if (write(p->fds[1], "1", 1) < 0) log_debug("producer", "wake-up pipe is full");
+        return;
+    }
+    pipeline_publish_done(rkm->_private, rkm->err);
+}
+
+/* Hand the reports deferred by dr_cb to the pipeline, oldest first.  Those
+ * deferred meanwhile (a policy publishing into a full queue) wait for the
+ * next round. */
+static void run_deferred(publisher_t *p) {
+    while (p->ndeferred) {
+        deferred_report_t *list = p->deferred;
+        int n = p->ndeferred;
+        p->deferred = NULL;
+        p->ndeferred = p->capdeferred = 0;
+        for (int i = 0; i < n; i++) pipeline_publish_done(list[i].tag, list[i].err);
+        free(list);
+    }
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
@@ -37,6 +65,7 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
 }
 
 static void serve(publisher_t *p) {
+    run_deferred(p);
     while (rd_kafka_poll(p->rk, 0) > 0) continue;
     host_store_offsets(p->host);
 }
@@ -113,6 +142,7 @@ fail:
 int producer_send(publisher_t *p, const char *topic, int32_t partition, const char *key,
                   size_t keylen, char *value, size_t len, rd_kafka_headers_t *headers,
                   inflight_t *inf, char *errbuf, size_t errlen) {
+    publish_tag_t *tag = inf ? pipeline_publish_tag(inf) : NULL;
     rd_kafka_resp_err_t err;
     int waited = 0;
 
@@ -125,11 +155,14 @@ int producer_send(publisher_t *p, const char *topic, int32_t partition, const ch
                                 RD_KAFKA_V_PARTITION(partition), RD_KAFKA_V_KEY(key, keylen),
                                 RD_KAFKA_V_VALUE(value, len),
                                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_FREE),
-                                RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(inf),
+                                RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(tag),
                                 RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || waited >= QUEUE_FULL_WAIT_MS) break;
-        /* Never drop: serve delivery reports to make room, then retry. */
+        /* Never drop: serve delivery reports to make room, then retry.
+         * The reports themselves wait for the loop (see dr_cb). */
+        p->sending = 1;
         rd_kafka_poll(p->rk, 100);
+        p->sending = 0;
         waited += 100;
     }
     if (err) {
@@ -139,12 +172,13 @@ int producer_send(publisher_t *p, const char *topic, int32_t partition, const ch
         return -1;
     }
     p->published++;
-    if (inf) pipeline_publish_added(inf);
+    if (tag) pipeline_publish_added(tag);
     return 0;
 }
 
 int producer_flush(publisher_t *p, int timeout_ms) {
     if (!p->rk) return 0;
+    run_deferred(p);
     rd_kafka_flush(p->rk, timeout_ms);
     return rd_kafka_outq_len(p->rk);
 }
@@ -152,6 +186,7 @@ int producer_flush(publisher_t *p, int timeout_ms) {
 static void free_pub(uv_handle_t *handle) {
     publisher_t *p = handle->data;
     free(p->kafka_stats);
+    free(p->deferred);
     close(p->fds[0]);
     close(p->fds[1]);
     free(p);
@@ -161,8 +196,10 @@ void producer_close(publisher_t *p) {
     if (p->rk) {
         /* Whatever is still queued now will not be delivered: purge it so
          * that its delivery reports fail the messages that published it
-         * (they stay uncommitted), then let go of the producer. */
+         * (at shutdown they stay uncommitted; in a reload they go to their
+         * policies), then let go of the producer. */
         rd_kafka_queue_t *q = rd_kafka_queue_get_main(p->rk);
+        run_deferred(p);
         rd_kafka_purge(p->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_flush(p->rk, 1000);
         rd_kafka_queue_io_event_enable(q, -1, NULL, 0);
@@ -176,6 +213,7 @@ void producer_close(publisher_t *p) {
         if (p->fds[0] >= 0) close(p->fds[0]);
         if (p->fds[1] >= 0) close(p->fds[1]);
         free(p->kafka_stats);
+        free(p->deferred);
         free(p);
     }
 }

@@ -11,6 +11,12 @@
 #include "host.h"
 #include "pipeline.h"
 
+/* A delivery report that waits for the loop (see producer.c's dr_cb). */
+typedef struct deferred_report {
+    publish_tag_t *tag;
+    rd_kafka_resp_err_t err;
+} deferred_report_t;
+
 typedef struct publisher {
     host_t *host;
     const publisher_conf_t *conf;
@@ -19,6 +25,9 @@ typedef struct publisher {
     uv_poll_t poll;
     uint64_t published, acked, failed;
     char *kafka_stats; /* librdkafka's latest statistics JSON, or NULL */
+    int sending;       /* producer_send is serving reports to make room */
+    deferred_report_t *deferred;
+    int ndeferred, capdeferred;
 } publisher_t;
 
 publisher_t *producer_open(host_t *h, const publisher_conf_t *conf, char *errbuf,

@@ -62,9 +62,30 @@ static int rule_key(lua_State *L, const publisher_conf_t *conf) {
     return 1;
 }
 
-static rd_kafka_headers_t *read_headers(lua_State *L, int opts, char *id) {
-    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(4);
+/* What l_publish allocates before a producer takes it, held by a
+ * to-be-closed userdata: a raise on a bad option (or out of memory) frees
+ * it, as does the return. */
+#define GUARD_MT "luka.publish.guard"
+
+typedef struct guard {
+    char *value;
+    rd_kafka_headers_t *hdrs;
+} guard_t;
+
+static int guard_close(lua_State *L) {
+    guard_t *g = luaL_checkudata(L, 1, GUARD_MT);
+    free(g->value);
+    g->value = NULL;
+    if (g->hdrs) rd_kafka_headers_destroy(g->hdrs);
+    g->hdrs = NULL;
+    return 0;
+}
+
+/* Read opts.headers into g->hdrs, adding the id header unless the caller
+ * gave one (then copied into id). */
+static void read_headers(lua_State *L, int opts, char *id, guard_t *g) {
     int has_id = 0;
+    g->hdrs = rd_kafka_headers_new(4);
     if (opts && lua_getfield(L, opts, "headers") != LUA_TNIL) {
         luaL_argcheck(L, lua_istable(L, -1), 3, "opts.headers must be a table of name = value");
         lua_pushnil(L);
@@ -72,26 +93,21 @@ static rd_kafka_headers_t *read_headers(lua_State *L, int opts, char *id) {
         while (lua_next(L, -2)) {
             size_t n, vn;
             const char *name, *v;
-            if (lua_type(L, -2) != LUA_TSTRING) {
-                rd_kafka_headers_destroy(hdrs);
+            if (lua_type(L, -2) != LUA_TSTRING)
                 luaL_argerror(L, 3, "opts.headers: header names must be strings");
-            }
             name = lua_tolstring(L, -2, &n);
-            if (!(v = key_bytes(L, -1, &vn))) {
-                rd_kafka_headers_destroy(hdrs);
+            if (!(v = key_bytes(L, -1, &vn)))
                 luaL_error(L, "luka.publish: header '%s' must be a string or a number", name);
-            }
             if (strcmp(name, "id") == 0) {
                 has_id = 1;
                 snprintf(id, UUID_LEN + 1, "%.*s", (int)(vn < UUID_LEN ? vn : UUID_LEN), v);
             }
-            rd_kafka_header_add(hdrs, name, (ssize_t)n, v, (ssize_t)vn);
+            rd_kafka_header_add(g->hdrs, name, (ssize_t)n, v, (ssize_t)vn);
             lua_pop(L, 2);
         }
     }
     if (opts) lua_pop(L, 1);
-    if (!has_id) rd_kafka_header_add(hdrs, "id", 2, id, UUID_LEN);
-    return hdrs;
+    if (!has_id) rd_kafka_header_add(g->hdrs, "id", 2, id, UUID_LEN);
 }
 
 /* luka.publish(target, payload [, opts]) -> message id, or nil, error */
@@ -103,9 +119,9 @@ static int l_publish(lua_State *L) {
     size_t keylen = 0, len = 0;
     int32_t partition = RD_KAFKA_PARTITION_UA;
     char id[UUID_LEN + 1], err[512];
-    rd_kafka_headers_t *hdrs;
     publisher_t *p;
-    char *value = NULL;
+    guard_t *g;
+    char *value;
 
     luaL_checkany(L, 2);
     if (opts) luaL_checktype(L, 3, LUA_TTABLE);
@@ -133,8 +149,13 @@ static int l_publish(lua_State *L) {
         return 1;
     }
     if (!(p = host_publisher(h, target))) return unknown_target(L, target);
+    g = lua_newuserdatauv(L, sizeof(*g), 0);
+    g->value = NULL;
+    g->hdrs = NULL;
+    luaL_setmetatable(L, GUARD_MT);
+    lua_toclose(L, 4);
 
-    /* Key: stack slot 4 holds it as bytes, or nil. */
+    /* Key: stack slot 5 holds it as bytes, or nil. */
     if (opts && lua_getfield(L, opts, "key") != LUA_TNIL) {
         if (!(key = key_bytes(L, -1, &keylen)))
             return luaL_argerror(L, 3, "opts.key must be a string or a number");
@@ -155,26 +176,30 @@ static int l_publish(lua_State *L) {
         partition = (int32_t)lua_tointeger(L, -1);
     }
 
+    /* Every option is read before the payload is copied or encoded. */
+    read_headers(L, opts, id, g);
     if (lua_type(L, 2) == LUA_TSTRING) {
         const char *s = lua_tolstring(L, 2, &len);
-        value = malloc(len ? len : 1);
-        memcpy(value, s, len);
+        g->value = malloc(len ? len : 1);
+        memcpy(g->value, s, len);
     } else if (!lua_isnil(L, 2)) {
-        value = json_encode(L, 2, &len, err, sizeof(err));
-        if (!value) return luaL_error(L, "luka.publish('%s'): payload: %s", target, err);
+        g->value = json_encode(L, 2, &len, err, sizeof(err));
+        if (!g->value) return luaL_error(L, "luka.publish('%s'): payload: %s", target, err);
     }
-    hdrs = read_headers(L, opts, id);
     if (!key) {
         key = id;
         keylen = strlen(id);
     }
-    if (producer_send(p, NULL, partition, key, keylen, value, len, hdrs, h->current, err, sizeof(err))) {
-        rd_kafka_headers_destroy(hdrs);
+    value = g->value;
+    g->value = NULL; /* the producer's now, sent or not */
+    if (producer_send(p, NULL, partition, key, keylen, value, len, g->hdrs, h->current, err,
+                      sizeof(err))) {
         if (h->current) pipeline_publish_failed(h->current, err);
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
     }
+    g->hdrs = NULL; /* the producer's now */
     lua_pushstring(L, id);
     return 1;
 }
@@ -213,6 +238,13 @@ void publish_deferred(lua_State *L) {
 }
 
 void publish_inject_api(lua_State *L) {
+    if (luaL_newmetatable(L, GUARD_MT)) {
+        lua_pushcfunction(L, guard_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, guard_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     lua_pushcfunction(L, l_publish);
     lua_setfield(L, -2, "publish");
 }

@@ -72,9 +72,9 @@ static void fail(host_t *h, uint64_t t0, const char *why) {
 static void do_reload(host_t *h) {
     uint64_t t0 = uv_hrtime();
     app_t *next, *old = h->app;
-    publisher_t **pubs = NULL, **reuse_p = NULL;
-    endpoint_t **eps = NULL, **reuse_e = NULL;
-    int npubs = 0, neps = 0, kept = 0, started = 0, stopped = 0;
+    publisher_t **pubs = NULL, **reuse_p = NULL, **old_pubs;
+    endpoint_t **eps = NULL, **reuse_e = NULL, **old_eps;
+    int npubs = 0, neps = 0, kept = 0, started = 0, stopped = 0, old_npubs, old_neps;
     char err[2048];
     size_t len;
     char *state;
@@ -141,28 +141,35 @@ static void do_reload(host_t *h) {
             log_info("reload", "started endpoint '%s'", eps[k]->conf->name);
         }
     }
-    for (int j = 0; j < h->neps; j++)
-        if (!reuse_e[j]) {
-            log_info("reload", "stopping endpoint '%s'", h->eps[j]->conf->name);
-            consumer_close(h->eps[j]);
-            stopped++;
-        }
-    for (int j = 0; j < h->npubs; j++)
-        if (!reuse_p[j] && h->pubs[j] != h->internal) {
-            producer_flush(h->pubs[j], (int)h->drain_timeout_ms);
-            producer_close(h->pubs[j]);
-        }
     if (h->internal) pubs[npubs++] = h->internal;
     timer_stop_all(old->L);
     lapi_set_host(old->L, NULL);
-    free(h->pubs);
-    free(h->eps);
+    old_pubs = h->pubs, old_npubs = h->npubs;
+    old_eps = h->eps, old_neps = h->neps;
     h->pubs = pubs;
     h->npubs = npubs;
     h->eps = eps;
     h->neps = neps;
     h->app = next;
     lapi_set_host(next->L, h);
+    /* The old clients go once the host runs the new app: the delivery
+     * reports their closing serves reach the policies of kept endpoints,
+     * which call into the new state (a purged publish fails its message
+     * like any other).  Their own definitions live until the old app is
+     * freed below. */
+    for (int j = 0; j < old_neps; j++)
+        if (!reuse_e[j]) {
+            log_info("reload", "stopping endpoint '%s'", old_eps[j]->conf->name);
+            consumer_close(old_eps[j]);
+            stopped++;
+        }
+    for (int j = 0; j < old_npubs; j++)
+        if (!reuse_p[j] && old_pubs[j] != h->internal) {
+            producer_flush(old_pubs[j], (int)h->drain_timeout_ms);
+            producer_close(old_pubs[j]);
+        }
+    free(old_pubs);
+    free(old_eps);
     app_free(old);
     timer_start_all(next->L, h->loop);
     publish_deferred(next->L);

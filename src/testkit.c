@@ -40,7 +40,7 @@ typedef struct record {
 } record_t;
 
 typedef struct ack {
-    inflight_t *inf;
+    publish_tag_t *tag;
     int fail;
 } ack_t;
 
@@ -91,12 +91,13 @@ int testkit_publish(struct testkit *tk, struct publisher *p, const char *topic, 
     r->headers = headers;
     p->published++;
     if (inf) {
-        pipeline_publish_added(inf);
+        publish_tag_t *tag = pipeline_publish_tag(inf);
+        pipeline_publish_added(tag);
         if (tk->nacks == tk->capacks) {
             tk->capacks = tk->capacks ? tk->capacks * 2 : 16;
             tk->acks = realloc(tk->acks, tk->capacks * sizeof(*tk->acks));
         }
-        tk->acks[tk->nacks].inf = inf;
+        tk->acks[tk->nacks].tag = tag;
         tk->acks[tk->nacks++].fail = tk->fail_next > 0 ? tk->fail_next-- > 0 : 0;
     }
     return 0;
@@ -121,7 +122,7 @@ void testkit_finished(struct testkit *tk, const struct inflight *inf, int done) 
 static void ack_all(struct testkit *tk) {
     for (int i = 0; i < tk->nacks; i++) {
         ack_t a = tk->acks[i];
-        pipeline_publish_done(a.inf, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
+        pipeline_publish_done(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
     }
     tk->nacks = 0;
 }
