@@ -1,0 +1,250 @@
+/* publish.c - luka.publish(target, payload [, opts]).
+ *
+ * The key is, in order: opts.key; the publisher's key rule (a payload field
+ * or a function); the key of the message being handled, so an entity's
+ * events stay in its partition; the message id.  Every message carries an
+ * `id` header, a UUID unless the caller gave one. */
+#include "api/publish.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "kafka/consumer.h"
+#include "runtime/host.h"
+#include "base/json.h"
+#include "api/lapi.h"
+#include "base/log.h"
+#include "kafka/producer.h"
+#include "lua/script.h"
+#include "base/uuid.h"
+
+/* Raise the unknown-target error with luka.dsl's suggestion. */
+static int unknown_target(lua_State *L, const char *target) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luka.dsl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "check_target");
+    lua_pushstring(L, target);
+    lua_call(L, 1, 2);
+    return luaL_error(L, "luka.publish: %s", lua_tostring(L, -1));
+}
+
+/* Turn the key value at idx into bytes; numbers become their decimal
+ * text.  Returns NULL for anything else. */
+static const char *key_bytes(lua_State *L, int idx, size_t *len) {
+    int t = lua_type(L, idx);
+    if (t != LUA_TSTRING && t != LUA_TNUMBER) return NULL;
+    return luaL_tolstring(L, idx, len); /* pushes the string */
+}
+
+/* Push the key the publisher's rule gives for the payload at 2, or nothing
+ * when it has no rule.  Returns whether a key was pushed. */
+static int rule_key(lua_State *L, const publisher_conf_t *conf) {
+    if (conf->key_fn != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, conf->key_fn);
+        lua_pushvalue(L, 2);
+        lua_call(L, 1, 1);
+    } else if (conf->key_field) {
+        if (!lua_istable(L, 2))
+            return luaL_error(L, "luka.publish('%s'): the key comes from field '%s', "
+                                 "so the payload must be a table",
+                              conf->name, conf->key_field);
+        lua_getfield(L, 2, conf->key_field);
+    } else {
+        return 0;
+    }
+    if (lua_isnil(L, -1))
+        return luaL_error(L, "luka.publish('%s'): the payload has no key: %s%s is nil",
+                          conf->name, conf->key_field ? "field " : "the key function's result",
+                          conf->key_field ? conf->key_field : "");
+    return 1;
+}
+
+/* What l_publish allocates before a producer takes it, held by a
+ * to-be-closed userdata: a raise on a bad option (or out of memory) frees
+ * it, as does the return. */
+#define GUARD_MT "luka.publish.guard"
+
+typedef struct guard {
+    char *value;
+    rd_kafka_headers_t *hdrs;
+} guard_t;
+
+static int guard_close(lua_State *L) {
+    guard_t *g = luaL_checkudata(L, 1, GUARD_MT);
+    free(g->value);
+    g->value = NULL;
+    if (g->hdrs) rd_kafka_headers_destroy(g->hdrs);
+    g->hdrs = NULL;
+    return 0;
+}
+
+/* Read opts.headers into g->hdrs, adding the id header unless the caller
+ * gave one (then copied into id). */
+static void read_headers(lua_State *L, int opts, char *id, guard_t *g) {
+    int has_id = 0;
+    g->hdrs = rd_kafka_headers_new(4);
+    if (opts && lua_getfield(L, opts, "headers") != LUA_TNIL) {
+        luaL_argcheck(L, lua_istable(L, -1), 3, "opts.headers must be a table of name = value");
+        lua_pushnil(L);
+        /* Stack: headers, name, value */
+        while (lua_next(L, -2)) {
+            size_t n, vn;
+            const char *name, *v;
+            if (lua_type(L, -2) != LUA_TSTRING)
+                luaL_argerror(L, 3, "opts.headers: header names must be strings");
+            name = lua_tolstring(L, -2, &n);
+            if (!(v = key_bytes(L, -1, &vn)))
+                luaL_error(L, "luka.publish: header '%s' must be a string or a number", name);
+            if (strcmp(name, "id") == 0) {
+                has_id = 1;
+                snprintf(id, UUID_LEN + 1, "%.*s", (int)(vn < UUID_LEN ? vn : UUID_LEN), v);
+            }
+            rd_kafka_header_add(g->hdrs, name, (ssize_t)n, v, (ssize_t)vn);
+            lua_pop(L, 2);
+        }
+    }
+    if (opts) lua_pop(L, 1);
+    if (!has_id) rd_kafka_header_add(g->hdrs, "id", 2, id, UUID_LEN);
+}
+
+/* luka.publish(target, payload [, opts]) -> message id, or nil, error */
+static int l_publish(lua_State *L) {
+    const char *target = luaL_checkstring(L, 1);
+    host_t *h = lapi_host(L);
+    int opts = lua_isnoneornil(L, 3) ? 0 : 3;
+    const char *key = NULL;
+    size_t keylen = 0, len = 0;
+    int32_t partition = RD_KAFKA_PARTITION_UA;
+    char id[UUID_LEN + 1], err[512];
+    publisher_t *p;
+    guard_t *g;
+    char *value;
+
+    luaL_checkany(L, 2);
+    if (opts) luaL_checktype(L, 3, LUA_TTABLE);
+    lua_settop(L, 3);
+    uuid_v4(id);
+
+    if (!h) {
+        /* The script is still loading: keep it until the host starts. */
+        lapi_push_deferred_publishes(L);
+        lua_createtable(L, 0, 5);
+        lua_pushvalue(L, 1);
+        lua_setfield(L, -2, "target");
+        lua_pushvalue(L, 2);
+        lua_setfield(L, -2, "payload");
+        lua_pushvalue(L, 3);
+        lua_setfield(L, -2, "opts");
+        lua_pushstring(L, id);
+        lua_setfield(L, -2, "id");
+        luaL_where(L, 1); /* "file:line: " */
+        lua_pushlstring(L, lua_tostring(L, -1), lua_rawlen(L, -1) > 2 ? lua_rawlen(L, -1) - 2 : 0);
+        lua_setfield(L, -3, "where");
+        lua_pop(L, 1);
+        lua_rawseti(L, -2, luaL_len(L, -2) + 1);
+        lua_pushstring(L, id);
+        return 1;
+    }
+    if (!(p = host_publisher(h, target))) return unknown_target(L, target);
+    g = lua_newuserdatauv(L, sizeof(*g), 0);
+    g->value = NULL;
+    g->hdrs = NULL;
+    luaL_setmetatable(L, GUARD_MT);
+    lua_toclose(L, 4);
+
+    /* Key: stack slot 5 holds it as bytes, or nil. */
+    if (opts && lua_getfield(L, opts, "key") != LUA_TNIL) {
+        if (!(key = key_bytes(L, -1, &keylen)))
+            return luaL_argerror(L, 3, "opts.key must be a string or a number");
+    } else {
+        lua_pop(L, opts ? 1 : 0);
+        if (rule_key(L, p->conf)) {
+            if (!(key = key_bytes(L, -1, &keylen)))
+                return luaL_error(L, "luka.publish('%s'): the key must be a string or a number, got %s",
+                                  target, luaL_typename(L, -1));
+        } else if (h->current && h->current->msg.key) {
+            key = h->current->msg.key;
+            keylen = h->current->msg.key_len;
+        }
+    }
+    if (opts && lua_getfield(L, opts, "partition") != LUA_TNIL) {
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+            return luaL_argerror(L, 3, "opts.partition must be a partition number (0, 1, ...)");
+        partition = (int32_t)lua_tointeger(L, -1);
+    }
+
+    /* Every option is read before the payload is copied or encoded. */
+    read_headers(L, opts, id, g);
+    if (lua_type(L, 2) == LUA_TSTRING) {
+        const char *s = lua_tolstring(L, 2, &len);
+        g->value = malloc(len ? len : 1);
+        memcpy(g->value, s, len);
+    } else if (!lua_isnil(L, 2)) {
+        g->value = json_encode(L, 2, &len, err, sizeof(err));
+        if (!g->value) return luaL_error(L, "luka.publish('%s'): payload: %s", target, err);
+    }
+    if (!key) {
+        key = id;
+        keylen = strlen(id);
+    }
+    value = g->value;
+    g->value = NULL; /* the producer's now, sent or not */
+    if (producer_send(p, NULL, partition, key, keylen, value, len, g->hdrs, h->current, err,
+                      sizeof(err))) {
+        if (h->current) pipeline_publish_failed(h->current, err);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    g->hdrs = NULL; /* the producer's now */
+    lua_pushstring(L, id);
+    return 1;
+}
+
+void publish_deferred(lua_State *L) {
+    script_err_t err;
+    lapi_push_deferred_publishes(L);
+    for (lua_Integer i = 1, n = luaL_len(L, -1); i <= n; i++) {
+        lua_rawgeti(L, -1, i); /* Stack: list, entry */
+        lua_pushcfunction(L, l_publish);
+        lua_getfield(L, -2, "target");
+        lua_getfield(L, -3, "payload");
+        if (lua_getfield(L, -4, "opts") != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+        }
+        /* Stack: list, entry, publish, target, payload, opts.  Keep the id
+         * the script was given back then. */
+        if (lua_getfield(L, -1, "headers") != LUA_TTABLE) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -3, "headers");
+        }
+        lua_getfield(L, -1, "id"); /* Stack: ..., opts, headers, id */
+        if (lua_isnil(L, -1)) {
+            lua_getfield(L, -7, "id");
+            lua_setfield(L, -3, "id");
+        }
+        lua_pop(L, 2);
+        if (script_call(L, 3, 0, 0, &err) != 0) log_error("publish", "%s", err.msg);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    lapi_clear_deferred_publishes(L);
+}
+
+void publish_inject_api(lua_State *L) {
+    if (luaL_newmetatable(L, GUARD_MT)) {
+        lua_pushcfunction(L, guard_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, guard_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_publish);
+    lua_setfield(L, -2, "publish");
+}

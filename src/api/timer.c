@@ -1,0 +1,153 @@
+/* timer.c - timers for Lua callbacks.  A timer made while the app script
+ * loads waits until the host starts; its callback runs through
+ * script_call() like any handler, and an error in it is logged, not fatal.
+ *
+ * Live timers are kept in a registry table, which anchors their userdata
+ * and lets the host stop them all. */
+#include "api/timer.h"
+
+#include <stdlib.h>
+
+#include <lauxlib.h>
+
+#include "runtime/host.h"
+#include "api/lapi.h"
+#include "base/log.h"
+#include "lua/script.h"
+
+#define TIMER_MT "luka.timer"
+#define CALLBACK_TIMEOUT_MS 30000
+
+static const char TIMERS_KEY = 't';
+
+typedef struct ltimer {
+    uv_timer_t h;
+    lua_State *L;
+    int fn; /* registry ref */
+    uint64_t ms;
+    int repeat;
+    int started, stopped;
+} ltimer_t;
+
+static void push_timers(lua_State *L) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TIMERS_KEY) != LUA_TTABLE) {
+        lua_pop(L, 1);
+        lua_newtable(L);
+        lua_pushvalue(L, -1);
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &TIMERS_KEY);
+    }
+}
+
+static void free_timer(uv_handle_t *h) { free(h->data); }
+
+/* Stop t, and detach it from its userdata, which may outlive it. */
+static void stop(ltimer_t *t) {
+    lua_State *L = t->L;
+    if (t->stopped) return;
+    t->stopped = 1;
+    luaL_unref(L, LUA_REGISTRYINDEX, t->fn);
+    push_timers(L);
+    if (lua_rawgetp(L, -1, t) == LUA_TUSERDATA) *(ltimer_t **)lua_touserdata(L, -1) = NULL;
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawsetp(L, -2, t);
+    lua_pop(L, 1);
+    if (t->started) uv_close((uv_handle_t *)&t->h, free_timer);
+    else free(t);
+}
+
+static void on_timer(uv_timer_t *h) {
+    ltimer_t *t = h->data;
+    lua_State *L = t->L;
+    script_err_t err;
+
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn);
+    if (script_call(L, 0, 0, CALLBACK_TIMEOUT_MS, &err) != 0)
+        log_error("timer", "callback failed: %s\n%s", err.msg, err.traceback);
+    if (!t->repeat) stop(t);
+}
+
+static void start(ltimer_t *t, uv_loop_t *loop) {
+    uv_timer_init(loop, &t->h);
+    t->h.data = t;
+    t->started = 1;
+    uv_timer_start(&t->h, on_timer, t->ms, t->repeat ? t->ms : 0);
+}
+
+/* The userdata holds a pointer: the timer itself must live until libuv's
+ * close callback, which can be after the userdata is collected. */
+static ltimer_t **check(lua_State *L) { return luaL_checkudata(L, 1, TIMER_MT); }
+
+static int l_stop(lua_State *L) {
+    ltimer_t **ud = check(L);
+    if (*ud) stop(*ud);
+    return 0;
+}
+
+/* timer(ms, repeat, fn) -> timer object with :stop() */
+static int l_timer(lua_State *L) {
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    int repeat = lua_toboolean(L, 2);
+    host_t *h = lapi_host(L);
+    ltimer_t **ud, *t;
+
+    luaL_argcheck(L, ms > 0, 1, "the interval must be positive");
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    t = calloc(1, sizeof(*t));
+    /* Not L: that may be the coroutine a limited call runs in, and the
+     * callback must run on the state's main thread. */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+    t->L = lua_tothread(L, -1);
+    lua_pop(L, 1);
+    t->ms = (uint64_t)ms;
+    t->repeat = repeat;
+    lua_pushvalue(L, 3);
+    t->fn = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    ud = lua_newuserdatauv(L, sizeof(*ud), 0);
+    *ud = t;
+    luaL_setmetatable(L, TIMER_MT);
+    push_timers(L);
+    lua_pushlightuserdata(L, t);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 1);
+    if (h) start(t, h->loop);
+    return 1;
+}
+
+void timer_start_all(lua_State *L, uv_loop_t *loop) {
+    push_timers(L);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        ltimer_t *t = lua_touserdata(L, -2);
+        if (!t->started) start(t, loop);
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+void timer_stop_all(lua_State *L) {
+    push_timers(L);
+    /* Stopping removes entries, so take them one at a time from the top. */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        ltimer_t *t = lua_touserdata(L, -2);
+        lua_pop(L, 2);
+        stop(t);
+        lua_pushnil(L);
+    }
+    lua_pop(L, 1);
+}
+
+void timer_inject_api(lua_State *L) {
+    if (luaL_newmetatable(L, TIMER_MT)) {
+        lua_newtable(L);
+        lua_pushcfunction(L, l_stop);
+        lua_setfield(L, -2, "stop");
+        lua_setfield(L, -2, "__index");
+    }
+    lua_pop(L, 1);
+    lua_pushcfunction(L, l_timer);
+    lua_setfield(L, -2, "timer");
+}

@@ -1,0 +1,280 @@
+/* log.c - leveled log lines on stderr: time, level, component, message, as
+ * text or as one JSON object per line.  Every line passes through the
+ * redaction here first, so no secret reaches a log, whoever wrote the line
+ * (luka, librdkafka's debug output, the embedded broker). */
+#include "base/log.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <librdkafka/rdkafka.h>
+
+#include "app/app.h"
+
+int log_level = LOG_INFO;
+int log_format = LOG_TEXT;
+
+#define MESSAGE_MAX 4096
+#define MASK "********"
+
+static const char *names[] = {"error", "warn", "info", "debug"};
+
+/* Secret values, as given to log_redact.  log_write runs on librdkafka's
+ * threads too, hence the lock. */
+static pthread_mutex_t secrets_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **secrets;
+static int nsecrets, capsecrets;
+
+int log_level_parse(const char *name) {
+    for (int i = 0; i < (int)(sizeof(names) / sizeof(names[0])); i++)
+        if (strcasecmp(name, names[i]) == 0) return i;
+    if (strcasecmp(name, "warning") == 0) return LOG_WARN;
+    return -1;
+}
+
+const char *log_level_name(int level) {
+    return level >= 0 && level <= LOG_DEBUG ? names[level] : "?";
+}
+
+int log_format_parse(const char *name) {
+    if (strcasecmp(name, "text") == 0) return LOG_TEXT;
+    if (strcasecmp(name, "json") == 0) return LOG_JSON;
+    return -1;
+}
+
+void log_redact(const char *value) {
+    if (!value || strlen(value) < LOG_REDACT_MIN) return;
+    pthread_mutex_lock(&secrets_lock);
+    for (int i = 0; i < nsecrets; i++)
+        if (strcmp(secrets[i], value) == 0) goto done;
+    if (nsecrets == capsecrets) {
+        int cap = capsecrets ? capsecrets * 2 : 8;
+        char **grown = realloc(secrets, cap * sizeof(*secrets));
+        if (!grown) goto done;
+        secrets = grown;
+        capsecrets = cap;
+    }
+    if ((secrets[nsecrets] = strdup(value))) nsecrets++;
+done:
+    pthread_mutex_unlock(&secrets_lock);
+}
+
+void log_redact_conf(rd_kafka_conf_t *conf) {
+    size_t n;
+    const char **pairs = rd_kafka_conf_dump(conf, &n);
+    for (size_t i = 0; i + 1 < n; i += 2)
+        if (app_is_secret(pairs[i])) log_redact(pairs[i + 1]);
+    rd_kafka_conf_dump_free(pairs, n);
+}
+
+/* Length of the remembered secret that starts at p, or 0.  Called with the
+ * lock held. */
+static size_t secret_at(const char *p) {
+    for (int i = 0; i < nsecrets; i++)
+        if (p[0] == secrets[i][0] && strncmp(p, secrets[i], strlen(secrets[i])) == 0)
+            return strlen(secrets[i]);
+    return 0;
+}
+
+static int key_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-';
+}
+
+/* Whether the '=' at eq ends "KEY =" with a KEY that names a secret, as in
+ * librdkafka's configuration dumps and most connection strings. */
+static int secret_key_before(const char *start, const char *eq) {
+    const char *end = eq, *k;
+    char key[128];
+    while (end > start && (end[-1] == ' ' || end[-1] == '\t')) end--;
+    for (k = end; k > start && key_char(k[-1]); k--) continue;
+    if (k == end || (size_t)(end - k) >= sizeof(key)) return 0;
+    memcpy(key, k, end - k);
+    key[end - k] = '\0';
+    return app_is_secret(key);
+}
+
+static int value_end(char c) {
+    return c == '\0' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == ',' || c == ';' ||
+           c == '"' || c == '\'' || c == '&' || c == ')' || c == '}' || c == ']';
+}
+
+/* Copy in to out (cap bytes, NUL-terminated, cut if need be), with every
+ * remembered secret and every value of a secret KEY=VALUE blanked. */
+static void redact(const char *in, char *out, size_t cap) {
+    size_t o = 0;
+    const char *p = in;
+
+#define PUT(c)                         \
+    do {                               \
+        if (o + 1 < cap) out[o++] = c; \
+    } while (0)
+
+    pthread_mutex_lock(&secrets_lock);
+    while (*p && o + 1 < cap) {
+        size_t len = nsecrets ? secret_at(p) : 0;
+        if (len) {
+            for (const char *m = MASK; *m; m++) PUT(*m);
+            p += len;
+        } else if (*p == '=' && secret_key_before(in, p)) {
+            const char *v;
+            PUT(*p++);
+            while (*p == ' ' || *p == '\t') PUT(*p++);
+            /* librdkafka writes "[redacted]" itself; keep it. */
+            if (strncmp(p, "[redacted]", 10) == 0 || value_end(*p)) continue;
+            for (v = p; !value_end(*v); v++) continue;
+            for (const char *m = MASK; *m; m++) PUT(*m);
+            p = v;
+        } else {
+            PUT(*p++);
+        }
+    }
+    pthread_mutex_unlock(&secrets_lock);
+    out[o] = '\0';
+#undef PUT
+}
+
+/* The length of the valid UTF-8 sequence at s (n bytes left), or 0:
+ * overlong forms, surrogates and code points past U+10FFFF are invalid. */
+static size_t utf8_len(const unsigned char *s, size_t n) {
+    unsigned char c = s[0];
+    size_t need;
+    if (c < 0x80) return 1;
+    if (c < 0xC2) return 0;
+    need = c < 0xE0 ? 2 : c < 0xF0 ? 3 : c < 0xF5 ? 4 : 0;
+    if (need == 0 || n < need) return 0;
+    for (size_t i = 1; i < need; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0) ||
+        (c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90))
+        return 0;
+    return need;
+}
+
+typedef struct out {
+    char *buf;
+    size_t len, cap;
+} out_t;
+
+static void put(out_t *o, const char *s, size_t n) {
+    if (o->len + n >= o->cap) n = o->len + 1 < o->cap ? o->cap - o->len - 1 : 0;
+    memcpy(o->buf + o->len, s, n);
+    o->len += n;
+}
+
+static void put_str(out_t *o, const char *s) { put(o, s, strlen(s)); }
+
+/* A JSON string: quotes, backslashes and control characters escaped,
+ * invalid UTF-8 replaced by U+FFFD, so every line parses. */
+static void put_json(out_t *o, const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    put_str(o, "\"");
+    while (n > 0) {
+        size_t len = utf8_len(p, n);
+        char esc[8];
+        if (len == 0) {
+            put_str(o, "\\ufffd");
+            len = 1;
+        } else if (*p == '"' || *p == '\\') {
+            esc[0] = '\\', esc[1] = (char)*p;
+            put(o, esc, 2);
+        } else if (*p == '\n') {
+            put_str(o, "\\n");
+        } else if (*p == '\r') {
+            put_str(o, "\\r");
+        } else if (*p == '\t') {
+            put_str(o, "\\t");
+        } else if (*p < 0x20 || *p == 0x7f) {
+            snprintf(esc, sizeof(esc), "\\u%04x", *p);
+            put_str(o, esc);
+        } else {
+            put(o, (const char *)p, len);
+        }
+        p += len;
+        n -= len;
+    }
+    put_str(o, "\"");
+}
+
+void log_write(int level, const char *component, const log_ctx_t *ctx, const char *fmt, ...) {
+    /* Escaping may grow a character to six; the line has room for that. */
+    char msg[MESSAGE_MAX], clean[MESSAGE_MAX], line[MESSAGE_MAX * 6 + 1024], stamp[48];
+    out_t o = {line, 0, sizeof(line)};
+    struct timeval tv;
+    struct tm tm;
+    va_list ap;
+
+    gettimeofday(&tv, NULL);
+    gmtime_r(&tv.tv_sec, &tm);
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(stamp + strlen(stamp), sizeof(stamp) - strlen(stamp), ".%03dZ",
+             (int)(tv.tv_usec / 1000));
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    redact(msg, clean, sizeof(clean));
+
+    if (log_format == LOG_JSON) {
+        char num[32];
+        put_str(&o, "{\"time\":\"");
+        put_str(&o, stamp);
+        put_str(&o, "\",\"level\":\"");
+        put_str(&o, log_level_name(level));
+        put_str(&o, "\",\"component\":");
+        put_json(&o, component);
+        if (ctx && ctx->endpoint) {
+            put_str(&o, ",\"endpoint\":");
+            put_json(&o, ctx->endpoint);
+        }
+        if (ctx && ctx->topic) {
+            put_str(&o, ",\"topic\":");
+            put_json(&o, ctx->topic);
+            if (ctx->partition >= 0) {
+                snprintf(num, sizeof(num), ",\"partition\":%d", (int)ctx->partition);
+                put_str(&o, num);
+            }
+            if (ctx->offset >= 0) {
+                snprintf(num, sizeof(num), ",\"offset\":%lld", (long long)ctx->offset);
+                put_str(&o, num);
+            }
+        }
+        put_str(&o, ",\"message\":");
+        put_json(&o, clean);
+        put_str(&o, "}");
+    } else {
+        char head[512];
+        snprintf(head, sizeof(head), "%s %-5s %s: ", stamp, log_level_name(level), component);
+        put_str(&o, head);
+        if (ctx && ctx->endpoint) {
+            snprintf(head, sizeof(head), "[%s] ", ctx->endpoint);
+            put_str(&o, head);
+        }
+        if (ctx && ctx->topic) {
+            snprintf(head, sizeof(head), "%s[%d]@%lld ", ctx->topic, (int)ctx->partition,
+                     (long long)ctx->offset);
+            put_str(&o, head);
+        }
+        put_str(&o, clean);
+    }
+    /* One write per line keeps lines whole when several processes share a
+     * terminal or a log file; put() always leaves room for the newline. */
+    line[o.len++] = '\n';
+    fwrite(line, 1, o.len, stderr);
+    fflush(stderr);
+}
+
+void log_partitions(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t len) {
+    size_t n = 0;
+    if (len == 0) return;
+    buf[0] = '\0';
+    for (int i = 0; i < parts->cnt && n < len; i++)
+        n += (size_t)snprintf(buf + n, len - n, "%s%s[%d]", i ? " " : "", parts->elems[i].topic,
+                              (int)parts->elems[i].partition);
+}

@@ -1,0 +1,512 @@
+/* testkit.c - require "luka.test": load an app into a harness, deliver
+ * messages to its endpoints through the real pipeline, and look at what
+ * happened.  The harness is a host without Kafka: its publishers record
+ * instead of producing, and a delayed retry is delivered again at once
+ * (its backoff is recorded).  The app runs in its own Lua state, as in
+ * production; payloads cross as JSON or strings. */
+#include "cmd/testkit.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "kafka/consumer.h"
+#include "runtime/host.h"
+#include "base/json.h"
+#include "api/lapi.h"
+#include "lua/meta.h"
+#include "flow/pipeline.h"
+#include "kafka/producer.h"
+#include "api/publish.h"
+#include "lua/script.h"
+#include "api/timer.h"
+
+#define HARNESS_MT "luka.test.harness"
+/* A message delivered this many times in one call is given up on. */
+#define MAX_ROUNDS 100
+
+typedef struct record {
+    char *target, *topic;
+    int32_t partition;
+    char *key;
+    size_t keylen;
+    char *value;
+    size_t len;
+    rd_kafka_headers_t *headers;
+} record_t;
+
+typedef struct ack {
+    publish_tag_t *tag;
+    int fail;
+} ack_t;
+
+typedef struct offset_seq {
+    char *topic;
+    int32_t partition;
+    int64_t next;
+} offset_seq_t;
+
+struct testkit {
+    host_t host;
+    uv_loop_t loop;
+    run_opts_t opts;
+    record_t *recs;
+    int nrecs, caprecs;
+    ack_t *acks;
+    int nacks, capacks;
+    int fail_next; /* publishes the pretend broker rejects */
+    offset_seq_t *seqs;
+    int nseqs;
+    /* What the delivery in progress did. */
+    int redeliver;
+    int64_t delays[MAX_ROUNDS];
+    int ndelays;
+    int attempts, stage, done;
+    char *error;
+};
+
+int testkit_publish(struct testkit *tk, struct publisher *p, const char *topic, int32_t partition,
+                    const char *key, size_t keylen, char *value, size_t len,
+                    rd_kafka_headers_t *headers, struct inflight *inf, char *errbuf,
+                    size_t errlen) {
+    record_t *r;
+    (void)errbuf, (void)errlen;
+    if (tk->nrecs == tk->caprecs) {
+        tk->caprecs = tk->caprecs ? tk->caprecs * 2 : 16;
+        tk->recs = realloc(tk->recs, tk->caprecs * sizeof(*tk->recs));
+    }
+    r = &tk->recs[tk->nrecs++];
+    r->target = strdup(p->conf->name);
+    r->topic = strdup(topic);
+    r->partition = partition;
+    r->key = key ? malloc(keylen ? keylen : 1) : NULL;
+    if (key) memcpy(r->key, key, keylen);
+    r->keylen = keylen;
+    r->value = value;
+    r->len = len;
+    r->headers = headers;
+    p->published++;
+    if (inf) {
+        publish_tag_t *tag = pipeline_publish_tag(inf);
+        pipeline_publish_added(tag);
+        if (tk->nacks == tk->capacks) {
+            tk->capacks = tk->capacks ? tk->capacks * 2 : 16;
+            tk->acks = realloc(tk->acks, tk->capacks * sizeof(*tk->acks));
+        }
+        tk->acks[tk->nacks].tag = tag;
+        tk->acks[tk->nacks++].fail = tk->fail_next > 0 ? tk->fail_next-- > 0 : 0;
+    }
+    return 0;
+}
+
+void testkit_redeliver(struct testkit *tk, int64_t offset, int64_t delay_ms) {
+    (void)offset;
+    tk->redeliver = 1;
+    if (tk->ndelays < MAX_ROUNDS) tk->delays[tk->ndelays++] = delay_ms;
+}
+
+void testkit_finished(struct testkit *tk, const struct inflight *inf, int done) {
+    tk->attempts = inf->attempts;
+    tk->stage = inf->stage;
+    tk->done = done;
+    free(tk->error);
+    tk->error = inf->error ? strdup(inf->error) : NULL;
+}
+
+/* The pretend broker answers every publish, in order; answers can lead to
+ * more publishes (a dead letter after a failed one). */
+static void ack_all(struct testkit *tk) {
+    for (int i = 0; i < tk->nacks; i++) {
+        ack_t a = tk->acks[i];
+        pipeline_publish_done(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
+    }
+    tk->nacks = 0;
+}
+
+static struct testkit *check(lua_State *L) {
+    struct testkit **ud = luaL_checkudata(L, 1, HARNESS_MT);
+    luaL_argcheck(L, *ud != NULL, 1, "the harness is closed");
+    return *ud;
+}
+
+static void close_kit(struct testkit *tk) {
+    host_t *h = &tk->host;
+    for (int i = 0; i < h->neps; i++) consumer_close(h->eps[i]);
+    for (int i = 0; i < h->npubs; i++) producer_close(h->pubs[i]);
+    if (h->app) {
+        timer_stop_all(h->app->L);
+        app_free(h->app);
+    }
+    uv_run(&tk->loop, UV_RUN_NOWAIT);
+    uv_loop_close(&tk->loop);
+    for (int i = 0; i < tk->nrecs; i++) {
+        record_t *r = &tk->recs[i];
+        free(r->target), free(r->topic), free(r->key), free(r->value);
+        if (r->headers) rd_kafka_headers_destroy(r->headers);
+    }
+    for (int i = 0; i < tk->nseqs; i++) free(tk->seqs[i].topic);
+    free(tk->seqs), free(tk->recs), free(tk->acks), free(tk->error);
+    free(h->pubs), free(h->eps);
+    free(tk);
+}
+
+/* test.load(app_path) -> harness */
+static int l_load(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct testkit *tk = calloc(1, sizeof(*tk)), **ud;
+    host_t *h = &tk->host;
+    char err[2048];
+
+    ud = lua_newuserdatauv(L, sizeof(*ud), 0);
+    *ud = NULL;
+    luaL_setmetatable(L, HARNESS_MT);
+    uv_loop_init(&tk->loop);
+    h->loop = &tk->loop;
+    h->opts = &tk->opts;
+    h->test = tk;
+    h->brokers = NULL;
+    if (!(h->app = app_load(path, err, sizeof(err)))) {
+        close_kit(tk);
+        return luaL_error(L, "luka.test.load: %s", err);
+    }
+    h->pubs = calloc(h->app->npubs + 2, sizeof(*h->pubs));
+    for (int i = 0; i < h->app->npubs; i++)
+        h->pubs[h->npubs++] = producer_open(h, &h->app->pubs[i], err, sizeof(err));
+    h->eps = calloc(h->app->neps + 1, sizeof(*h->eps));
+    for (int i = 0; i < h->app->neps; i++) {
+        if (!(h->eps[h->neps] = consumer_open(h, &h->app->eps[i], err, sizeof(err)))) {
+            close_kit(tk);
+            return luaL_error(L, "luka.test.load: %s", err);
+        }
+        h->neps++;
+    }
+    lapi_set_host(h->app->L, h);
+    publish_deferred(h->app->L);
+    *ud = tk;
+    return 1;
+}
+
+static endpoint_t *find_endpoint(lua_State *L, struct testkit *tk, const char *name) {
+    host_t *h = &tk->host;
+    luaL_Buffer b;
+    for (int i = 0; i < h->neps; i++)
+        if (strcmp(h->eps[i]->conf->name, name) == 0) return h->eps[i];
+    luaL_buffinit(L, &b);
+    for (int i = 0; i < h->neps; i++) {
+        if (i) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, h->eps[i]->conf->name);
+    }
+    luaL_pushresult(&b);
+    luaL_error(L, "deliver: the app has no endpoint '%s'; it has: %s", name, lua_tostring(L, -1));
+    return NULL;
+}
+
+static int64_t next_offset(struct testkit *tk, const char *topic, int32_t partition) {
+    for (int i = 0; i < tk->nseqs; i++)
+        if (tk->seqs[i].partition == partition && strcmp(tk->seqs[i].topic, topic) == 0)
+            return tk->seqs[i].next++;
+    tk->seqs = realloc(tk->seqs, (tk->nseqs + 1) * sizeof(*tk->seqs));
+    tk->seqs[tk->nseqs].topic = strdup(topic);
+    tk->seqs[tk->nseqs].partition = partition;
+    tk->seqs[tk->nseqs].next = 1;
+    tk->nseqs++;
+    return 0;
+}
+
+/* Push a recorded publish as a table. */
+static void push_record(lua_State *L, const record_t *r) {
+    char err[256];
+    lua_createtable(L, 0, 7);
+    lua_pushstring(L, r->target);
+    lua_setfield(L, -2, "target");
+    lua_pushstring(L, r->topic);
+    lua_setfield(L, -2, "topic");
+    if (r->partition >= 0) {
+        lua_pushinteger(L, r->partition);
+        lua_setfield(L, -2, "partition");
+    }
+    if (r->key) {
+        lua_pushlstring(L, r->key, r->keylen);
+        lua_setfield(L, -2, "key");
+    }
+    if (r->value) {
+        lua_pushlstring(L, r->value, r->len);
+        lua_setfield(L, -2, "value");
+        /* payload: the value decoded when it is JSON, else the string. */
+        if (json_decode(L, r->value, r->len, err, sizeof(err)) != 0)
+            lua_pushlstring(L, r->value, r->len);
+        lua_setfield(L, -2, "payload");
+    }
+    lua_newtable(L);
+    if (r->headers) {
+        const char *name;
+        const void *val;
+        size_t size;
+        for (size_t i = 0; !rd_kafka_header_get_all(r->headers, i, &name, &val, &size); i++) {
+            if (val) lua_pushlstring(L, val, size);
+            else json_push_null(L);
+            lua_setfield(L, -2, name);
+        }
+    }
+    lua_setfield(L, -2, "headers");
+}
+
+/* Build one delivery of the message described by src into m. */
+typedef struct source {
+    const char *topic, *key, *payload;
+    size_t keylen, len;
+    int32_t partition;
+    int64_t offset, timestamp;
+    rd_kafka_headers_t *headers;
+} source_t;
+
+static void build(message_t *m, const source_t *src) {
+    size_t tlen = strlen(src->topic) + 1;
+    char *block = malloc(tlen + src->keylen + src->len + 1);
+    memcpy(block, src->topic, tlen);
+    if (src->key) memcpy(block + tlen, src->key, src->keylen);
+    if (src->payload) memcpy(block + tlen + src->keylen, src->payload, src->len);
+    memset(m, 0, sizeof(*m));
+    m->topic = block;
+    m->partition = src->partition;
+    m->offset = src->offset;
+    m->key = src->key ? block + tlen : NULL;
+    m->key_len = src->keylen;
+    m->payload = src->payload ? block + tlen + src->keylen : NULL;
+    m->len = src->len;
+    m->timestamp = src->timestamp;
+    m->headers = rd_kafka_headers_copy(src->headers);
+    m->own = block;
+}
+
+static const char *outcome(const endpoint_stats_t *a, const endpoint_stats_t *b, int done) {
+    if (b->stopped > a->stopped) return "stopped";
+    if (b->deduplicated > a->deduplicated) return "deduplicated";
+    if (b->dead_lettered > a->dead_lettered) return "dead_lettered";
+    if (b->resent > a->resent) return "resent";
+    if (b->ignored > a->ignored) return "ignored";
+    if (b->released > a->released) return "released";
+    if (b->handled > a->handled) return "handled";
+    return done ? "committed" : "dropped";
+}
+
+/* harness:deliver(endpoint, payload [, meta]) -> result */
+static int l_deliver(lua_State *L) {
+    struct testkit *tk = check(L);
+    host_t *h = &tk->host;
+    endpoint_t *ep = find_endpoint(L, tk, luaL_checkstring(L, 2));
+    int has_meta = lua_istable(L, 4), first = tk->nrecs, attempt = 1;
+    endpoint_stats_t before = ep->stats;
+    char *encoded = NULL, err[512];
+    source_t src = {0};
+    partition_t *pt;
+
+    if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
+    lua_settop(L, 4);
+    /* Stack: harness, endpoint, payload, meta */
+    if (lua_type(L, 3) == LUA_TSTRING) {
+        src.payload = lua_tolstring(L, 3, &src.len);
+    } else if (!lua_isnil(L, 3)) {
+        if (!(encoded = json_encode(L, 3, &src.len, err, sizeof(err))))
+            return luaL_error(L, "deliver: payload: %s", err);
+        src.payload = encoded;
+    }
+    src.topic = ep->conf->topics[0];
+    {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        src.timestamp = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    }
+    src.headers = rd_kafka_headers_new(4);
+    src.offset = -1;
+    if (has_meta) {
+        if (lua_getfield(L, 4, "topic") == LUA_TSTRING) src.topic = lua_tostring(L, -1);
+        if (lua_getfield(L, 4, "partition") == LUA_TNUMBER) src.partition = (int32_t)lua_tointeger(L, -1);
+        if (lua_getfield(L, 4, "offset") == LUA_TNUMBER) src.offset = lua_tointeger(L, -1);
+        if (lua_getfield(L, 4, "timestamp") == LUA_TNUMBER) src.timestamp = lua_tointeger(L, -1);
+        if (lua_getfield(L, 4, "attempt") == LUA_TNUMBER) attempt = (int)lua_tointeger(L, -1);
+        if (lua_getfield(L, 4, "key") != LUA_TNIL) src.key = luaL_tolstring(L, -1, &src.keylen);
+        if (lua_getfield(L, 4, "headers") == LUA_TTABLE) {
+            lua_pushnil(L);
+            while (lua_next(L, -2)) {
+                size_t vn;
+                const char *v = luaL_tolstring(L, -1, &vn);
+                rd_kafka_header_add(src.headers, luaL_checkstring(L, -3), -1, v, (ssize_t)vn);
+                lua_pop(L, 2);
+            }
+        }
+        /* The strings stay on the stack, alive, until we return. */
+    }
+    if (src.offset < 0) src.offset = next_offset(tk, src.topic, src.partition);
+
+    pt = consumer_assign(ep, src.topic, src.partition);
+    if (attempt > 1) {
+        pt->retry_offset = src.offset;
+        pt->retry_attempts = attempt - 1;
+        pt->retry_rounds = 0;
+    }
+    tk->ndelays = tk->attempts = tk->done = 0;
+    free(tk->error);
+    tk->error = NULL;
+    for (int round = 0; round < MAX_ROUNDS; round++) {
+        message_t m;
+        tk->redeliver = 0;
+        build(&m, &src);
+        pipeline_handle(ep, &m);
+        ack_all(tk);
+        /* release would deliver it forever: once shows the decision. */
+        if (!tk->redeliver || ep->stats.released > before.released) break;
+    }
+    rd_kafka_headers_destroy(src.headers);
+    free(encoded);
+
+    lua_createtable(L, 0, 8);
+    lua_pushstring(L, outcome(&before, &ep->stats, tk->done));
+    lua_setfield(L, -2, "outcome");
+    lua_pushboolean(L, pt->offsets->commit > src.offset);
+    lua_setfield(L, -2, "committed");
+    lua_pushinteger(L, tk->attempts);
+    lua_setfield(L, -2, "attempts");
+    lua_pushinteger(L, src.offset);
+    lua_setfield(L, -2, "offset");
+    if (tk->error) {
+        lua_pushstring(L, tk->error);
+        lua_setfield(L, -2, "error");
+    }
+    lua_createtable(L, tk->ndelays, 0);
+    for (int i = 0; i < tk->ndelays; i++) {
+        lua_pushinteger(L, tk->delays[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "retries");
+    lua_createtable(L, tk->nrecs - first, 0);
+    for (int i = first; i < tk->nrecs; i++) {
+        const void *v;
+        size_t vn;
+        push_record(L, &tk->recs[i]);
+        if (tk->recs[i].headers && !rd_kafka_header_get_last(tk->recs[i].headers,
+                                                             "luka-dlt-original-topic", &v, &vn)) {
+            lua_pushvalue(L, -1);
+            lua_setfield(L, -4, "dead_letter");
+        }
+        lua_rawseti(L, -2, i - first + 1);
+    }
+    lua_setfield(L, -2, "published");
+    /* A stop ends that delivery, not the harness. */
+    h->stopping = 0;
+    h->exit_code = 0;
+    for (int i = 0; i < h->neps; i++) h->eps[i]->stopped = 0;
+    return 1;
+}
+
+/* harness:published() -> every message published since the app loaded */
+static int l_published(lua_State *L) {
+    struct testkit *tk = check(L);
+    lua_createtable(L, tk->nrecs, 0);
+    for (int i = 0; i < tk->nrecs; i++) {
+        push_record(L, &tk->recs[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
+/* harness:fail_publishes(n): the next n publishes are not acknowledged. */
+static int l_fail_publishes(lua_State *L) {
+    struct testkit *tk = check(L);
+    tk->fail_next = (int)luaL_optinteger(L, 2, 1);
+    return 0;
+}
+
+/* harness:counters(endpoint) -> the endpoint's decision counters */
+static int l_counters(lua_State *L) {
+    struct testkit *tk = check(L);
+    endpoint_t *ep = find_endpoint(L, tk, luaL_checkstring(L, 2));
+    const endpoint_stats_t *s = &ep->stats;
+    const struct { const char *name; uint64_t v; } c[] = {
+        {"consumed", s->consumed},       {"handled", s->handled},
+        {"failed", s->failed},           {"retried", s->retried},
+        {"dead_lettered", s->dead_lettered}, {"deduplicated", s->deduplicated},
+        {"resent", s->resent},           {"released", s->released},
+        {"ignored", s->ignored},         {"stopped", s->stopped},
+    };
+    lua_createtable(L, 0, 10);
+    for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
+        lua_pushinteger(L, (lua_Integer)c[i].v);
+        lua_setfield(L, -2, c[i].name);
+    }
+    return 1;
+}
+
+static int l_close(lua_State *L) {
+    struct testkit **ud = luaL_checkudata(L, 1, HARNESS_MT);
+    if (*ud) close_kit(*ud);
+    *ud = NULL;
+    return 0;
+}
+
+int testkit_open(lua_State *L) {
+    static const luaL_Reg methods[] = {
+        {"deliver", l_deliver}, {"published", l_published}, {"fail_publishes", l_fail_publishes},
+        {"counters", l_counters}, {"close", l_close}, {NULL, NULL}};
+    json_init(L);
+    if (luaL_newmetatable(L, HARNESS_MT)) {
+        luaL_newlib(L, methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, l_close);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushcfunction(L, l_load);
+    lua_setfield(L, -2, "load");
+    json_push_null(L);
+    lua_setfield(L, -2, "null");
+    lua_newtable(L);
+    json_inject_api(L);
+    lua_setfield(L, -2, "json");
+    return 1;
+}
+
+int testkit_main(int argc, char **argv) {
+    lua_State *L = lapi_newstate();
+    script_err_t err;
+    int rc = 0;
+
+    luaL_openlibs(L);
+    script_init(L);
+    json_init(L);
+    app_open_modules(L);
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    lua_pushcfunction(L, testkit_open);
+    lua_setfield(L, -2, "luka.test");
+    lua_pop(L, 2);
+    /* busted reads its command line from the global arg. */
+    lua_createtable(L, argc, 1);
+    lua_pushliteral(L, "luka test");
+    lua_rawseti(L, -2, 0);
+    for (int i = 1; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i);
+    }
+    if (argc < 2) {
+        lua_pushliteral(L, "spec");
+        lua_rawseti(L, -2, 1);
+    }
+    lua_setglobal(L, "arg");
+    /* A chunk that fails to load leaves only its message on the stack; a
+     * call that fails fills err, traceback included. */
+    if (luaL_loadstring(L, "require('busted.runner')({ standalone = false })") != LUA_OK) {
+        fprintf(stderr, "luka test: %s\n", lua_tostring(L, -1));
+        rc = 1;
+    } else if (script_call(L, 0, 0, 0, &err) != 0) {
+        fprintf(stderr, "luka test: %s\n%s\n", err.msg, err.traceback);
+        rc = 1;
+    }
+    lapi_close(L);
+    return rc;
+}

@@ -1,0 +1,479 @@
+/* consumer.c - an endpoint's group consumer on the loop: open it, wake on
+ * its queue's IO event, drain messages into the pipeline in bounded
+ * batches, follow assignments, store done offsets, and close it in order. */
+#include "kafka/consumer.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "base/log.h"
+#include "cmd/testkit.h"
+
+/* Messages handled per wake-up, and the time they may take, before other
+ * loop work (signals, timers, health) gets a turn. */
+#define BATCH 1024
+#define BATCH_NS 10000000
+/* Messages in flight (handled, publishes unacknowledged) before the
+ * endpoint stops taking more. */
+#define MAX_INFLIGHT 10000
+
+const double duration_bounds[DURATION_BUCKETS] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025,
+                                                   0.05,   0.1,    0.25,  0.5,   1,    5};
+
+/* Log lines carry the endpoint as a field (text logs show it as [name]). */
+#define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
+
+static void drain(endpoint_t *ep);
+
+static void on_poll(uv_poll_t *w, int status, int events) {
+    endpoint_t *ep = w->data;
+    char buf[256];
+    (void)status, (void)events;
+    /* Empty the pipe first: an event that arrives while draining writes
+     * again and wakes us again. */
+    while (read(ep->fds[0], buf, sizeof(buf)) > 0) continue;
+    drain(ep);
+}
+
+static void on_idle(uv_idle_t *w) { drain(w->data); }
+
+/* librdkafka leaves the group when the consumer is not polled for
+ * max.poll.interval.ms.  With every partition paused for a long backoff no
+ * message wakes us, so poll once a second regardless. */
+static void on_tick(uv_timer_t *t) { drain(t->data); }
+
+static void drain(endpoint_t *ep) {
+    uint64_t deadline = uv_hrtime() + BATCH_NS;
+    int n = 0, more = 0;
+    while (!ep->stopped && ep->ninflight < MAX_INFLIGHT) {
+        rd_kafka_message_t *rkm;
+        /* One handler call may take seconds, so the clock is read after
+         * every message (uv_hrtime costs nanoseconds): signals, timers and
+         * the health heartbeat then wait for one call at most, not for a
+         * run of them. */
+        if (n == BATCH || (n > 0 && uv_hrtime() > deadline)) {
+            more = 1;
+            break;
+        }
+        if (!(rkm = rd_kafka_consumer_poll(ep->rk, 0))) break;
+        n++;
+        if (rkm->err) {
+            if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%s", rd_kafka_message_errstr(rkm));
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        message_t m;
+        message_from_kafka(&m, rkm);
+        pipeline_handle(ep, &m); /* rkm is the pipeline's now */
+    }
+    if (ep->dirty) consumer_store(ep);
+    /* A batch cut short means more may be waiting, and the pipe will not
+     * tell us again: keep going on the next loop iteration. */
+    if (more && !ep->stopped)
+        uv_idle_start(&ep->idle, on_idle);
+    else
+        uv_idle_stop(&ep->idle);
+}
+
+void consumer_kick(endpoint_t *ep) {
+    if (ep->poll.data && !ep->stopped && ep->ninflight == MAX_INFLIGHT / 2)
+        uv_idle_start(&ep->idle, on_idle);
+}
+
+partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t partition) {
+    if (ep->last < ep->nparts) {
+        partition_t *pt = ep->parts[ep->last];
+        if (pt->offsets->partition == partition && strcmp(pt->offsets->topic, topic) == 0)
+            return pt;
+    }
+    for (int i = 0; i < ep->nparts; i++) {
+        partition_t *pt = ep->parts[i];
+        if (pt->offsets->partition == partition && strcmp(pt->offsets->topic, topic) == 0) {
+            ep->last = i;
+            return pt;
+        }
+    }
+    return NULL;
+}
+
+/* The message a retry went back for is gone, and the log goes on at
+ * offset: say what was skipped. */
+static void skipped(partition_t *pt, int64_t offset) {
+    const offsets_t *o = pt->offsets;
+    log_ctx_t ctx = {pt->ep->conf->name, o->topic, o->partition, pt->expect};
+
+    if (offset > pt->expect)
+        log_at(LOG_WARN, "consumer", &ctx,
+               "offsets %lld..%lld are gone (removed by retention or compaction while the "
+               "message waited for its retry); going on from offset %lld",
+               (long long)pt->expect, (long long)offset - 1, (long long)offset);
+    else
+        log_at(LOG_WARN, "consumer", &ctx,
+               "offset %lld is gone and the log now begins before it (auto.offset.reset); "
+               "going on from offset %lld",
+               (long long)pt->expect, (long long)offset);
+    if (pt->retry_offset == pt->expect) pt->retry_offset = -1;
+}
+
+int consumer_accept(partition_t *pt, int64_t offset) {
+    if (pt->waiting) return 0;
+    if (pt->expect >= 0) {
+        /* A seek is a version barrier in librdkafka: nothing fetched before
+         * it is returned after it.  So the first message after the seek is
+         * where the log goes on, which is the offset sought unless
+         * retention or compaction removed it while the retry waited (the
+         * fetch then goes on from the next offset kept, or from wherever
+         * auto.offset.reset leads).  Waiting for the exact offset would
+         * stall the partition for good. */
+        if (offset != pt->expect) skipped(pt, offset);
+        pt->expect = -1;
+    }
+    return 1;
+}
+
+static rd_kafka_topic_partition_list_t *one(partition_t *pt, int64_t offset) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, pt->offsets->topic, pt->offsets->partition)->offset = offset;
+    return l;
+}
+
+static void on_redeliver(uv_timer_t *t) {
+    partition_t *pt = t->data;
+    endpoint_t *ep = pt->ep;
+    rd_kafka_topic_partition_list_t *l = one(pt, pt->retry_offset);
+    rd_kafka_error_t *error;
+
+    /* Seek while still paused, so nothing is fetched from the old
+     * position; librdkafka drops what was queued before the seek (see
+     * consumer_accept). */
+    if ((error = rd_kafka_seek_partitions(ep->rk, l, 5000))) {
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "seek %s[%d] to %lld: %s", pt->offsets->topic,
+                 (int)pt->offsets->partition, (long long)pt->retry_offset,
+                 rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
+        /* Then it fetches from where it was, and nothing may be dropped. */
+        pt->expect = -1;
+    } else {
+        pt->expect = pt->retry_offset;
+    }
+    pt->waiting = 0;
+    rd_kafka_resume_partitions(ep->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+void consumer_redeliver(partition_t *pt, int64_t offset, int attempts, int rounds,
+                        int64_t delay_ms) {
+    endpoint_t *ep = pt->ep;
+    rd_kafka_topic_partition_list_t *l;
+
+    if (ep->host->test) {
+        pt->retry_offset = offset;
+        pt->retry_attempts = attempts;
+        pt->retry_rounds = rounds;
+        testkit_redeliver(ep->host->test, offset, delay_ms);
+        return;
+    }
+    /* Already going back to an earlier offset: this message comes again
+     * with it. */
+    if (pt->waiting && pt->retry_offset <= offset) return;
+    if (pt->expect >= 0 && pt->expect <= offset) return;
+    l = one(pt, offset);
+    rd_kafka_pause_partitions(ep->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    pt->retry_offset = offset;
+    pt->retry_attempts = attempts;
+    pt->retry_rounds = rounds;
+    pt->waiting = 1;
+    if (!pt->timer) {
+        pt->timer = malloc(sizeof(*pt->timer));
+        uv_timer_init(ep->host->loop, pt->timer);
+        pt->timer->data = pt;
+    }
+    uv_timer_start(pt->timer, on_redeliver, (uint64_t)delay_ms, 0);
+}
+
+static void free_timer(uv_handle_t *h) { free(h); }
+
+static void partition_free(partition_t *pt) {
+    pt->offsets->revoked = 1;
+    offsets_unref(pt->offsets);
+    if (pt->timer) uv_close((uv_handle_t *)pt->timer, free_timer);
+    free(pt);
+}
+
+void consumer_store(endpoint_t *ep) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
+    rd_kafka_resp_err_t err;
+
+    ep->dirty = 0;
+    for (int i = 0; i < ep->nparts; i++) {
+        offsets_t *o = ep->parts[i]->offsets;
+        if (o->commit > o->stored)
+            rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
+    }
+    if (l->cnt && ep->rk && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "storing offsets: %s", rd_kafka_err2str(err));
+    for (int i = 0; i < l->cnt; i++) {
+        partition_t *pt = consumer_partition(ep, l->elems[i].topic, l->elems[i].partition);
+        if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts);
+
+partition_t *consumer_assign(endpoint_t *ep, const char *topic, int32_t partition) {
+    rd_kafka_topic_partition_list_t *l;
+    partition_t *pt = consumer_partition(ep, topic, partition);
+    if (pt) return pt;
+    l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition);
+    assign_parts(ep, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    return ep->parts[ep->nparts - 1];
+}
+
+static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
+    if (ep->nparts + parts->cnt > ep->capparts) {
+        ep->capparts = ep->nparts + parts->cnt;
+        ep->parts = realloc(ep->parts, ep->capparts * sizeof(*ep->parts));
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        partition_t *pt = calloc(1, sizeof(*pt));
+        pt->ep = ep;
+        pt->offsets = offsets_new(parts->elems[i].topic, parts->elems[i].partition);
+        pt->retry_offset = pt->expect = -1;
+        ep->parts[ep->nparts++] = pt;
+    }
+}
+
+/* Before partitions go back to the group: wait (bounded) for the
+ * publishes of messages already handled, store and commit what is done.
+ * A message waiting for redelivery is simply not committed: the next owner
+ * gets it. */
+static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_resp_err_t err;
+
+    host_flush(ep->host, (int)ep->host->drain_timeout_ms);
+    consumer_store(ep);
+    err = rd_kafka_commit(ep->rk, NULL, 0);
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "commit on revoke: %s", rd_kafka_err2str(err));
+    for (int i = 0; i < parts->cnt; i++) {
+        partition_t *pt = consumer_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
+        if (!pt) continue;
+        if (pt->waiting) {
+            /* librdkafka keeps a partition paused across an unassign and a
+             * new assignment, so the pause goes with the retry that made
+             * it; otherwise the partition stalls when it comes back to us.
+             * The message it waited for is uncommitted: the next owner of
+             * the partition gets it. */
+            rd_kafka_topic_partition_list_t *l = one(pt, RD_KAFKA_OFFSET_INVALID);
+            rd_kafka_resume_partitions(ep->rk, l);
+            rd_kafka_topic_partition_list_destroy(l);
+            log_at(LOG_INFO, "consumer", EP_CTX(ep->conf),
+                   "%s[%d]: revoked while offset %lld waited for its retry; it comes again to the "
+                   "partition's next owner",
+                   pt->offsets->topic, (int)pt->offsets->partition, (long long)pt->retry_offset);
+        }
+        for (int j = 0; j < ep->nparts; j++)
+            if (ep->parts[j] == pt) ep->parts[j] = ep->parts[--ep->nparts];
+        partition_free(pt);
+    }
+    ep->last = 0;
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    endpoint_t *ep = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    char list[1024];
+
+    log_partitions(parts, list, sizeof(list));
+    ep->stats.rebalances++;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        ep->joined = 1;
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "assigned %s", parts->cnt ? list : "nothing");
+        assign_parts(ep, parts);
+        if (cooperative) error = rd_kafka_incremental_assign(rk, parts);
+        else aerr = rd_kafka_assign(rk, parts);
+    } else {
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "revoked %s", parts->cnt ? list : "nothing");
+        revoke_parts(ep, parts);
+        if (cooperative) error = rd_kafka_incremental_unassign(rk, parts);
+        else aerr = rd_kafka_assign(rk, NULL);
+    }
+    /* librdkafka can refuse an assignment change (after the group session
+     * was lost, say); what it fetches then no longer matches our partition
+     * records, and the operator must hear of it. */
+    if (error || aerr)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%s %s: %s",
+               err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigning" : "unassigning",
+               parts->cnt ? list : "nothing",
+               error ? rd_kafka_error_string(error) : rd_kafka_err2str(aerr));
+    if (error) rd_kafka_error_destroy(error);
+}
+
+/* Served on the loop thread, like every callback of this consumer. */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+    endpoint_t *ep = opaque;
+    (void)rk, (void)len;
+    free(ep->kafka_stats);
+    ep->kafka_stats = json;
+    return 1; /* we keep json */
+}
+
+static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errbuf,
+               size_t errlen) {
+    return rd_kafka_conf_set(conf, name, value, errbuf, errlen) == RD_KAFKA_CONF_OK ? 0 : -1;
+}
+
+endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, size_t errlen) {
+    endpoint_t *ep = calloc(1, sizeof(*ep));
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    rd_kafka_conf_t *kconf = NULL;
+    rd_kafka_resp_err_t err;
+    char why[512];
+
+    ep->host = h;
+    ep->conf = conf;
+    ep->fds[0] = ep->fds[1] = -1;
+    if (conf->policy.dedup) {
+        char scope[512];
+        /* The test kit keeps its record in memory, whatever the app says. */
+        snprintf(scope, sizeof(scope), "%s:%s", conf->group, conf->name);
+        ep->dedup = dedup_open(h->test ? "memory" : conf->policy.dedup_store, scope,
+                               conf->policy.dedup_ttl_ms, conf->policy.dedup_max_entries,
+                               h->app->dir, why, sizeof(why));
+        if (!ep->dedup) goto fail;
+    }
+    if (h->test) return ep; /* no Kafka: the test kit delivers */
+    kconf = host_kafka_conf(h, NULL, why, sizeof(why));
+    if (!kconf) goto fail;
+    /* At-least-once: librdkafka commits in the background, but only the
+     * offsets this endpoint stored, and it stores only done prefixes.
+     * A one-second interval bounds what a crash replays. */
+    if (set(kconf, "group.id", conf->group, why, sizeof(why)) ||
+        set(kconf, "enable.auto.offset.store", "false", why, sizeof(why)) ||
+        set(kconf, "auto.commit.interval.ms", "1000", why, sizeof(why)))
+        goto fail;
+    /* librdkafka 2.0 stops fetching for a whole second once its queue holds
+     * queued.min.messages (100,000 by default, counted over all partitions
+     * of the consumer queue).  Half a million is a few seconds of handler
+     * work, so the fetcher never idles while handlers are busy; the bytes
+     * stay capped by queued.max.messages.kbytes. */
+    if (set(kconf, "queued.min.messages", "500000", why, sizeof(why))) goto fail;
+    for (int i = 0; i < conf->config.n; i++)
+        if (set(kconf, conf->config.items[i].key, conf->config.items[i].value, why, sizeof(why)))
+            goto fail;
+    rd_kafka_conf_set_rebalance_cb(kconf, rebalance_cb);
+    rd_kafka_conf_set_stats_cb(kconf, stats_cb);
+    rd_kafka_conf_set_opaque(kconf, ep);
+    ep->rk = rd_kafka_new(RD_KAFKA_CONSUMER, kconf, why, sizeof(why));
+    if (!ep->rk) goto fail;
+    kconf = NULL; /* now owned by rk */
+    rd_kafka_set_log_queue(ep->rk, NULL);
+    rd_kafka_poll_set_consumer(ep->rk);
+    ep->queue = rd_kafka_queue_get_consumer(ep->rk);
+
+    if (pipe2(ep->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
+        snprintf(why, sizeof(why), "pipe: %s", strerror(errno));
+        goto fail;
+    }
+    rd_kafka_queue_io_event_enable(ep->queue, ep->fds[1], "1", 1);
+    uv_poll_init(h->loop, &ep->poll, ep->fds[0]);
+    uv_idle_init(h->loop, &ep->idle);
+    uv_timer_init(h->loop, &ep->tick);
+    ep->poll.data = ep->idle.data = ep->tick.data = ep;
+    uv_poll_start(&ep->poll, UV_READABLE, on_poll);
+    uv_timer_start(&ep->tick, on_tick, 1000, 1000);
+
+    topics = rd_kafka_topic_partition_list_new(conf->ntopics);
+    for (int i = 0; i < conf->ntopics; i++)
+        rd_kafka_topic_partition_list_add(topics, conf->topics[i], RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(ep->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(why, sizeof(why), "subscribe: %s", rd_kafka_err2str(err));
+        goto fail;
+    }
+    log_at(LOG_INFO, "consumer", EP_CTX(conf), "subscribed to %d topic(s) as group %s", conf->ntopics,
+             conf->group);
+    /* Anything queued before the IO event was enabled would not wake us. */
+    uv_idle_start(&ep->idle, on_idle);
+    return ep;
+fail:
+    snprintf(errbuf, errlen, "endpoint '%s' (%s): %s", conf->name, conf->where, why);
+    if (kconf) rd_kafka_conf_destroy(kconf);
+    consumer_close(ep);
+    return NULL;
+}
+
+void consumer_stop(endpoint_t *ep) {
+    if (ep->stopped) return;
+    ep->stopped = 1;
+    if (ep->poll.data) {
+        uv_poll_stop(&ep->poll);
+        uv_idle_stop(&ep->idle);
+        uv_timer_stop(&ep->tick);
+    }
+}
+
+/* The endpoint goes when the last of its three handles is closed; libuv
+ * runs close callbacks in no promised order. */
+static void free_ep(uv_handle_t *handle) {
+    endpoint_t *ep = handle->data;
+    if (--ep->closing > 0) return;
+    /* The pipe may be closed only now that nothing polls it. */
+    close(ep->fds[0]);
+    close(ep->fds[1]);
+    free(ep);
+}
+
+void consumer_close(endpoint_t *ep) {
+    rd_kafka_resp_err_t err;
+    int dropped;
+
+    consumer_stop(ep);
+    if (ep->rk) {
+        consumer_store(ep);
+        dropped = pipeline_abandon(ep);
+        if (dropped)
+            log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%d message(s) left uncommitted; they will be delivered again", dropped);
+        if (ep->queue) {
+            rd_kafka_queue_io_event_enable(ep->queue, -1, NULL, 0);
+            rd_kafka_queue_destroy(ep->queue);
+        }
+        /* Commits the stored offsets and leaves the group; the revoke it
+         * triggers runs rebalance_cb on this thread. */
+        if ((err = rd_kafka_consumer_close(ep->rk)) != 0)
+            log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "close: %s", rd_kafka_err2str(err));
+        rd_kafka_destroy(ep->rk);
+        ep->rk = NULL;
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "closed");
+    }
+    for (int i = 0; i < ep->nparts; i++) partition_free(ep->parts[i]);
+    free(ep->parts);
+    dedup_close(ep->dedup);
+    ep->dedup = NULL;
+    free(ep->kafka_stats);
+    ep->kafka_stats = NULL;
+    ep->parts = NULL;
+    ep->nparts = 0;
+    if (ep->poll.data) {
+        ep->closing = 3;
+        uv_close((uv_handle_t *)&ep->poll, free_ep);
+        uv_close((uv_handle_t *)&ep->tick, free_ep);
+        uv_close((uv_handle_t *)&ep->idle, free_ep);
+    } else {
+        if (ep->fds[0] >= 0) close(ep->fds[0]);
+        if (ep->fds[1] >= 0) close(ep->fds[1]);
+        free(ep);
+    }
+}

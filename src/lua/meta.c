@@ -1,0 +1,71 @@
+/* meta.c - build a handler's meta table from a message.  Headers become a
+ * name -> value table; of repeated names the last wins, as with Kafka's
+ * lastHeader(), and a header without a value reads luka.null. */
+#include "lua/meta.h"
+
+#include <string.h>
+
+#include "base/json.h"
+
+static const char META_MT_KEY = 'm';
+
+/* meta.headers of a message without headers is made on first use: most
+ * handlers never look, and a table per message is a cost per message. */
+static int meta_index(lua_State *L) {
+    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "headers") != 0) return 0;
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "headers");
+    return 1;
+}
+
+static void push_mt(lua_State *L) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &META_MT_KEY) == LUA_TTABLE) return;
+    lua_pop(L, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, meta_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &META_MT_KEY);
+}
+
+void meta_push(lua_State *L, const message_t *m, int attempt) {
+    lua_createtable(L, 0, 9);
+    lua_pushstring(L, m->topic);
+    lua_setfield(L, -2, "topic");
+    lua_pushinteger(L, m->partition);
+    lua_setfield(L, -2, "partition");
+    lua_pushinteger(L, m->offset);
+    lua_setfield(L, -2, "offset");
+    if (m->key) {
+        lua_pushlstring(L, m->key, m->key_len);
+        lua_setfield(L, -2, "key");
+    }
+    if (m->timestamp >= 0) {
+        lua_pushinteger(L, m->timestamp);
+        lua_setfield(L, -2, "timestamp");
+    }
+    lua_pushinteger(L, attempt);
+    lua_setfield(L, -2, "attempt");
+
+    if (!m->headers || rd_kafka_header_cnt(m->headers) == 0) {
+        push_mt(L);
+        lua_setmetatable(L, -2);
+        return;
+    }
+    lua_createtable(L, 0, (int)rd_kafka_header_cnt(m->headers));
+    {
+        const char *name;
+        const void *val;
+        size_t size;
+        for (size_t i = 0; !rd_kafka_header_get_all(m->headers, i, &name, &val, &size); i++) {
+            if (val) lua_pushlstring(L, val, size);
+            else json_push_null(L);
+            lua_setfield(L, -2, name);
+        }
+    }
+    /* Stack: meta, headers */
+    if (lua_getfield(L, -1, "id") == LUA_TSTRING) lua_setfield(L, -3, "id");
+    else lua_pop(L, 1);
+    lua_setfield(L, -2, "headers");
+}

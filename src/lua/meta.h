@@ -1,0 +1,14 @@
+/* meta.h - the meta table handlers receive: where a message came from, its
+ * key, timestamp, headers, id and attempt. */
+#ifndef LUKA_META_H
+#define LUKA_META_H
+
+#include <lua.h>
+
+#include "base/message.h"
+
+/* Push meta for m, delivered for the attempt-th time.
+ * Stack: ... -> ..., meta */
+void meta_push(lua_State *L, const message_t *m, int attempt);
+
+#endif
