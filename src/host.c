@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
+#include "cliopt.h"
 #include "consumer.h"
 #include "lapi.h"
 #include "log.h"
@@ -307,8 +308,11 @@ int host_run(const run_opts_t *o) {
     }
     for (int i = 0; i < o->nonly; i++)
         if (!app_endpoint(h->app, o->only[i])) {
-            log_error("app", "%s declares no endpoint named '%s'; see them with: luka check %s",
-                      o->app_path, o->only[i], o->app_path);
+            cliopt_near_t near = cliopt_near(o->only[i]);
+            for (int k = 0; k < h->app->neps; k++) cliopt_near_add(&near, h->app->eps[k].name);
+            log_error("app", "%s declares no endpoint named '%s'%s%s%s; see them with: luka check %s",
+                      o->app_path, o->only[i], near.best ? " (did you mean '" : "",
+                      near.best ? near.best : "", near.best ? "'?)" : "", o->app_path);
             rc = 2;
             goto done;
         }
