@@ -9,7 +9,7 @@ local APP = "spec/fixtures/cli.lua"
 setup(function()
   broker = H.broker_start { topics = { "rt_orders:2", "hdr_orders:1", "str_events:1", "bad_orders:1",
     "grp_orders:2", "end_orders:2", "bin:1", "tty_orders:1", "raw_k:2", "raw_z:1", "raw_x:1", "j_cmp:2",
-    "last2:2", "ex:3", "fmt:2", "ts:1", "abs:2" } }
+    "last2:2", "ex:3", "fmt:2", "ts:1", "abs:2", "tomb_orders:4" } }
 end)
 
 teardown(function() broker.stop() end)
@@ -235,6 +235,28 @@ describe("luka publish -t TOPIC, without an app", function()
     assert.equal("nokey", got[2].value)
     assert.equal("fixed", got[3].key)
     assert.equal("plain", got[3].value)
+  end)
+
+  it("sends a key to the partition an app's publisher sends it to, so a tombstone meets its key", function()
+    local lines, tombs = {}, {}
+    for n = 1, 8 do
+      lines[n] = ('{"orderId":"t-%d"}'):format(n)
+      tombs[n] = ("t-%d:"):format(n)
+    end
+    assert.equal(0, publish("tomb", "orders", lines).code)
+    local r = publish_raw("tomb_orders", table.concat(tombs, "\n") .. "\n", "-K : -Z")
+    assert.equal(0, r.code, r.stderr)
+    local partition_of = {}
+    local got = H.kcat_consume(broker.bootstrap, "tomb_orders", nil)
+    assert.equal(16, #got)
+    for _, m in ipairs(got) do
+      if m.value then
+        partition_of[m.key] = m.partition
+      end
+    end
+    for _, m in ipairs(got) do
+      if not m.value then assert.equal(partition_of[m.key], m.partition, "the tombstone of " .. m.key) end
+    end
   end)
 
   it("sets -X librdkafka properties, and names a bad one", function()

@@ -72,7 +72,8 @@ static const cliopt_t options[NOPTS] = {
                        "has no key)"},
     [OPT_HEADER] = {"header", 'H', "NAME=VALUE", "add a header to every message; repeatable"},
     [OPT_PARTITION] = {"partition", 'p', "N",
-                       "with -t: to partition N (default: by key, else spread)"},
+                       "with -t: to partition N (default: by the key's murmur2\n"
+                       "hash, as luka's publishers and Java clients; no key: spread)"},
     [OPT_NULL] = {"null", 'Z', NULL,
                   "with -t: an empty value is sent as null (a tombstone),\n"
                   "an empty key as no key"},
@@ -291,11 +292,18 @@ static void raw_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaq
         log_error("publish", "%s: %s", rd_kafka_err2name(err), reason);
 }
 
-/* The producer: luka's common client config (LUKA_KAFKA_*), then -X. */
+/* The producer: luka's common client config (LUKA_KAFKA_*), then -X.  Keys
+ * are spread as luka's publishers and Java clients spread them (murmur2),
+ * not as kcat does, so that a tombstone sent here lands on the partition
+ * of the key an app published. */
 static rd_kafka_t *raw_producer(raw_t *r, host_t *h, char *errbuf, size_t errlen) {
     rd_kafka_conf_t *conf = host_kafka_conf(h, NULL, errbuf, errlen);
     rd_kafka_t *rk;
     if (!conf) return NULL;
+    if (rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errbuf, errlen)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
     for (int i = 0; i < r->c->nprops; i++) {
         char name[256];
         const char *eq = strchr(r->c->props[i], '=');
