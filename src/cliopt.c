@@ -60,7 +60,6 @@ void cliopt_usage(FILE *out, const clicmd_t *cmd) {
     for (int i = 0; i < cmd->nopts; i++)
         print_row(out, cmd->opts[i].letter, cmd->opts[i].name, cmd->opts[i].arg, cmd->opts[i].help);
     print_row(out, 'h', "help", NULL, "print this help");
-    if (cmd->after) fprintf(out, "\n%s\n", cmd->after);
     if (cmd->print_after) cmd->print_after(out);
 }
 

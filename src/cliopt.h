@@ -14,7 +14,7 @@ typedef struct cliopt {
     const char *name; /* long name without "--" */
     int letter;       /* short option letter, or 0 */
     const char *arg;  /* the value's placeholder; NULL for a flag */
-    const char *help; /* may span lines with \n */
+    const char *help; /* wrapped to 80 columns by --help; a \n is a space */
 } cliopt_t;
 
 typedef struct clicmd {
@@ -23,8 +23,7 @@ typedef struct clicmd {
     const char *about;    /* paragraphs after the usage line, or NULL */
     const cliopt_t *opts;
     int nopts;
-    const char *after; /* printed after the options, or NULL */
-    void (*print_after)(FILE *out); /* then this, or NULL */
+    void (*print_after)(FILE *out); /* prints more after the options, or NULL */
     /* Stop at the first argument that is not one of opts (luka test:
      * the rest is busted's); it and everything after are positional. */
     int pass_through;
