@@ -43,7 +43,7 @@ typedef int (*cliopt_cb)(void *ud, int opt, const char *value);
  * stdout, 2 after a usage error on stderr, or what cb returned. */
 int cliopt_parse(const clicmd_t *cmd, int argc, char **argv, cliopt_cb cb, void *ud);
 
-/* The command's help: usage, about, options with -h/--help, after. */
+/* The command's help: usage, about, options with -h/--help, then print_after. */
 void cliopt_usage(FILE *out, const clicmd_t *cmd);
 
 /* Report a command-line mistake of command cmd in luka's one style,
