@@ -22,8 +22,8 @@
 
 #include <lauxlib.h>
 
-#include "app.h"
-#include "timer.h"
+#include "app/app.h"
+#include "api/timer.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

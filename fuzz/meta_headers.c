@@ -20,9 +20,9 @@
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
-#include "json.h"
-#include "message.h"
-#include "meta.h"
+#include "base/json.h"
+#include "base/message.h"
+#include "lua/meta.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

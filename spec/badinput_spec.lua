@@ -241,10 +241,11 @@ describe("bad app scripts", function()
   it("unknown command-line options exit 2 with a hint", function()
     local r = H.run(H.luka .. " run spec/fixtures/bad.lua --bogus")
     assert.equal(2, r.code)
-    assert.truthy(r.stderr:find("unknown or incomplete option '--bogus'; run 'luka --help'", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("luka run: unknown option '--bogus'; run 'luka run --help'", 1, true), r.stderr)
     r = H.run(H.luka .. " run spec/fixtures/bad.lua --drain-timeout soon")
     assert.equal(2, r.code)
-    assert.truthy(r.stderr:find("--drain-timeout takes milliseconds, got 'soon'", 1, true), r.stderr)
+    assert.truthy(r.stderr:find("--drain-timeout takes a duration such as 500ms, 5s or 2m (a bare number is "
+      .. "milliseconds), got 'soon'", 1, true), r.stderr)
   end)
 end)
 

@@ -11,6 +11,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include "base/cliopt.h"
 #include "runtime/host.h"
 #include "base/log.h"
 
@@ -21,6 +22,7 @@ typedef struct admin {
     host_t host; /* the app and its brokers, for host_kafka_conf */
     run_opts_t opts;
     int apply;
+    int check; /* --check: differences make the exit code 1 */
     int timeout_ms;
     rd_kafka_t *rk; /* a producer handle serves every admin call */
 } admin_t;
@@ -60,30 +62,94 @@ static void table_print(table_t *t) {
     free(t->cells);
 }
 
-static int bad_usage(const char *cmd, const char *fmt, const char *arg) {
-    fprintf(stderr, "luka %s: ", cmd);
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, "; run 'luka --help'\n");
-    return 2;
+/* Command-line options of topics and lag, declared once. */
+enum { OPT_BROKERS, OPT_TIMEOUT, OPT_APPLY, OPT_CHECK, NOPTS };
+
+/* The longest --timeout: an hour. */
+#define MAX_TIMEOUT_MS (60 * 60 * 1000)
+
+static const cliopt_t options[NOPTS] = {
+    [OPT_BROKERS] = {"brokers", 'b', "LIST",
+                     "bootstrap servers (default: the app's luka.broker, else\n"
+                     "KAFKA_BROKERS, else localhost:9092)"},
+    [OPT_TIMEOUT] = {"timeout", 0, "DURATION",
+                     "how long each request to the cluster waits: 500ms, 5s,\n"
+                     "2m; a bare number is milliseconds (default 10s)"},
+    [OPT_APPLY] = {"apply", 0, NULL,
+                   "create missing topics and add missing partitions (never\n"
+                   "deletes, shrinks or changes configs)"},
+    [OPT_CHECK] = {"check", 0, NULL,
+                   "exit 1 when the cluster differs from the declarations,\n"
+                   "for CI"},
+};
+
+static const clicmd_t topics_cmd = {
+    .name = "topics",
+    .synopsis = "topics APP [--check | --apply] [options]",
+    .about = "Compare the app's luka.topic declarations with the cluster: a table of\n"
+             "each declared topic (exists, partitions, replication, against what is\n"
+             "declared), then a line for each difference.  Exit code 0 when the\n"
+             "report (and every change --apply asked) succeeded, 1 when the cluster\n"
+             "could not be read, a change failed, or --check found a difference.",
+    .opts = options,
+    .nopts = NOPTS,
+};
+
+static const clicmd_t lag_cmd = {
+    .name = "lag",
+    .synopsis = "lag APP [options]",
+    .about = "For each endpoint's group and topic partition: the committed offset, the\n"
+             "log end offset and the lag, like kafka-consumer-groups --describe.\n"
+             "Exit code 1 when the cluster could not be read.",
+    .opts = options,
+    .nopts = OPT_TIMEOUT + 1, /* --brokers and --timeout */
+};
+
+typedef struct admin_parse {
+    admin_t *a;
+    const clicmd_t *cmd;
+} admin_parse_t;
+
+static int option(void *ud, int opt, const char *v) {
+    admin_parse_t *p = ud;
+    admin_t *a = p->a;
+    int64_t ms;
+    switch (opt) {
+    case CLIOPT_ARG:
+        if (a->opts.app_path)
+            return cliopt_bad_usage(p->cmd->name, "one app at a time: got '%s' and '%s'",
+                                    a->opts.app_path, v);
+        a->opts.app_path = v;
+        break;
+    case OPT_BROKERS:
+        if (!*v) return cliopt_bad_usage(p->cmd->name, "--brokers needs host:port[,...], got ''");
+        a->opts.brokers = v;
+        break;
+    case OPT_TIMEOUT:
+        if (cliopt_duration(v, MAX_TIMEOUT_MS, &ms) || ms == 0)
+            return cliopt_bad_usage(p->cmd->name, "--timeout takes %s, got '%s'",
+                                    CLIOPT_DURATION_HINT, v);
+        a->timeout_ms = (int)ms;
+        break;
+    case OPT_APPLY:
+        a->apply = 1;
+        break;
+    case OPT_CHECK:
+        a->check = 1;
+        break;
+    }
+    return 0;
 }
 
-static int parse(admin_t *a, const char *cmd, int argc, char **argv) {
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--brokers") == 0 && i + 1 < argc) a->opts.brokers = argv[++i];
-        else if (strcmp(argv[i], "--apply") == 0 && strcmp(cmd, "topics") == 0) a->apply = 1;
-        else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-            char *end;
-            long ms = strtol(argv[++i], &end, 10);
-            if (*end || ms <= 0 || ms > 3600000)
-                return bad_usage(cmd, "--timeout takes milliseconds, got '%s'", argv[i]);
-            a->timeout_ms = (int)ms;
-        }
-        else if (argv[i][0] == '-') return bad_usage(cmd, "unknown or incomplete option '%s'", argv[i]);
-        else if (!a->opts.app_path) a->opts.app_path = argv[i];
-        else return bad_usage(cmd, "unexpected argument '%s'", argv[i]);
-    }
-    if (!a->opts.app_path) return bad_usage(cmd, "%s needs the path of an app script", cmd);
-    return 0;
+/* Returns -1 to go on, or the exit code. */
+static int parse(admin_t *a, const clicmd_t *cmd, int argc, char **argv) {
+    admin_parse_t p = {a, cmd};
+    int rc = cliopt_parse(cmd, argc, argv, option, &p);
+    if (rc >= 0) return rc;
+    if (!a->opts.app_path) return cliopt_bad_usage(cmd->name, "which app? usage: luka %s", cmd->synopsis);
+    if (a->apply && a->check)
+        return cliopt_bad_usage(cmd->name, "--check only looks and --apply changes: one at a time");
+    return -1;
 }
 
 /* librdkafka's connection errors say less than the failed call will: keep
@@ -120,13 +186,15 @@ static void serve_logs(rd_kafka_t *rk) {
     while (rd_kafka_poll(rk, 0) > 0) continue;
 }
 
-static int open_admin(admin_t *a, const char *cmd, int argc, char **argv) {
+/* Parse, load the app and open the client.  Returns -1 to go on, or the
+ * exit code. */
+static int open_admin(admin_t *a, const clicmd_t *cmd, int argc, char **argv) {
     char err[2048];
     int rc;
 
     memset(a, 0, sizeof(*a));
     a->timeout_ms = TIMEOUT_MS;
-    if ((rc = parse(a, cmd, argc, argv))) return rc;
+    if ((rc = parse(a, cmd, argc, argv)) >= 0) return rc;
     if (!(a->host.app = app_load(a->opts.app_path, err, sizeof(err)))) {
         fprintf(stderr, "luka: %s\n", err);
         return 1;
@@ -136,7 +204,7 @@ static int open_admin(admin_t *a, const char *cmd, int argc, char **argv) {
         fprintf(stderr, "luka: %s\n", err);
         return 1;
     }
-    return 0;
+    return -1;
 }
 
 static void close_admin(admin_t *a) {
@@ -377,7 +445,7 @@ int admin_topics(int argc, char **argv) {
     int rc, differs = 0, fixable = 0;
     const app_t *app;
 
-    if ((rc = open_admin(&a, "topics", argc, argv))) goto done;
+    if ((rc = open_admin(&a, &topics_cmd, argc, argv)) >= 0) goto done;
     rc = 1;
     app = a.host.app;
     if (app->ntopics == 0) {
@@ -454,6 +522,11 @@ int admin_topics(int argc, char **argv) {
     }
     if (!differs) printf("every declared topic exists as declared\n");
     rc = 0;
+    if (a.check && differs) {
+        fprintf(stderr, "luka topics: %d difference(s) between %s and the cluster at %s\n",
+                differs, app->path, a.host.brokers);
+        rc = 1;
+    }
     if (a.apply && fixable) {
         int failed = apply(&a, md);
         if (failed) {
@@ -556,7 +629,7 @@ int admin_lag(int argc, char **argv) {
     table_t t = {.ncols = 7};
     int rc;
 
-    if ((rc = open_admin(&a, "lag", argc, argv))) goto done;
+    if ((rc = open_admin(&a, &lag_cmd, argc, argv)) >= 0) goto done;
     rc = 1;
     if (a.host.app->neps == 0) {
         printf("%s declares no consumers or channels\n", a.host.app->path);

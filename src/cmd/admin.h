@@ -4,12 +4,13 @@
 #ifndef LUKA_ADMIN_H
 #define LUKA_ADMIN_H
 
-/* `luka topics APP [--brokers LIST] [--apply]`, argv after "topics".
+/* `luka topics APP [--check | --apply] [options]`; argv[0] is "topics".
  * Exit code: 0 when the report (and every change asked) succeeded, 1 when
- * the cluster could not be read or a change failed, 2 on bad usage. */
+ * the cluster could not be read, a change failed or --check found a
+ * difference, 2 on bad usage. */
 int admin_topics(int argc, char **argv);
 
-/* `luka lag APP [--brokers LIST]`, argv after "lag".  Same exit codes. */
+/* `luka lag APP [options]`; argv[0] is "lag".  Same exit codes. */
 int admin_lag(int argc, char **argv);
 
 #endif

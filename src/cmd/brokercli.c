@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,61 +19,39 @@
 
 /* Command-line options, declared once: they drive parsing, errors and
  * --help. */
-enum { OPT_BROKERS, OPT_PORT, OPT_TOPIC, OPT_CONTROL, OPT_HELP };
+enum { OPT_BROKERS, OPT_PORT, OPT_TOPIC, OPT_CONTROL, NOPTS };
 
-static const struct {
-    const char *name;
-    const char *arg; /* NULL for a flag */
-    const char *help;
-} options[] = {
-    [OPT_BROKERS] = {"--brokers", "N", "number of brokers, ids 1..N (default 1)"},
-    [OPT_PORT] = {"--port", "P",
+static const cliopt_t options[NOPTS] = {
+    [OPT_BROKERS] = {"brokers", 0, "N", "number of brokers, ids 1..N (default 1)"},
+    [OPT_PORT] = {"port", 0, "P",
                   "also serve clients on 127.0.0.1:P (0: a free port),\n"
                   "forwarded to broker 1 and listed first in the bootstrap"},
-    [OPT_TOPIC] = {"--topic", "NAME[:PARTITIONS]",
+    [OPT_TOPIC] = {"topic", 0, "NAME[:PARTITIONS]",
                    "create a topic (default 4 partitions); repeatable"},
-    [OPT_CONTROL] = {"--control", NULL,
-                     "read control commands from stdin, one per line"},
-    [OPT_HELP] = {"--help", NULL, "print this help"},
+    [OPT_CONTROL] = {"control", 0, NULL, "read control commands from stdin, one per line"},
 };
 
-#define NOPTIONS ((int)(sizeof(options) / sizeof(options[0])))
-
-static void usage(FILE *out) {
-    fprintf(out,
-            "usage: luka broker [--brokers N] [--port P] "
-            "[--topic NAME[:PARTITIONS]]... [--control]\n"
-            "\n"
-            "Run a Kafka-protocol broker (librdkafka's mock cluster) on "
-            "loopback until\n"
-            "SIGINT or SIGTERM.  The first line on stdout is "
-            "\"bootstrap: ADDR[,ADDR]...\".\n"
-            "Unknown topics are created with 4 partitions on first use; "
-            "each partition\n"
-            "keeps at most 5 MiB or 100000 message sets, dropping the "
-            "oldest.\n"
-            "\n"
-            "options (and luka's --log-level LEVEL):\n");
-    for (int i = 0; i < NOPTIONS; i++) {
-        char head[64];
-        const char *h = options[i].help;
-        snprintf(head, sizeof(head), "%s%s%s", options[i].name,
-                 options[i].arg ? " " : "",
-                 options[i].arg ? options[i].arg : "");
-        while (*h) {
-            size_t n = strcspn(h, "\n");
-            fprintf(out, "  %-28s %.*s\n", head, (int)n, h);
-            head[0] = '\0';
-            h += n + (h[n] == '\n');
-        }
-    }
-    fprintf(out,
-            "\n"
-            "control commands (--control), each answered on stdout by \"ok\" "
-            "or\n"
-            "\"error: REASON\"; end of input leaves the broker running:\n");
+static void print_control(FILE *out) {
+    fputs("\n"
+          "control commands (--control), each answered on stdout by \"ok\" or\n"
+          "\"error: REASON\"; end of input leaves the broker running:\n",
+          out);
     broker_print_commands(out);
 }
+
+static const clicmd_t broker_cmd = {
+    .name = "broker",
+    .synopsis = "broker [--brokers N] [--port P] [--topic NAME[:PARTITIONS]]... [--control]",
+    .about = "Run a Kafka-protocol broker (librdkafka's mock cluster) on loopback until\n"
+             "SIGINT or SIGTERM.  The first line on stdout is \"bootstrap: ADDR[,ADDR]...\".\n"
+             "Unknown topics are created with 4 partitions on first use; each partition\n"
+             "keeps at most 5 MiB or 100000 message sets, dropping the oldest.",
+    .opts = options,
+    .nopts = NOPTS,
+    .print_after = print_control,
+};
+
+#define bad_option(...) cliopt_bad_usage("broker", __VA_ARGS__)
 
 typedef struct topic_spec {
     char name[250]; /* Kafka allows 249 characters */
@@ -85,24 +62,11 @@ typedef struct cli_args {
     int nbrokers;
     int port; /* -1: no forwarder */
     int control;
-    int help;
     topic_spec_t *topics;
     int ntopics;
 } cli_args_t;
 
-static int bad_option(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int bad_option(const char *fmt, ...) {
-    va_list ap;
-    fprintf(stderr, "luka broker: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "; run 'luka broker --help'\n");
-    return -1;
-}
-
-/* NAME[:PARTITIONS] */
+/* NAME[:PARTITIONS].  0, or the exit code. */
 static int parse_topic_spec(const char *spec, topic_spec_t *t) {
     char errbuf[300];
     const char *colon = strchr(spec, ':');
@@ -122,65 +86,40 @@ static int parse_topic_spec(const char *spec, topic_spec_t *t) {
     return 0;
 }
 
+static int option(void *ud, int opt, const char *value) {
+    cli_args_t *a = ud;
+    long v;
+    switch (opt) {
+    case CLIOPT_ARG:
+        return bad_option("unexpected argument '%s'", value);
+    case OPT_BROKERS:
+        if (cliopt_long(value, 1, BROKER_MAX_BROKERS, &v) != 0)
+            return bad_option("--brokers: '%s' is not in 1..%d", value, BROKER_MAX_BROKERS);
+        a->nbrokers = (int)v;
+        break;
+    case OPT_PORT:
+        if (cliopt_long(value, 0, 65535, &v) != 0)
+            return bad_option("--port: '%s' is not a port (0..65535)", value);
+        a->port = (int)v;
+        break;
+    case OPT_TOPIC:
+        return parse_topic_spec(value, &a->topics[a->ntopics++]);
+    case OPT_CONTROL:
+        a->control = 1;
+        break;
+    }
+    return 0;
+}
+
+/* Returns -1 to go on, or the exit code. */
 static int parse_args(int argc, char **argv, cli_args_t *a) {
     a->nbrokers = 1;
     a->port = -1;
     if (!(a->topics = calloc((size_t)argc + 1, sizeof(*a->topics)))) {
         fprintf(stderr, "luka broker: out of memory\n");
-        return -1;
+        return 1;
     }
-    for (int i = 1; i < argc; i++) {
-        char *arg = argv[i], *value = NULL, *eq;
-        size_t namelen;
-        int opt = -1;
-        long v;
-
-        if (strncmp(arg, "--", 2) != 0)
-            return bad_option("unexpected argument '%s'", arg);
-        eq = strchr(arg, '=');
-        namelen = eq ? (size_t)(eq - arg) : strlen(arg);
-        for (int j = 0; j < NOPTIONS; j++)
-            if (strlen(options[j].name) == namelen &&
-                strncmp(arg, options[j].name, namelen) == 0)
-                opt = j;
-        if (opt < 0) return bad_option("unknown option '%.*s'", (int)namelen, arg);
-        if (options[opt].arg) {
-            if (eq)
-                value = eq + 1;
-            else if (i + 1 < argc)
-                value = argv[++i];
-            else
-                return bad_option("option %s needs a value (%s)",
-                                  options[opt].name, options[opt].arg);
-        } else if (eq) {
-            return bad_option("option %s takes no value", options[opt].name);
-        }
-        switch (opt) {
-        case OPT_BROKERS:
-            if (cliopt_long(value, 1, BROKER_MAX_BROKERS, &v) != 0)
-                return bad_option("--brokers: '%s' is not in 1..%d", value,
-                                  BROKER_MAX_BROKERS);
-            a->nbrokers = (int)v;
-            break;
-        case OPT_PORT:
-            if (cliopt_long(value, 0, 65535, &v) != 0)
-                return bad_option("--port: '%s' is not a port (0..65535)",
-                                  value);
-            a->port = (int)v;
-            break;
-        case OPT_TOPIC:
-            if (parse_topic_spec(value, &a->topics[a->ntopics]) != 0) return -1;
-            a->ntopics++;
-            break;
-        case OPT_CONTROL:
-            a->control = 1;
-            break;
-        case OPT_HELP:
-            a->help = 1;
-            break;
-        }
-    }
-    return 0;
+    return cliopt_parse(&broker_cmd, argc, argv, option, a);
 }
 
 /* The forwarder: each client connection accepted on --port gets its own
@@ -575,15 +514,8 @@ int broker_main(int argc, char **argv) {
     char errbuf[512];
     int rc = 1, loop_open = 0, port = -1;
 
-    if (parse_args(argc, argv, &args) != 0) {
-        rc = 2;
-        goto done;
-    }
-    if (args.help) {
-        usage(stdout);
-        rc = 0;
-        goto done;
-    }
+    if ((rc = parse_args(argc, argv, &args)) >= 0) goto done;
+    rc = 1;
     /* Control replies go to a reader that may have gone away. */
     signal(SIGPIPE, SIG_IGN);
 

@@ -30,10 +30,18 @@
 #define CALL_TIMEOUT_MS 10000
 #define MAX_HEADERS 64
 
+#define MAX_PROPERTIES 64
+
 typedef struct pubcli {
     const char *app_path, *target, *key;
     const char *headers[MAX_HEADERS]; /* "name=value", as given */
     int nheaders;
+    /* Without an app (-t): lines go as they are, kcat -P style. */
+    const char *topic, *key_delim;
+    int partition; /* -p, or RD_KAFKA_PARTITION_UA */
+    int null_empty; /* -Z */
+    const char *props[MAX_PROPERTIES]; /* -X "name=value", as given */
+    int nprops;
 } pubcli_t;
 
 static volatile sig_atomic_t stop_requested;
@@ -45,69 +53,126 @@ static void on_signal(int sig) {
 
 /* Options */
 
-enum { OPT_KEY, OPT_HEADER, OPT_BROKERS, NOPTS };
-
-static const cliopt_t options[NOPTS] = {
-    [OPT_KEY] = {"--key", "K", "key of every message, instead of the publisher's key rule"},
-    [OPT_HEADER] = {"--header", "NAME=VALUE", "add a header to every message; repeatable"},
-    [OPT_BROKERS] = {"--brokers", "LIST",
-                     "bootstrap servers (default: the app's, else KAFKA_BROKERS,\n"
-                     "else localhost:9092)"},
+enum {
+    OPT_TOPIC, OPT_BROKERS, OPT_KEY, OPT_KEY_DELIM, OPT_HEADER, OPT_PARTITION, OPT_NULL,
+    OPT_PROPERTY, NOPTS
 };
 
-static void usage(FILE *out) {
-    fputs("usage: luka publish APP TARGET [--key K] [--header NAME=VALUE]... [--brokers LIST]\n"
-          "\n"
-          "Publish each line of stdin through the app's publisher or channel TARGET,\n"
-          "as luka.publish(TARGET, value, {key = K, headers = {...}}) would from a\n"
-          "handler.  A line that is JSON is decoded and published re-encoded; any other\n"
-          "line is published as it is, as a string.  Blank lines are skipped.  At the\n"
-          "end of input, waits up to 10 s for acknowledgements and prints\n"
-          "\"published N, failed F\" on stderr; the exit code is 1 if any failed.\n"
-          "\n"
-          "options (and luka's --log-level LEVEL):\n",
-          out);
-    cliopt_print(out, options, NOPTS);
-}
+static const cliopt_t options[NOPTS] = {
+    [OPT_TOPIC] = {"topic", 't', "TOPIC",
+                   "publish to TOPIC without an app: each line is the value,\n"
+                   "byte for byte"},
+    [OPT_BROKERS] = {"brokers", 'b', "LIST",
+                     "bootstrap servers (default: the app's, else KAFKA_BROKERS,\n"
+                     "else localhost:9092)"},
+    [OPT_KEY] = {"key", 'k', "KEY",
+                 "key of every message, instead of the publisher's key rule"},
+    [OPT_KEY_DELIM] = {"key-delimiter", 'K', "DELIM",
+                       "with -t: a line is KEY DELIM VALUE (a line without DELIM\n"
+                       "has no key)"},
+    [OPT_HEADER] = {"header", 'H', "NAME=VALUE", "add a header to every message; repeatable"},
+    [OPT_PARTITION] = {"partition", 'p', "N",
+                       "with -t: to partition N (default: by the key's murmur2\n"
+                       "hash, as luka's publishers and Java clients; no key: spread)"},
+    [OPT_NULL] = {"null", 'Z', NULL,
+                  "with -t: an empty value is sent as null (a tombstone),\n"
+                  "an empty key as no key"},
+    [OPT_PROPERTY] = {"property", 'X', "PROP=VALUE",
+                      "with -t: a librdkafka producer property; repeatable"},
+};
+
+static const clicmd_t publish_cmd = {
+    .name = "publish",
+    .synopsis = "publish APP TARGET [-k KEY] [-H NAME=VALUE]... [-b BROKERS]\n"
+                "       luka publish -t TOPIC [-K DELIM] [-k KEY] [-p N] [-Z] [-H NAME=VALUE]...\n"
+                "                    [-X PROP=VALUE]... [-b BROKERS]",
+    .about = "Publish each line of stdin.\n"
+             "\n"
+             "With an app: through its publisher or channel TARGET, as\n"
+             "luka.publish(TARGET, value, {key = KEY, headers = {...}}) would from a\n"
+             "handler, with the publisher's key rule, config and id header.  A line\n"
+             "that is JSON is decoded and published re-encoded; any other line is\n"
+             "published as it is, as a string.  Blank lines are skipped.\n"
+             "\n"
+             "With -t TOPIC: like kcat -P, each line as it is (empty lines skipped),\n"
+             "keyed with -K or -k.\n"
+             "\n"
+             "At the end of input, waits up to 10 s for acknowledgements and prints\n"
+             "\"published N, failed F\" on stderr; the exit code is 1 if any failed.",
+    .opts = options,
+    .nopts = NOPTS,
+};
 
 #define bad_usage(...) cliopt_bad_usage("publish", __VA_ARGS__)
 
+static int option(void *ud, int opt, const char *v) {
+    pubcli_t *c = ((void **)ud)[0];
+    run_opts_t *ro = ((void **)ud)[1];
+    long n;
+    switch (opt) {
+    case CLIOPT_ARG:
+        if (!c->app_path) c->app_path = v;
+        else if (!c->target) c->target = v;
+        else return bad_usage("one target at a time: got '%s' and '%s'", c->target, v);
+        break;
+    case OPT_TOPIC:
+        if (!*v) return bad_usage("the topic name is empty");
+        c->topic = v;
+        break;
+    case OPT_KEY:
+        c->key = v;
+        break;
+    case OPT_KEY_DELIM:
+        if (!*v) return bad_usage("-K needs a delimiter, got ''");
+        c->key_delim = v;
+        break;
+    case OPT_HEADER:
+        if (!strchr(v, '=') || v[0] == '=')
+            return bad_usage("--header takes NAME=VALUE, got '%s'", v);
+        if (c->nheaders == MAX_HEADERS)
+            return bad_usage("at most %d --header options", MAX_HEADERS);
+        c->headers[c->nheaders++] = v;
+        break;
+    case OPT_PARTITION:
+        if (cliopt_long(v, 0, INT32_MAX, &n))
+            return bad_usage("-p takes a partition number, got '%s'", v);
+        c->partition = (int)n;
+        break;
+    case OPT_NULL:
+        c->null_empty = 1;
+        break;
+    case OPT_PROPERTY:
+        if (!strchr(v, '=') || v[0] == '=')
+            return bad_usage("-X takes PROPERTY=VALUE, got '%s'", v);
+        if (c->nprops == MAX_PROPERTIES)
+            return bad_usage("at most %d -X options", MAX_PROPERTIES);
+        c->props[c->nprops++] = v;
+        break;
+    case OPT_BROKERS:
+        if (!*v) return bad_usage("--brokers needs host:port[,host:port...], got ''");
+        ro->brokers = v;
+        break;
+    }
+    return 0;
+}
+
 /* Fill c from argv.  Returns -1 to go on, or the exit code. */
 static int parse(int argc, char **argv, pubcli_t *c, run_opts_t *ro) {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        int o;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-        if (a[0] != '-') {
-            if (!c->app_path) c->app_path = a;
-            else if (!c->target) c->target = a;
-            else return bad_usage("one target at a time: got '%s' and '%s'", c->target, a);
-            continue;
-        }
-        if ((o = cliopt_find(options, NOPTS, a)) < 0) return bad_usage("unknown option '%s'", a);
-        if (i + 1 >= argc) return bad_usage("%s needs a value: %s %s", a, a, options[o].arg);
-        v = argv[++i];
-        switch (o) {
-        case OPT_KEY:
-            c->key = v;
-            break;
-        case OPT_HEADER:
-            if (!strchr(v, '=') || v[0] == '=')
-                return bad_usage("--header takes NAME=VALUE, got '%s'", v);
-            if (c->nheaders == MAX_HEADERS)
-                return bad_usage("at most %d --header options", MAX_HEADERS);
-            c->headers[c->nheaders++] = v;
-            break;
-        case OPT_BROKERS:
-            if (!*v) return bad_usage("--brokers needs host:port[,host:port...], got ''");
-            ro->brokers = v;
-            break;
-        }
+    void *ud[2] = {c, ro};
+    int rc;
+    c->partition = RD_KAFKA_PARTITION_UA;
+    if ((rc = cliopt_parse(&publish_cmd, argc, argv, option, ud)) >= 0) return rc;
+    if (c->topic) {
+        if (c->app_path)
+            return bad_usage("-t publishes without an app: got '%s' too", c->app_path);
+        return -1;
     }
-    if (!c->app_path) return bad_usage("which app? usage: luka publish APP TARGET");
+    if (c->key_delim || c->partition != RD_KAFKA_PARTITION_UA || c->null_empty || c->nprops)
+        return bad_usage("-K, -p, -Z and -X go with -t TOPIC; an app's publisher has its own "
+                         "key rule and config");
+    if (!c->app_path)
+        return bad_usage("which app, or which topic? usage: luka publish APP TARGET, or "
+                         "luka publish -t TOPIC");
     if (!c->target) return bad_usage("which publisher or channel? usage: luka publish APP TARGET");
     return -1;
 }
@@ -182,12 +247,189 @@ static int blank(const char *s, size_t n) {
     return 1;
 }
 
+/* Without an app */
+
+/* A signal ends the input early, as end of file would: what was queued is
+ * still flushed and counted.  A second one kills at once. */
+static void catch_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sa.sa_flags = SA_RESETHAND; /* and no SA_RESTART, so getline returns */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
+
+
+typedef struct raw {
+    const pubcli_t *c;
+    const char *brokers;
+    unsigned long long acked, failed;
+} raw_t;
+
+static void raw_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
+    raw_t *r = opaque;
+    (void)rk;
+    if (!m->err) {
+        r->acked++;
+        return;
+    }
+    /* The first failure says why; the count says how many. */
+    if (!r->failed++)
+        log_error("publish", "%s[%d]: %s", r->c->topic, (int)m->partition,
+                  rd_kafka_err2str(m->err));
+}
+
+static void raw_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    raw_t *r = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__RESOLVE ||
+        err == RD_KAFKA_RESP_ERR__TRANSPORT)
+        log_error("publish", "cannot reach the brokers at %s: %s; check --brokers or "
+                             "KAFKA_BROKERS (retrying)",
+                  r->brokers, reason);
+    else
+        log_error("publish", "%s: %s", rd_kafka_err2name(err), reason);
+}
+
+/* The producer: luka's common client config (LUKA_KAFKA_*), then -X.  Keys
+ * are spread as luka's publishers and Java clients spread them (murmur2),
+ * not as kcat does, so that a tombstone sent here lands on the partition
+ * of the key an app published. */
+static rd_kafka_t *raw_producer(raw_t *r, host_t *h, char *errbuf, size_t errlen) {
+    rd_kafka_conf_t *conf = host_kafka_conf(h, NULL, errbuf, errlen);
+    rd_kafka_t *rk;
+    if (!conf) return NULL;
+    if (rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errbuf, errlen)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    for (int i = 0; i < r->c->nprops; i++) {
+        char name[256];
+        const char *eq = strchr(r->c->props[i], '=');
+        snprintf(name, sizeof(name), "%.*s", (int)(eq - r->c->props[i]), r->c->props[i]);
+        char why[512];
+        if (rd_kafka_conf_set(conf, name, eq + 1, why, sizeof(why)) != RD_KAFKA_CONF_OK) {
+            snprintf(errbuf, errlen, "-X %s: %s", r->c->props[i], why);
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, raw_dr_cb);
+    rd_kafka_conf_set_error_cb(conf, raw_error_cb);
+    rd_kafka_conf_set_opaque(conf, r);
+    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen))) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    /* conf is now owned by rk; its logs are served by rd_kafka_poll. */
+    rd_kafka_set_log_queue(rk, NULL);
+    return rk;
+}
+
+/* Queue one line: KEY DELIM VALUE with -K, else the value.  Returns 0, or
+ * -1 after logging why not. */
+static int raw_line(rd_kafka_t *rk, const pubcli_t *c, rd_kafka_headers_t *hdrs, char *line,
+                    size_t len, long long lineno) {
+    const char *key = c->key, *value = line;
+    size_t klen = key ? strlen(key) : 0, vlen = len;
+    rd_kafka_resp_err_t err;
+
+    if (c->key_delim) {
+        char *d = memmem(line, len, c->key_delim, strlen(c->key_delim));
+        if (d) {
+            key = line, klen = (size_t)(d - line);
+            value = d + strlen(c->key_delim), vlen = len - klen - strlen(c->key_delim);
+        }
+    }
+    if (c->null_empty && key && !klen) key = NULL;
+    if (c->null_empty && !vlen) value = NULL;
+    for (;;) {
+        /* producev owns the headers only when it succeeds. */
+        rd_kafka_headers_t *copy = c->nheaders ? rd_kafka_headers_copy(hdrs) : NULL;
+        err = rd_kafka_producev(rk, RD_KAFKA_V_TOPIC(c->topic), RD_KAFKA_V_PARTITION(c->partition),
+                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                RD_KAFKA_V_KEY(key, key ? klen : 0),
+                                RD_KAFKA_V_VALUE((void *)value, value ? vlen : 0),
+                                RD_KAFKA_V_HEADERS(copy), RD_KAFKA_V_END);
+        if (err && copy) rd_kafka_headers_destroy(copy);
+        /* A full queue waits for deliveries rather than dropping the line. */
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || stop_requested) break;
+        rd_kafka_poll(rk, 100);
+    }
+    if (err) {
+        log_error("publish", "line %lld: %s", lineno, rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+static int publish_raw(const pubcli_t *c, const run_opts_t *ro) {
+    raw_t r = {c, NULL, 0, 0};
+    app_t none; /* no app: the common client config without one */
+    host_t h;
+    rd_kafka_t *rk;
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(c->nheaders);
+    char err[1024], *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long long lineno = 0, refused = 0;
+    int rc = 1;
+
+    memset(&none, 0, sizeof(none));
+    memset(&h, 0, sizeof(h));
+    h.app = &none;
+    host_resolve_brokers(&h, ro);
+    r.brokers = h.brokers;
+    for (int i = 0; i < c->nheaders; i++) {
+        const char *eq = strchr(c->headers[i], '=');
+        rd_kafka_header_add(hdrs, c->headers[i], eq - c->headers[i], eq + 1, -1);
+    }
+    if (!(rk = raw_producer(&r, &h, err, sizeof(err)))) {
+        log_error("publish", "%s", err);
+        goto done;
+    }
+    catch_signals();
+    if (isatty(STDIN_FILENO))
+        log_info("publish", "type one message per line for topic '%s'; Ctrl-D ends", c->topic);
+    while (!stop_requested && (n = getline(&line, &cap, stdin)) >= 0) {
+        lineno++;
+        if (n > 0 && line[n - 1] == '\n') line[--n] = '\0';
+        if (n == 0) continue; /* as kcat: an empty line is no message */
+        if (raw_line(rk, c, hdrs, line, (size_t)n, lineno)) refused++;
+        rd_kafka_poll(rk, 0);
+    }
+    if (stop_requested)
+        log_warn("publish", "interrupted after line %lld; flushing what was queued", lineno);
+    if (ferror(stdin) && !stop_requested) {
+        log_error("publish", "reading stdin: %s", strerror(errno));
+        refused++;
+    }
+    rd_kafka_flush(rk, FLUSH_TIMEOUT_MS);
+    {
+        int left = rd_kafka_outq_len(rk);
+        unsigned long long failed = (unsigned long long)refused + r.failed + (unsigned)left;
+        if (left)
+            log_error("publish", "%d message(s) not acknowledged within %d s", left,
+                      FLUSH_TIMEOUT_MS / 1000);
+        fprintf(stderr, "published %llu, failed %llu\n", r.acked, failed);
+        rc = failed ? 1 : 0;
+    }
+    /* Serve the last log lines before closing. */
+    rd_kafka_poll(rk, 0);
+    rd_kafka_destroy(rk);
+done:
+    rd_kafka_headers_destroy(hdrs);
+    free(h.brokers);
+    free(line);
+    return rc;
+}
+
 int pubcli_main(int argc, char **argv) {
     pubcli_t c;
     run_opts_t ro;
     host_t h;
     uv_loop_t loop;
-    struct sigaction sa;
     publisher_t *p = NULL, *pubs[1];
     const publisher_conf_t *conf;
     script_err_t serr;
@@ -202,6 +444,7 @@ int pubcli_main(int argc, char **argv) {
     memset(&ro, 0, sizeof(ro));
     memset(&h, 0, sizeof(h));
     if ((rc = parse(argc, argv, &c, &ro)) >= 0) return rc;
+    if (c.topic) return publish_raw(&c, &ro);
     rc = 1;
     uv_loop_init(&loop);
     h.loop = &loop;
@@ -240,13 +483,7 @@ int pubcli_main(int argc, char **argv) {
     }
     fn = lua_gettop(L) - 1; /* Stack: publish, opts */
 
-    /* A signal ends the input early, as end of file would: what was queued
-     * is still flushed and counted.  A second one kills at once. */
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sa.sa_flags = SA_RESETHAND; /* and no SA_RESTART, so getline returns */
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    catch_signals();
 
     if (isatty(STDIN_FILENO))
         log_info("publish", "type one message per line for '%s'; Ctrl-D ends", c.target);

@@ -30,14 +30,25 @@
 /* How often the poll loop looks at the signal flag. */
 #define POLL_MS 100
 
+/* Where reading starts in each partition (-o). */
+enum { FROM_END, FROM_BEGINNING, FROM_OFFSET, FROM_TAIL, FROM_TIME };
+
 typedef struct tail {
     const char *topic, *group;
-    int from_beginning;
+    int from;         /* FROM_* */
+    int64_t from_arg; /* the offset, count from the end, or timestamp (ms) */
+    int partition;    /* -p, or -1 for every partition */
+    int exit_at_end;  /* -e */
+    const char *format; /* -f */
+    int json;         /* -J */
     long long count; /* stop after this many messages; 0: never */
     long long printed;
     int pretty;      /* stdout is a terminal */
     const char *brokers;
     int fatal;       /* the client reported a fatal error */
+    /* With -e, per partition: assigned to this tail, and at its end. */
+    int nparts;
+    unsigned char *assigned, *at_end;
 } tail_t;
 
 static volatile sig_atomic_t stop_requested;
@@ -49,104 +60,186 @@ static void on_signal(int sig) {
 
 /* Options */
 
-enum { OPT_GROUP, OPT_FROM, OPT_BROKERS, OPT_COUNT, NOPTS };
-
-static const cliopt_t options[NOPTS] = {
-    [OPT_GROUP] = {"--group", "G",
-                   "join consumer group G and commit what was printed; without it,\n"
-                   "read every partition and commit nothing"},
-    [OPT_FROM] = {"--from", "beginning|end",
-                  "where to start (default end); in a group, only while it has\n"
-                  "no committed offset"},
-    [OPT_BROKERS] = {"--brokers", "LIST",
-                     "bootstrap servers (default KAFKA_BROKERS, else localhost:9092)"},
-    [OPT_COUNT] = {"--count", "N", "exit after printing N messages"},
+enum {
+    OPT_TOPIC, OPT_BROKERS, OPT_GROUP, OPT_OFFSET, OPT_FROM, OPT_PARTITION, OPT_EXIT, OPT_COUNT,
+    OPT_FORMAT, OPT_JSON, NOPTS
 };
 
-static void usage(FILE *out) {
-    fputs("usage: luka tail TOPIC [--group G] [--from beginning|end] [--brokers LIST] [--count N]\n"
-          "\n"
-          "Print TOPIC's messages until Ctrl-C or SIGTERM: for each, a line with\n"
-          "topic[partition]@offset, the time (UTC), key=KEY and headers: NAME=VALUE...,\n"
-          "then the value.  JSON values are indented when stdout is a terminal and on\n"
-          "one line otherwise; other values are text with control and non-UTF-8 bytes\n"
-          "escaped (\\n, \\xNN).\n"
-          "\n"
-          "options (and luka's --log-level LEVEL):\n",
-          out);
-    cliopt_print(out, options, NOPTS);
-}
+static const cliopt_t options[NOPTS] = {
+    [OPT_TOPIC] = {"topic", 't', "TOPIC", "the topic (or give it as the first argument)"},
+    [OPT_BROKERS] = {"brokers", 'b', "LIST",
+                     "bootstrap servers (default KAFKA_BROKERS, else localhost:9092)"},
+    [OPT_GROUP] = {"group", 'G', "GROUP",
+                   "join consumer group GROUP and commit what was printed;\n"
+                   "without it, read every partition and commit nothing"},
+    [OPT_OFFSET] = {"offset", 'o', "OFFSET",
+                    "where to start in each partition: beginning, end (default),\n"
+                    "an offset N, -N for the last N messages, or s@MS for the\n"
+                    "first message at or after a time in ms since the epoch;\n"
+                    "in a group, beginning or end, used only while the group\n"
+                    "has no committed offset"},
+    [OPT_FROM] = {"from", 0, "beginning|end", "the same as -o beginning or -o end"},
+    [OPT_PARTITION] = {"partition", 'p', "N", "read only partition N (not in a group)"},
+    [OPT_EXIT] = {"exit", 'e', NULL, "exit once every partition's end is reached"},
+    [OPT_COUNT] = {"count", 'c', "N", "exit after printing N messages"},
+    [OPT_FORMAT] = {"format", 'f', "FORMAT",
+                    "print each message as FORMAT, as kcat -f: %t topic, %p\n"
+                    "partition, %o offset, %k key, %s value, %h headers\n"
+                    "(n=v,...), %T timestamp (ms), %K and %S key and value\n"
+                    "lengths (-1 when null), %% a percent sign; \\n \\r \\t \\\\\n"
+                    "escapes.  Keys and values are written as they are"},
+    [OPT_JSON] = {"json", 'J', NULL,
+                  "print each message as one line of JSON, as kcat -J:\n"
+                  "topic, partition, offset, tstype, ts, broker, headers\n"
+                  "[name, value, ...] (when there are any), key, payload\n"
+                  "(strings, or null)"},
+};
+
+static const clicmd_t tail_cmd = {
+    .name = "tail",
+    .synopsis = "tail TOPIC [options]\n"
+                "       luka tail -t TOPIC [-b BROKERS] [-o OFFSET] [-p N] [-e] [-c N] [-f FMT | -J]",
+    .about = "Print TOPIC's messages until Ctrl-C or SIGTERM (or -e, -c): by default, for\n"
+             "each, a line with topic[partition]@offset, the time (UTC), key=KEY and\n"
+             "headers: NAME=VALUE..., then the value.  JSON values are indented when\n"
+             "stdout is a terminal and on one line otherwise; other values are text\n"
+             "with control and non-UTF-8 bytes escaped (\\n, \\xNN).  Status lines go\n"
+             "to stderr.",
+    .opts = options,
+    .nopts = NOPTS,
+};
 
 #define bad_usage(...) cliopt_bad_usage("tail", __VA_ARGS__)
 
-/* Fill t from argv.  Returns -1 to go on, or the exit code. */
-static int parse(int argc, char **argv, tail_t *t, run_opts_t *ro) {
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        int o;
-        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-            usage(stdout);
+/* -o: beginning, end, N, -N or s@MS. */
+static int parse_offset(const char *v, tail_t *t) {
+    long long n;
+    char *end;
+    if (!strcmp(v, "beginning") || !strcmp(v, "end")) {
+        t->from = v[0] == 'b' ? FROM_BEGINNING : FROM_END;
+        return 0;
+    }
+    t->from = v[0] == '-' ? FROM_TAIL : !strncmp(v, "s@", 2) ? FROM_TIME : FROM_OFFSET;
+    v += t->from == FROM_TAIL ? 1 : t->from == FROM_TIME ? 2 : 0;
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    if (*v < '0' || *v > '9' || *end || errno) return -1;
+    t->from_arg = n;
+    return 0;
+}
+
+/* Whether a -f format has only tokens tail knows; *tok gets the first
+ * one it does not ('\0' for a lone % at the end). */
+static int format_ok(const char *f, char *tok) {
+    for (; *f; f++) {
+        if (*f != '%') continue;
+        if (!*++f || !strchr("tpokshTSK%", *f)) {
+            *tok = *f;
             return 0;
         }
-        if (a[0] != '-') {
-            if (t->topic) return bad_usage("one topic at a time: got '%s' and '%s'", t->topic, a);
-            t->topic = a;
-            continue;
-        }
-        if ((o = cliopt_find(options, NOPTS, a)) < 0) return bad_usage("unknown option '%s'", a);
-        if (i + 1 >= argc) return bad_usage("%s needs a value: %s %s", a, a, options[o].arg);
-        v = argv[++i];
-        switch (o) {
-        case OPT_GROUP:
-            if (!*v) return bad_usage("--group needs a group name, got ''");
-            t->group = v;
-            break;
-        case OPT_FROM:
-            if (strcmp(v, "beginning") != 0 && strcmp(v, "end") != 0)
-                return bad_usage("--from must be 'beginning' or 'end', got '%s'", v);
-            t->from_beginning = v[0] == 'b';
-            break;
-        case OPT_BROKERS:
-            if (!*v) return bad_usage("--brokers needs host:port[,host:port...], got ''");
-            ro->brokers = v;
-            break;
-        case OPT_COUNT: {
-            char *end;
-            errno = 0;
-            t->count = strtoll(v, &end, 10);
-            if (*end || end == v || errno || t->count <= 0)
-                return bad_usage("--count takes a positive number of messages, got '%s'", v);
-            break;
-        }
-        }
     }
+    return 1;
+}
+
+static int option(void *ud, int opt, const char *v) {
+    tail_t *t = ((void **)ud)[0];
+    run_opts_t *ro = ((void **)ud)[1];
+    long n;
+    char tok;
+    switch (opt) {
+    case CLIOPT_ARG:
+    case OPT_TOPIC:
+        if (!*v) return bad_usage("the topic name is empty");
+        if (t->topic && strcmp(t->topic, v) != 0)
+            return bad_usage("one topic at a time: got '%s' and '%s'", t->topic, v);
+        t->topic = v;
+        break;
+    case OPT_GROUP:
+        if (!*v) return bad_usage("--group needs a group name, got ''");
+        t->group = v;
+        break;
+    case OPT_FROM:
+        if (strcmp(v, "beginning") != 0 && strcmp(v, "end") != 0)
+            return bad_usage("--from must be 'beginning' or 'end', got '%s'", v);
+        t->from = v[0] == 'b' ? FROM_BEGINNING : FROM_END;
+        break;
+    case OPT_OFFSET:
+        if (parse_offset(v, t))
+            return bad_usage("-o takes beginning, end, an offset N, -N or s@MS, got '%s'", v);
+        break;
+    case OPT_PARTITION:
+        if (cliopt_long(v, 0, INT32_MAX, &n))
+            return bad_usage("-p takes a partition number, got '%s'", v);
+        t->partition = (int)n;
+        break;
+    case OPT_EXIT:
+        t->exit_at_end = 1;
+        break;
+    case OPT_BROKERS:
+        if (!*v) return bad_usage("--brokers needs host:port[,host:port...], got ''");
+        ro->brokers = v;
+        break;
+    case OPT_COUNT: {
+        char *end;
+        errno = 0;
+        t->count = strtoll(v, &end, 10);
+        if (*end || end == v || errno || t->count <= 0)
+            return bad_usage("--count takes a positive number of messages, got '%s'", v);
+        break;
+    }
+    case OPT_FORMAT:
+        if (!format_ok(v, &tok) && !tok) return bad_usage("-f: a lone %% ends '%s'", v);
+        if (!format_ok(v, &tok))
+            return bad_usage("-f: unknown token '%%%c' (tail knows %%t %%p %%o %%k %%s %%h %%T "
+                             "%%S %%K %%%%)", tok);
+        t->format = v;
+        break;
+    case OPT_JSON:
+        t->json = 1;
+        break;
+    }
+    return 0;
+}
+
+/* Fill t from argv.  Returns -1 to go on, or the exit code. */
+static int parse(int argc, char **argv, tail_t *t, run_opts_t *ro) {
+    void *ud[2] = {t, ro};
+    int rc;
+    t->partition = -1;
+    if ((rc = cliopt_parse(&tail_cmd, argc, argv, option, ud)) >= 0) return rc;
     if (!t->topic) return bad_usage("which topic? usage: luka tail TOPIC [options]");
+    if (t->format && t->json) return bad_usage("-f and -J both say how to print: choose one");
+    if (t->group && t->from != FROM_BEGINNING && t->from != FROM_END)
+        return bad_usage("in a group (--group), -o takes only beginning or end");
+    if (t->group && t->partition >= 0)
+        return bad_usage("in a group (--group), the group assigns partitions: no -p");
     return -1;
 }
 
 /* Printing */
 
-/* Length of the well-formed UTF-8 sequence of a printable character at s
- * (n bytes available), or 0.  C1 controls count as unprintable: some
- * terminals obey them. */
-static size_t utf8_len(const unsigned char *s, size_t n) {
+/* Length of the well-formed UTF-8 sequence at s (n bytes available), with
+ * its code point in *cp, or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n, uint32_t *cp) {
     size_t len;
-    uint32_t cp;
-    if (s[0] < 0x80) return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) len = 2, cp = s[0] & 0x1f;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef) len = 3, cp = s[0] & 0x0f;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4) len = 4, cp = s[0] & 0x07;
+    if (s[0] < 0x80) return *cp = s[0], 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) len = 2, *cp = s[0] & 0x1f;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef) len = 3, *cp = s[0] & 0x0f;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4) len = 4, *cp = s[0] & 0x07;
     else return 0;
     if (n < len) return 0;
     for (size_t i = 1; i < len; i++) {
         if ((s[i] & 0xc0) != 0x80) return 0;
-        cp = cp << 6 | (s[i] & 0x3f);
+        *cp = *cp << 6 | (s[i] & 0x3f);
     }
-    if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || (cp >= 0x80 && cp < 0xa0))
+    if ((len == 3 && *cp < 0x800) || (len == 4 && (*cp < 0x10000 || *cp > 0x10ffff)) ||
+        (*cp >= 0xd800 && *cp <= 0xdfff))
         return 0;
     return len;
 }
+
+/* C1 controls count as unprintable: some terminals obey them. */
+static int c1(uint32_t cp) { return cp >= 0x80 && cp < 0xa0; }
 
 /* Text with backslash escapes for what a terminal would not show as it is,
  * so that a binary value can neither garble the screen nor split a line. */
@@ -155,18 +248,50 @@ static void put_text(FILE *out, const char *s, size_t n, int quoted) {
     for (size_t i = 0; i < n;) {
         unsigned char c = u[i];
         size_t len;
+        uint32_t cp;
         if (c == '\\' || (quoted && c == '"')) {
             fputc('\\', out), fputc(c, out), i++;
         } else if (c == '\n' || c == '\t' || c == '\r') {
             fputc('\\', out), fputc(c == '\n' ? 'n' : c == '\t' ? 't' : 'r', out), i++;
         } else if (c >= 0x20 && c < 0x7f) {
             fputc(c, out), i++;
-        } else if (c >= 0x80 && (len = utf8_len(u + i, n - i)) > 0) {
+        } else if (c >= 0x80 && (len = utf8_len(u + i, n - i, &cp)) > 0 && !c1(cp)) {
             fwrite(u + i, 1, len, out), i += len;
         } else {
             fprintf(out, "\\x%02x", c), i++;
         }
     }
+}
+
+/* A JSON string for -J.  JSON cannot hold bytes that are not UTF-8: each
+ * such byte becomes the code point of the same number (\u00NN), as Latin-1
+ * would read it; controls, DEL and C1 controls are escaped. */
+static void put_json_string(FILE *out, const char *s, size_t n) {
+    const unsigned char *u = (const unsigned char *)s;
+    fputc('"', out);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = u[i];
+        size_t len;
+        uint32_t cp;
+        if (c == '"' || c == '\\') {
+            fputc('\\', out), fputc(c, out), i++;
+        } else if (c == '\n') {
+            fputs("\\n", out), i++;
+        } else if (c == '\t') {
+            fputs("\\t", out), i++;
+        } else if (c == '\r') {
+            fputs("\\r", out), i++;
+        } else if (c >= 0x20 && c < 0x7f) {
+            fputc(c, out), i++;
+        } else if (c >= 0x80 && (len = utf8_len(u + i, n - i, &cp)) > 0) {
+            if (c1(cp)) fprintf(out, "\\u%04x", (unsigned)cp);
+            else fwrite(u + i, 1, len, out);
+            i += len;
+        } else {
+            fprintf(out, "\\u%04x", c), i++;
+        }
+    }
+    fputc('"', out);
 }
 
 /* A key, header name or header value in the header line: quoted when empty
@@ -259,12 +384,94 @@ static void put_time(FILE *out, const rd_kafka_message_t *m) {
     fprintf(out, "%s.%03dZ", stamp, (int)(ms % 1000));
 }
 
+/* -J: one line of JSON, with kcat -J's fields in kcat's order. */
+static void put_envelope(FILE *out, const rd_kafka_message_t *m) {
+    static const char *const tstypes[] = {"unknown", "create", "logappend"};
+    rd_kafka_timestamp_type_t type;
+    int64_t ts = rd_kafka_message_timestamp(m, &type);
+    rd_kafka_headers_t *hdrs;
+
+    fputs("{\"topic\":", out);
+    put_json_string(out, rd_kafka_topic_name(m->rkt), strlen(rd_kafka_topic_name(m->rkt)));
+    fprintf(out, ",\"partition\":%d,\"offset\":%lld,\"tstype\":\"%s\",\"ts\":%lld,\"broker\":%d",
+            (int)m->partition, (long long)m->offset,
+            tstypes[type >= 0 && type <= 2 ? type : 0], (long long)ts,
+            (int)rd_kafka_message_broker_id(m));
+    if (rd_kafka_message_headers(m, &hdrs) == 0 && rd_kafka_header_cnt(hdrs) > 0) {
+        const char *name;
+        const void *value;
+        size_t size;
+        fputs(",\"headers\":[", out);
+        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == 0; i++) {
+            if (i) fputc(',', out);
+            put_json_string(out, name, strlen(name));
+            fputc(',', out);
+            if (value) put_json_string(out, value, size);
+            else fputs("null", out);
+        }
+        fputc(']', out);
+    }
+    fputs(",\"key\":", out);
+    if (m->key) put_json_string(out, m->key, m->key_len);
+    else fputs("null", out);
+    fputs(",\"payload\":", out);
+    if (m->payload) put_json_string(out, m->payload, m->len);
+    else fputs("null", out);
+    fputs("}\n", out);
+}
+
+/* -f: kcat's tokens and escapes, bytes written as they are (format_ok
+ * checked the tokens). */
+static void put_formatted(FILE *out, const char *f, const rd_kafka_message_t *m) {
+    rd_kafka_headers_t *hdrs;
+    for (; *f; f++) {
+        if (*f == '\\' && f[1] && strchr("nrt\\", f[1])) {
+            f++;
+            fputc(*f == 'n' ? '\n' : *f == 'r' ? '\r' : *f == 't' ? '\t' : '\\', out);
+            continue;
+        }
+        if (*f != '%') {
+            fputc(*f, out);
+            continue;
+        }
+        switch (*++f) {
+        case 't': fputs(rd_kafka_topic_name(m->rkt), out); break;
+        case 'p': fprintf(out, "%d", (int)m->partition); break;
+        case 'o': fprintf(out, "%lld", (long long)m->offset); break;
+        case 'k': if (m->key) fwrite(m->key, 1, m->key_len, out); break;
+        case 's': if (m->payload) fwrite(m->payload, 1, m->len, out); break;
+        case 'K': fprintf(out, "%lld", m->key ? (long long)m->key_len : -1LL); break;
+        case 'S': fprintf(out, "%lld", m->payload ? (long long)m->len : -1LL); break;
+        case 'T': fprintf(out, "%lld", (long long)rd_kafka_message_timestamp(m, NULL)); break;
+        case 'h':
+            if (rd_kafka_message_headers(m, &hdrs) == 0) {
+                const char *name;
+                const void *value;
+                size_t size;
+                for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == 0;
+                     i++) {
+                    fprintf(out, "%s%s=", i ? "," : "", name);
+                    if (value) fwrite(value, 1, size, out);
+                }
+            }
+            break;
+        default: fputc('%', out);
+        }
+    }
+}
+
 /* Print one message; returns 0, or -1 when stdout failed (errno set). */
 static int print_message(tail_t *t, const rd_kafka_message_t *m) {
     FILE *out = stdout;
     rd_kafka_headers_t *hdrs;
     json_error_t jerr;
     json_t *parsed;
+
+    if (t->json || t->format) {
+        if (t->json) put_envelope(out, m);
+        else put_formatted(out, t->format, m);
+        return fflush(out) == 0 && !ferror(out) ? 0 : -1;
+    }
 
     fprintf(out, "%s[%d]@%lld ", rd_kafka_topic_name(m->rkt), (int)m->partition,
             (long long)m->offset);
@@ -325,6 +532,12 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char list[1024];
 
     log_partitions(parts, list, sizeof(list));
+    for (int i = 0; i < parts->cnt; i++) {
+        int p = (int)parts->elems[i].partition;
+        if (p < 0 || p >= t->nparts) continue; /* grown since tail started: -e ignores it */
+        t->assigned[p] = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        t->at_end[p] = 0;
+    }
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         log_info("tail", "group %s assigned %s", t->group,
                  parts->cnt ? list : "nothing (the group has more members than partitions)");
@@ -341,7 +554,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static rd_kafka_t *open_consumer(tail_t *t, host_t *h, char *errbuf, size_t errlen) {
     rd_kafka_conf_t *conf = host_kafka_conf(h, NULL, errbuf, errlen);
-    const char *reset = t->from_beginning ? "earliest" : "latest";
+    const char *reset = t->from == FROM_BEGINNING ? "earliest" : "latest";
     rd_kafka_t *rk;
 
     if (!conf) return NULL;
@@ -351,7 +564,9 @@ static rd_kafka_t *open_consumer(tail_t *t, host_t *h, char *errbuf, size_t errl
         rd_kafka_conf_set(conf, "enable.auto.commit", t->group ? "true" : "false", errbuf,
                           errlen) ||
         rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
-        rd_kafka_conf_set(conf, "auto.offset.reset", reset, errbuf, errlen)) {
+        rd_kafka_conf_set(conf, "auto.offset.reset", reset, errbuf, errlen) ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", t->exit_at_end ? "true" : "false", errbuf,
+                          errlen)) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
@@ -420,29 +635,56 @@ static int partition_count(rd_kafka_t *rk, const tail_t *t, char *errbuf, size_t
     return n;
 }
 
-/* Assign every partition at offsets looked up now, rather than left for the
- * fetcher to resolve later: once tail says it is reading, any message
- * produced after that is shown, which scripts and tests rely on. */
-static int assign_all(rd_kafka_t *rk, const tail_t *t, int nparts, char *errbuf, size_t errlen) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(nparts);
-    rd_kafka_resp_err_t err;
+/* Assign every partition (or -p's) at offsets looked up now, rather than
+ * left for the fetcher to resolve later: once tail says it is reading, any
+ * message produced after that is shown, which scripts and tests rely on. */
+static int assign_all(rd_kafka_t *rk, tail_t *t, char *errbuf, size_t errlen) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(t->nparts);
+    rd_kafka_resp_err_t err = 0;
     int rc = -1;
 
-    /* As timestamps, BEGINNING and END ask for the first and next offsets. */
-    for (int p = 0; p < nparts; p++)
+    for (int p = 0; p < t->nparts; p++) {
+        if (t->partition >= 0 && p != t->partition) continue;
+        /* As timestamps, BEGINNING and END ask for the first and next
+         * offsets. */
         rd_kafka_topic_partition_list_add(l, t->topic, p)->offset =
-            t->from_beginning ? RD_KAFKA_OFFSET_BEGINNING : RD_KAFKA_OFFSET_END;
-    if ((err = rd_kafka_offsets_for_times(rk, l, OFFSETS_TIMEOUT_MS))) {
+            t->from == FROM_BEGINNING ? RD_KAFKA_OFFSET_BEGINNING
+            : t->from == FROM_TIME    ? t->from_arg
+                                      : RD_KAFKA_OFFSET_END;
+        t->assigned[p] = 1;
+    }
+    if (t->from != FROM_OFFSET && (err = rd_kafka_offsets_for_times(rk, l, OFFSETS_TIMEOUT_MS))) {
         snprintf(errbuf, errlen, "cannot look up the offsets of %s: %s", t->topic,
                  rd_kafka_err2str(err));
         goto done;
     }
-    for (int i = 0; i < l->cnt; i++)
-        if (l->elems[i].err) {
+    for (int i = 0; i < l->cnt; i++) {
+        rd_kafka_topic_partition_t *e = &l->elems[i];
+        int64_t low, high;
+        if (e->err) {
             snprintf(errbuf, errlen, "cannot look up the offset of %s[%d]: %s", t->topic,
-                     (int)l->elems[i].partition, rd_kafka_err2str(l->elems[i].err));
+                     (int)e->partition, rd_kafka_err2str(e->err));
             goto done;
         }
+        if (t->from == FROM_OFFSET) {
+            e->offset = t->from_arg;
+        } else if (t->from == FROM_TAIL || (t->from == FROM_TIME && e->offset < 0)) {
+            /* -N: the last N, as far as the log goes back; s@MS with no
+             * message that late: the end. */
+            if ((err = rd_kafka_query_watermark_offsets(rk, t->topic, e->partition, &low, &high,
+                                                        OFFSETS_TIMEOUT_MS))) {
+                snprintf(errbuf, errlen, "cannot look up the offsets of %s[%d]: %s", t->topic,
+                         (int)e->partition, rd_kafka_err2str(err));
+                goto done;
+            }
+            e->offset = t->from == FROM_TIME ? high
+                        : high - t->from_arg > low ? high - t->from_arg
+                                                   : low;
+        }
+    }
+    for (int i = 0; i < l->cnt; i++)
+        log_debug("tail", "%s[%d] starts at offset %lld", t->topic, (int)l->elems[i].partition,
+                  (long long)l->elems[i].offset);
     if ((err = rd_kafka_assign(rk, l))) {
         snprintf(errbuf, errlen, "cannot assign %s: %s", t->topic, rd_kafka_err2str(err));
         goto done;
@@ -451,6 +693,29 @@ static int assign_all(rd_kafka_t *rk, const tail_t *t, int nparts, char *errbuf,
 done:
     rd_kafka_topic_partition_list_destroy(l);
     return rc;
+}
+
+/* Where reading starts, for the log: "the beginning", "offset 5", ... */
+static const char *start_text(const tail_t *t, char *buf, size_t len) {
+    switch (t->from) {
+    case FROM_BEGINNING: return "the beginning";
+    case FROM_OFFSET: snprintf(buf, len, "offset %lld", (long long)t->from_arg); break;
+    case FROM_TAIL: snprintf(buf, len, "the last %lld of each", (long long)t->from_arg); break;
+    case FROM_TIME: snprintf(buf, len, "time %lld ms", (long long)t->from_arg); break;
+    default: return "the end";
+    }
+    return buf;
+}
+
+/* With -e: whether every partition this tail reads has reached its end. */
+static int all_at_end(const tail_t *t) {
+    int any = 0;
+    for (int p = 0; p < t->nparts; p++) {
+        if (!t->assigned[p]) continue;
+        if (!t->at_end[p]) return 0;
+        any = 1;
+    }
+    return any;
 }
 
 /* Mark m as printed, for the group's next commit. */
@@ -467,7 +732,8 @@ static void store(rd_kafka_t *rk, const rd_kafka_message_t *m) {
 
 /* Print messages until told to stop.  Returns the exit code. */
 static int tail_loop(rd_kafka_t *rk, tail_t *t) {
-    while (!stop_requested && !t->fatal && (!t->count || t->printed < t->count)) {
+    int stop = 0;
+    while (!stop && !stop_requested && !t->fatal && (!t->count || t->printed < t->count)) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, POLL_MS);
         int failed = 0;
         if (!m) continue;
@@ -475,13 +741,16 @@ static int tail_loop(rd_kafka_t *rk, tail_t *t) {
             m->err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC) {
             log_error("tail", "topic '%s' is gone: %s", t->topic, rd_kafka_message_errstr(m));
             t->fatal = 1;
+        } else if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (m->partition >= 0 && m->partition < t->nparts) t->at_end[m->partition] = 1;
+            if (t->exit_at_end && all_at_end(t)) stop = 1;
         } else if (m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_warn("tail", "%s", rd_kafka_message_errstr(m));
+            log_warn("tail", "%s", rd_kafka_message_errstr(m));
         } else if (print_message(t, m) != 0) {
             failed = 1;
         } else {
             if (t->group) store(rk, m);
+            if (m->partition >= 0 && m->partition < t->nparts) t->at_end[m->partition] = 0;
             t->printed++;
         }
         rd_kafka_message_destroy(m);
@@ -535,6 +804,16 @@ int tail_main(int argc, char **argv) {
         else log_error("tail", "%s", errbuf);
         goto done;
     }
+    if (t.partition >= nparts) {
+        log_error("tail", "%s has %d partition(s), 0..%d: there is no partition %d", t.topic,
+                  nparts, nparts - 1, t.partition);
+        goto done;
+    }
+    t.nparts = nparts;
+    if (!(t.assigned = calloc((size_t)nparts, 1)) || !(t.at_end = calloc((size_t)nparts, 1))) {
+        log_error("tail", "out of memory");
+        goto done;
+    }
     if (t.group) {
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
         rd_kafka_topic_partition_list_add(l, t.topic, RD_KAFKA_PARTITION_UA);
@@ -547,13 +826,15 @@ int tail_main(int argc, char **argv) {
         log_info("tail", "joining group %s for %s (%d partition(s)), brokers %s", t.group, t.topic,
                  nparts, t.brokers);
     } else {
-        if (assign_all(rk, &t, nparts, errbuf, sizeof(errbuf))) {
+        char where[64];
+        if (assign_all(rk, &t, errbuf, sizeof(errbuf))) {
             log_error("tail", "%s", errbuf);
             goto done;
         }
-        log_info("tail", "reading %s (%d partition(s)) from the %s, brokers %s; no group, "
-                         "nothing committed",
-                 t.topic, nparts, t.from_beginning ? "beginning" : "end", t.brokers);
+        if (t.partition >= 0) snprintf(where, sizeof(where), "partition %d", t.partition);
+        else snprintf(where, sizeof(where), "%d partition(s)", nparts);
+        log_info("tail", "reading %s (%s) from %s, brokers %s; no group, nothing committed",
+                 t.topic, where, start_text(&t, errbuf, sizeof(errbuf)), t.brokers);
     }
     rc = tail_loop(rk, &t);
 done:
@@ -570,6 +851,8 @@ done:
         rd_kafka_destroy(rk);
         log_info("tail", "closed after %lld message(s)", t.printed);
     }
+    free(t.assigned);
+    free(t.at_end);
     free(h.brokers);
     return rc;
 }
