@@ -22,6 +22,7 @@
 #include "kafka/producer.h"
 #include "api/publish.h"
 #include "runtime/reload.h"
+#include "runtime/signals.h"
 #include "api/timer.h"
 
 #define EMBEDDED_PARTITIONS 4
@@ -54,26 +55,34 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
 
 /* LUKA_KAFKA_SASL_PASSWORD=x sets sasl.password=x on every client, so a
  * container gets credentials and TLS settings from its environment without
- * putting them in the app script. */
+ * putting them in the app script.  For an environment entry that is such a
+ * variable, writes the property's name into name and returns its value;
+ * NULL for any other entry. */
+static const char *env_property(const char *entry, char name[static 256]) {
+    static const char prefix[] = "LUKA_KAFKA_";
+    const char *eq = strchr(entry, '=');
+    size_t n;
+    if (strncmp(entry, prefix, sizeof(prefix) - 1) || !eq) return NULL;
+    n = (size_t)(eq - entry) - (sizeof(prefix) - 1);
+    if (n == 0 || n >= 256) return NULL;
+    for (size_t i = 0; i < n; i++) {
+        char c = entry[sizeof(prefix) - 1 + i];
+        name[i] = c == '_' ? '.' : (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+    }
+    name[n] = '\0';
+    return eq + 1;
+}
+
 static int env_kafka_conf(rd_kafka_conf_t *conf, char *errbuf, size_t errlen) {
     extern char **environ;
-    static const char prefix[] = "LUKA_KAFKA_";
     for (char **e = environ; *e; e++) {
         char name[256];
-        const char *eq = strchr(*e, '=');
-        size_t n;
-        if (strncmp(*e, prefix, sizeof(prefix) - 1) || !eq) continue;
-        n = (size_t)(eq - *e) - (sizeof(prefix) - 1);
-        if (n == 0 || n >= sizeof(name)) continue;
-        for (size_t i = 0; i < n; i++) {
-            char c = (*e)[sizeof(prefix) - 1 + i];
-            name[i] = c == '_' ? '.' : (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-        }
-        name[n] = '\0';
-        if (rd_kafka_conf_set(conf, name, eq + 1, errbuf, errlen) != RD_KAFKA_CONF_OK) {
+        const char *value = env_property(*e, name);
+        if (!value) continue;
+        if (rd_kafka_conf_set(conf, name, value, errbuf, errlen) != RD_KAFKA_CONF_OK) {
             char why[512];
             snprintf(why, sizeof(why), "%s", errbuf);
-            snprintf(errbuf, errlen, "environment %.*s: %s", (int)(eq - *e), *e, why);
+            snprintf(errbuf, errlen, "environment %.*s: %s", (int)(value - 1 - *e), *e, why);
             return -1;
         }
     }
@@ -109,8 +118,21 @@ fail:
 }
 
 int host_check_config(host_t *h, char *errbuf, size_t errlen) {
+    extern char **environ;
     char why[512];
     rd_kafka_conf_t *conf;
+
+    /* The app's config tables were checked as the script declared them;
+     * the environment reaches every client, so it may set none of the
+     * properties luka sets itself. */
+    for (char **e = environ; *e; e++) {
+        char name[256];
+        const char *value = env_property(*e, name);
+        if (value && app_check_property(h->app, "all", name, value, why, sizeof(why))) {
+            snprintf(errbuf, errlen, "environment %.*s sets %s", (int)(value - 1 - *e), *e, why);
+            return -1;
+        }
+    }
 
     for (int i = 0; i < h->app->npubs; i++) {
         const publisher_conf_t *p = &h->app->pubs[i];
@@ -171,8 +193,6 @@ void host_store_offsets(host_t *h) {
         if (h->eps[i]->dirty) consumer_store(h->eps[i]);
 }
 
-static void exit_now(int sig) { _exit(128 + sig); }
-
 static void close_cb(uv_handle_t *handle) { (void)handle; }
 
 static void on_shutdown(uv_timer_t *t) {
@@ -192,8 +212,8 @@ static void on_shutdown(uv_timer_t *t) {
     for (int i = 0; i < h->neps; i++) consumer_close(h->eps[i]);
     h->neps = 0;
     if (h->signals) {
-        uv_close((uv_handle_t *)&h->sigint, close_cb);
-        uv_close((uv_handle_t *)&h->sigterm, close_cb);
+        signals_stop(h->stop_signals);
+        h->stop_signals = NULL;
         uv_close((uv_handle_t *)&h->sigchld, close_cb);
         uv_close((uv_handle_t *)&h->sighup, close_cb);
         h->signals = 0;
@@ -218,22 +238,11 @@ void host_stop(host_t *h, int exit_code) {
     uv_timer_start(&shutdown_timer, on_shutdown, 0, 0);
 }
 
-static void on_signal(uv_signal_t *s, int signum) {
-    host_t *h = s->data;
-    struct sigaction sa;
-
-    log_info("host", "%s: finishing in-flight messages, committing, leaving the groups "
-                     "(send it again to exit at once)",
-             strsignal(signum));
-    /* The drain may block the loop in a flush, so a second signal is caught
-     * by a plain handler.  As PID 1, a signal without one is ignored. */
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = exit_now;
-    uv_signal_stop(&h->sigint);
-    uv_signal_stop(&h->sigterm);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    host_stop(h, 0);
+/* The first SIGINT or SIGTERM, on the loop; signals.c logs it, and exits
+ * on a second one even while this loop is busy in a handler or a flush. */
+static void on_stop_signal(void *data, int signum) {
+    (void)signum;
+    host_stop(data, 0);
 }
 
 /* SIGHUP reloads the app, as operators expect of a daemon. */
@@ -362,11 +371,12 @@ int host_run(const run_opts_t *o) {
         h->neps++;
     }
     if (!h->stopping) {
-        uv_signal_init(h->loop, &h->sigint);
-        uv_signal_init(h->loop, &h->sigterm);
-        h->sigint.data = h->sigterm.data = h;
-        uv_signal_start(&h->sigint, on_signal, SIGINT);
-        uv_signal_start(&h->sigterm, on_signal, SIGTERM);
+        if (!(h->stop_signals = signals_start(h->loop, on_stop_signal, h, err, sizeof(err)))) {
+            log_error("host", "%s", err);
+            host_stop(h, 1);
+        }
+    }
+    if (!h->stopping) {
         uv_signal_init(h->loop, &h->sigchld);
         if (getpid() == 1) uv_signal_start(&h->sigchld, on_child, SIGCHLD);
         uv_signal_init(h->loop, &h->sighup);
