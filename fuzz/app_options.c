@@ -23,7 +23,7 @@
 #include <lauxlib.h>
 
 #include "app/app.h"
-#include "api/timer.h"
+#include "api/lapi.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -71,16 +71,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         (size && pwrite(fd, data, size, sizeof(prelude) - 1) != (ssize_t)size))
         fail("cannot write the script", NULL);
 
-    app = app_load(path, err, sizeof(err));
+    app = app_load(path, NULL, lapi_open, err, sizeof(err));
     if (app) {
         const endpoint_conf_t *e = app_endpoint(app, "x");
         if (!e) fail("a loaded app lacks consumer x", NULL);
         if (e->ntopics < 1 || !e->topics[0]) fail("consumer x has no topic", NULL);
         if (e->handle == LUA_NOREF || e->handle == LUA_REFNIL) fail("consumer x has no handler", NULL);
         app_print(app, devnull);
-        /* As the host does: timers made while loading belong to it. */
-        timer_stop_all(app->L);
-        app_free(app);
+        app_free(app); /* and the timers made while loading, with its state */
         return 0;
     }
     if (!err[0]) fail("app_load failed without a message", NULL);

@@ -78,14 +78,16 @@ end }
 -- The librdkafka properties luka sets itself, because what it promises
 -- depends on them.  A config table or a LUKA_KAFKA_* variable that sets one
 -- is refused, with the way to get what was meant.  clients: the clients
--- luka sets it on ("consumer", "producer" or "all"); fix: what to do
+-- luka sets it on ("consumer", "producer", "all", or "broker": only the
+-- broker-wide config and LUKA_KAFKA_*, so that one publisher or consumer may
+-- still talk to another cluster); fix: what to do
 -- instead, with %s for the value given ("remove it" when absent).  Every
 -- other property is the app's to tune, luka's own defaults included.
 M.owned = {
-  { property = "bootstrap.servers", clients = "all",
+  { property = "bootstrap.servers", clients = "broker",
     reason = "luka sets it from --brokers, the brokers option or KAFKA_BROKERS",
     fix = "use brokers = %q instead" },
-  { property = "client.id", clients = "all", reason = "luka sets it from the client_id option",
+  { property = "client.id", clients = "broker", reason = "luka sets it from the client_id option",
     fix = "use client_id = %q instead" },
   { property = "log.queue", clients = "all",
     reason = "luka serves librdkafka's log lines on its loop thread" },
@@ -105,6 +107,7 @@ M.owned = {
 -- property; else "property: why; what to do instead".
 function M.owned_property(clients, property, value)
   for _, o in ipairs(M.owned) do
+    -- "broker" entries are reached only through clients == "all".
     if o.property == property and (clients == "all" or o.clients == "all" or o.clients == clients) then
       return ("%s: %s; %s"):format(property, o.reason, (o.fix or "remove it"):format(value))
     end
@@ -258,6 +261,8 @@ M.options = {
   runtime = {
     { name = "memory_limit", type = SIZE,
       help = "most memory the app's Lua state may hold; beyond it a handler gets a memory error" },
+    { name = "timeout", type = DURATION, default = "30s",
+      help = "longest a timer callback, or a key function of a publish made while loading, may run" },
   },
   topic = {
     { name = "partitions", type = integer_at_least(1),
@@ -356,8 +361,9 @@ local state
 -- luka.publish may name), endpoint_names consumer and channel names; pending
 -- holds names whose options table never came (`luka.consumer "x"` alone).
 function M.reset()
-  state = { broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {},
-            targets = {}, endpoint_names = {}, topic_names = {}, pending = {} }
+  state = { broker = { config = {} }, runtime = assert(parse("runtime", nil, {})), publishers = {},
+            endpoints = {}, topics = {}, targets = {}, endpoint_names = {}, topic_names = {},
+            pending = {} }
 end
 M.reset()
 
@@ -508,7 +514,8 @@ function M.reference()
   out[#out + 1] = "#### librdkafka properties luka sets itself\n\n" ..
     "A `config` table or a `LUKA_KAFKA_*` variable that sets one of these is refused.\n\n" ..
     "| property | on | why | instead |\n| --- | --- | --- | --- |"
-  local on = { all = "every client", consumer = "consumers", producer = "producers" }
+  local on = { all = "every client", broker = "`luka.broker` and `LUKA_KAFKA_*`",
+    consumer = "consumers", producer = "producers" }
   for _, o in ipairs(M.owned) do
     out[#out + 1] = ("| `%s` | %s | %s | %s |"):format(o.property, on[o.clients], o.reason,
       (o.fix or "remove it"):format("..."):gsub('([%w_]+ = "%.%.%.")', "`%1`"))

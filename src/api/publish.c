@@ -11,14 +11,16 @@
 
 #include <lauxlib.h>
 
-#include "kafka/consumer.h"
-#include "runtime/host.h"
+#include "api/env.h"
+#include "app/app.h"
+#include "base/cliopt.h"
 #include "base/json.h"
-#include "api/lapi.h"
 #include "base/log.h"
-#include "kafka/producer.h"
-#include "lua/script.h"
 #include "base/uuid.h"
+#include "flow/outcome.h"
+#include "flow/call.h"
+#include "lua/script.h"
+#include "lua/state.h"
 
 /* Raise the unknown-target error with luka.dsl's suggestion. */
 static int unknown_target(lua_State *L, const char *target) {
@@ -110,27 +112,54 @@ static void read_headers(lua_State *L, int opts, char *id, guard_t *g) {
     if (!has_id) rd_kafka_header_add(g->hdrs, "id", 2, id, UUID_LEN);
 }
 
+/* Refuse an option luka.publish does not take, with the nearest it does:
+ * a misspelt key must not silently pick another partition. */
+static void check_options(lua_State *L, int opts) {
+    static const char *known[] = {"key", "partition", "headers"};
+    lua_pushnil(L);
+    while (lua_next(L, opts)) {
+        const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        int ok = 0;
+        lua_pop(L, 1);
+        for (size_t i = 0; name && i < sizeof(known) / sizeof(known[0]); i++)
+            ok |= strcmp(name, known[i]) == 0;
+        if (ok) continue;
+        if (!name) luaL_argerror(L, 3, "opts: option names are strings (key, partition, headers)");
+        cliopt_near_t near = cliopt_near(name);
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            cliopt_near_add(&near, known[i]);
+        if (near.best)
+            luaL_error(L, "luka.publish: unknown option '%s'; did you mean '%s'?", name, near.best);
+        luaL_error(L, "luka.publish: unknown option '%s'; it takes key, partition and headers", name);
+    }
+}
+
 /* luka.publish(target, payload [, opts]) -> message id, or nil, error */
 static int l_publish(lua_State *L) {
     const char *target = luaL_checkstring(L, 1);
-    host_t *h = lapi_host(L);
+    const api_env_t *env = api_env(L);
+    inflight_t *current = call_current();
     int opts = lua_isnoneornil(L, 3) ? 0 : 3;
     const char *key = NULL;
     size_t keylen = 0, len = 0;
     int32_t partition = RD_KAFKA_PARTITION_UA;
     char id[UUID_LEN + 1], err[512];
-    publisher_t *p;
+    publish_tag_t *tag;
+    sink_t *p;
     guard_t *g;
     char *value;
 
     luaL_checkany(L, 2);
-    if (opts) luaL_checktype(L, 3, LUA_TTABLE);
+    if (opts) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        check_options(L, 3);
+    }
     lua_settop(L, 3);
     uuid_v4(id);
 
-    if (!h) {
-        /* The script is still loading: keep it until the host starts. */
-        lapi_push_deferred_publishes(L);
+    if (!env) {
+        /* The script is still loading: keep it until a host runs it. */
+        state_push_deferred(L);
         lua_createtable(L, 0, 5);
         lua_pushvalue(L, 1);
         lua_setfield(L, -2, "target");
@@ -148,7 +177,7 @@ static int l_publish(lua_State *L) {
         lua_pushstring(L, id);
         return 1;
     }
-    if (!(p = host_publisher(h, target))) return unknown_target(L, target);
+    if (!(p = env->sinks->find(env->sinks->ctx, target))) return unknown_target(L, target);
     g = lua_newuserdatauv(L, sizeof(*g), 0);
     g->value = NULL;
     g->hdrs = NULL;
@@ -165,9 +194,9 @@ static int l_publish(lua_State *L) {
             if (!(key = key_bytes(L, -1, &keylen)))
                 return luaL_error(L, "luka.publish('%s'): the key must be a string or a number, got %s",
                                   target, luaL_typename(L, -1));
-        } else if (h->current && h->current->msg.key) {
-            key = h->current->msg.key;
-            keylen = h->current->msg.key_len;
+        } else if (current && current->msg.key) {
+            key = current->msg.key;
+            keylen = current->msg.key_len;
         }
     }
     if (opts && lua_getfield(L, opts, "partition") != LUA_TNIL) {
@@ -191,22 +220,24 @@ static int l_publish(lua_State *L) {
         keylen = strlen(id);
     }
     value = g->value;
-    g->value = NULL; /* the producer's now, sent or not */
-    if (producer_send(p, NULL, partition, key, keylen, value, len, g->hdrs, h->current, err,
-                      sizeof(err))) {
-        if (h->current) pipeline_publish_failed(h->current, err);
+    g->value = NULL; /* the sink's now, sent or not */
+    tag = current ? inflight_tag(current) : NULL;
+    if (p->ops->send(p, NULL, partition, key, keylen, value, len, g->hdrs, tag, err,
+                     sizeof(err))) {
+        if (current) outcome_send_failed(current, err);
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
     }
-    g->hdrs = NULL; /* the producer's now */
+    g->hdrs = NULL; /* the sink's now */
+    if (tag) outcome_sent(tag);
     lua_pushstring(L, id);
     return 1;
 }
 
 void publish_deferred(lua_State *L) {
     script_err_t err;
-    lapi_push_deferred_publishes(L);
+    state_push_deferred(L);
     for (lua_Integer i = 1, n = luaL_len(L, -1); i <= n; i++) {
         lua_rawgeti(L, -1, i); /* Stack: list, entry */
         lua_pushcfunction(L, l_publish);
@@ -230,11 +261,11 @@ void publish_deferred(lua_State *L) {
             lua_setfield(L, -3, "id");
         }
         lua_pop(L, 2);
-        if (script_call(L, 3, 0, 0, &err) != 0) log_error("publish", "%s", err.msg);
+        if (script_call(L, 3, 0, app_timeout(L), &err) != 0) log_error("publish", "%s", err.msg);
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    lapi_clear_deferred_publishes(L);
+    state_clear_deferred(L);
 }
 
 void publish_inject_api(lua_State *L) {

@@ -1,22 +1,24 @@
 /* timer.c - timers for Lua callbacks.  A timer made while the app script
- * loads waits until the host starts; its callback runs through
- * script_call() like any handler, and an error in it is logged, not fatal.
+ * loads waits until the state is bound to a loop; its callback runs
+ * through script_call() under the app's runtime timeout, and an error in
+ * it is logged, not fatal.
  *
- * Live timers are kept in a registry table, which anchors their userdata
- * and lets the host stop them all. */
+ * Live timers are kept in a registry table, which anchors their userdata;
+ * a finalizer of that table's stops them all when the state closes, so
+ * nothing outside this file has to. */
 #include "api/timer.h"
 
 #include <stdlib.h>
 
 #include <lauxlib.h>
 
-#include "runtime/host.h"
-#include "api/lapi.h"
+#include "api/env.h"
+#include "app/app.h"
 #include "base/log.h"
 #include "lua/script.h"
 
 #define TIMER_MT "luka.timer"
-#define CALLBACK_TIMEOUT_MS 30000
+#define TIMERS_MT "luka.timers"
 
 static const char TIMERS_KEY = 't';
 
@@ -29,10 +31,19 @@ typedef struct ltimer {
     int started, stopped;
 } ltimer_t;
 
+static int close_all(lua_State *L);
+
+/* The registry's table of live timers, made on first use with the
+ * finalizer that stops them when the state closes. */
 static void push_timers(lua_State *L) {
     if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TIMERS_KEY) != LUA_TTABLE) {
         lua_pop(L, 1);
         lua_newtable(L);
+        if (luaL_newmetatable(L, TIMERS_MT)) {
+            lua_pushcfunction(L, close_all);
+            lua_setfield(L, -2, "__gc");
+        }
+        lua_setmetatable(L, -2);
         lua_pushvalue(L, -1);
         lua_rawsetp(L, LUA_REGISTRYINDEX, &TIMERS_KEY);
     }
@@ -62,7 +73,7 @@ static void on_timer(uv_timer_t *h) {
     script_err_t err;
 
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn);
-    if (script_call(L, 0, 0, CALLBACK_TIMEOUT_MS, &err) != 0)
+    if (script_call(L, 0, 0, app_timeout(L), &err) != 0)
         log_error("timer", "callback failed: %s\n%s", err.msg, err.traceback);
     if (!t->repeat) stop(t);
 }
@@ -88,7 +99,7 @@ static int l_stop(lua_State *L) {
 static int l_timer(lua_State *L) {
     lua_Integer ms = luaL_checkinteger(L, 1);
     int repeat = lua_toboolean(L, 2);
-    host_t *h = lapi_host(L);
+    const api_env_t *env = api_env(L);
     ltimer_t **ud, *t;
 
     luaL_argcheck(L, ms > 0, 1, "the interval must be positive");
@@ -112,7 +123,7 @@ static int l_timer(lua_State *L) {
     lua_pushvalue(L, -3);
     lua_rawset(L, -3);
     lua_pop(L, 1);
-    if (h) start(t, h->loop);
+    if (env) start(t, env->loop);
     return 1;
 }
 
@@ -138,6 +149,12 @@ void timer_stop_all(lua_State *L) {
         lua_pushnil(L);
     }
     lua_pop(L, 1);
+}
+
+/* The timers table's finalizer: the state is closing. */
+static int close_all(lua_State *L) {
+    timer_stop_all(L);
+    return 0;
 }
 
 void timer_inject_api(lua_State *L) {

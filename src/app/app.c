@@ -13,9 +13,9 @@
 
 #include "app/embed.h"
 #include "base/json.h"
-#include "api/lapi.h"
+#include "base/log.h"
 #include "lua/script.h"
-#include "api/timer.h"
+#include "lua/state.h"
 
 /* An app script that runs longer than this at load time is stuck. */
 #define LOAD_TIMEOUT_MS 10000
@@ -28,7 +28,7 @@ static int embed_loader(lua_State *L) {
     return 1;
 }
 
-void app_open_modules(lua_State *L) {
+void app_open_modules(lua_State *L, lua_CFunction host_api) {
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     for (const embed_module_t *m = embed_modules; m->name; m++) {
@@ -36,18 +36,18 @@ void app_open_modules(lua_State *L) {
         lua_pushcclosure(L, embed_loader, 1);
         lua_setfield(L, -2, m->name);
     }
-    lua_pushcfunction(L, lapi_open);
+    lua_pushcfunction(L, host_api);
     lua_setfield(L, -2, "luka.host");
     lua_pop(L, 2); /* preload, package */
 }
 
 /* Make luka's embedded modules and the host API requirable, and put the
  * app's directory first on the module path. */
-static void setup_state(lua_State *L, const char *dir) {
+static void setup_state(lua_State *L, const char *dir, lua_CFunction host_api) {
     luaL_openlibs(L);
     script_init(L);
     json_init(L);
-    app_open_modules(L);
+    app_open_modules(L, host_api);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "path");
     lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir, lua_tostring(L, -1));
@@ -101,12 +101,16 @@ static int field_ref(lua_State *L, int t, const char *name, int type) {
     return LUA_NOREF;
 }
 
-static int64_t field_int(lua_State *L, int t, const char *name, int64_t dflt) {
-    int64_t v = dflt;
+/* A number luka.dsl's schema gives a default, or that may be absent
+ * (absent: 0, or -1 for field_opt).  No default is repeated here. */
+static int64_t field_opt(lua_State *L, int t, const char *name, int64_t absent) {
+    int64_t v = absent;
     if (lua_getfield(L, t, name) == LUA_TNUMBER) v = (int64_t)lua_tonumber(L, -1);
     lua_pop(L, 1);
     return v;
 }
+
+static int64_t field_int(lua_State *L, int t, const char *name) { return field_opt(L, t, name, 0); }
 
 /* Copy an endpoint's policy options; luka.dsl applied the defaults.
  * Stack on entry: the endpoint record at index e. */
@@ -115,15 +119,15 @@ static void read_policy(lua_State *L, int e, const app_t *app, policy_conf_t *p)
     char *final;
 
     p->error_fn = p->dedup_fn = LUA_NOREF;
-    p->timeout_ms = field_int(L, e, "timeout", 30000);
+    p->timeout_ms = field_int(L, e, "timeout");
     if (lua_getfield(L, e, "retry") == LUA_TTABLE) {
-        p->instant = (int)field_int(L, -1, "instant", 0);
+        p->instant = (int)field_int(L, -1, "instant");
         if (lua_getfield(L, -1, "delayed") == LUA_TTABLE) {
-            p->delayed = (int)field_int(L, -1, "attempts", 3);
-            p->initial_ms = field_int(L, -1, "initial", 1000);
-            p->max_ms = field_int(L, -1, "max", 30000);
+            p->delayed = (int)field_int(L, -1, "attempts");
+            p->initial_ms = field_int(L, -1, "initial");
+            p->max_ms = field_int(L, -1, "max");
             lua_getfield(L, -1, "multiplier");
-            p->multiplier = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : 2;
+            p->multiplier = lua_tonumber(L, -1);
             lua_pop(L, 1);
             lua_getfield(L, -1, "jitter");
             p->jitter = lua_toboolean(L, -1);
@@ -156,9 +160,9 @@ static void read_policy(lua_State *L, int e, const app_t *app, policy_conf_t *p)
         p->dedup_header = field_str(L, -1, "header");
         if (!p->dedup_field && p->dedup_fn == LUA_NOREF && !p->dedup_header)
             p->dedup_header = strdup("id");
-        p->dedup_ttl_ms = field_int(L, -1, "ttl", 86400000);
+        p->dedup_ttl_ms = field_int(L, -1, "ttl");
         p->dedup_store = field_str(L, -1, "store");
-        p->dedup_max_entries = (int)field_int(L, -1, "max_entries", 100000);
+        p->dedup_max_entries = (int)field_int(L, -1, "max_entries");
     }
     lua_pop(L, 1);
 }
@@ -193,8 +197,10 @@ static void read_topology(lua_State *L, app_t *app) {
     }
     lua_pop(L, 1);
 
-    if (lua_getfield(L, reg, "runtime") == LUA_TTABLE)
-        app->memory_limit = (size_t)field_int(L, -1, "memory_limit", 0);
+    if (lua_getfield(L, reg, "runtime") == LUA_TTABLE) {
+        app->memory_limit = (size_t)field_int(L, -1, "memory_limit");
+        app->timeout_ms = field_int(L, -1, "timeout");
+    }
     lua_pop(L, 1);
 
     lua_getfield(L, reg, "topics");
@@ -205,8 +211,8 @@ static void read_topology(lua_State *L, app_t *app) {
         lua_rawgeti(L, -1, i + 1); /* Stack: registry, topics, t */
         t->name = field_str(L, -1, "name");
         t->where = field_str(L, -1, "where");
-        t->partitions = (int)field_int(L, -1, "partitions", -1);
-        t->replication = (int)field_int(L, -1, "replication", -1);
+        t->partitions = (int)field_opt(L, -1, "partitions", -1);
+        t->replication = (int)field_opt(L, -1, "replication", -1);
         kvlist_read(L, -1, "config", &t->config);
         lua_pop(L, 1);
     }
@@ -248,7 +254,7 @@ static void read_topology(lua_State *L, app_t *app) {
  * their targets are checked now, so a typo stops the app before it
  * connects.  Stack on entry: the luka.dsl module at index dsl. */
 static void check_deferred(lua_State *L, int dsl) {
-    lapi_push_deferred_publishes(L);
+    state_push_deferred(L);
     for (lua_Integer i = 1, n = luaL_len(L, -1); i <= n; i++) {
         lua_rawgeti(L, -1, i); /* Stack: list, entry */
         lua_getfield(L, dsl, "check_target");
@@ -308,12 +314,18 @@ static int list_files(lua_State *L) {
     return 0;
 }
 
-app_t *app_load(const char *path, char *errbuf, size_t errlen) {
-    return app_load_with_state(path, NULL, errbuf, errlen);
+static const char TIMEOUT_KEY = 't';
+
+int64_t app_timeout(lua_State *L) {
+    int64_t ms;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &TIMEOUT_KEY);
+    ms = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return ms;
 }
 
-app_t *app_load_with_state(const char *path, const char *state_json, char *errbuf,
-                           size_t errlen) {
+app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api, char *errbuf,
+                size_t errlen) {
     app_t *app = calloc(1, sizeof(*app));
     script_err_t err;
     char *tmp;
@@ -323,13 +335,14 @@ app_t *app_load_with_state(const char *path, const char *state_json, char *errbu
     tmp = strdup(path);
     app->dir = strdup(dirname(tmp));
     free(tmp);
-    app->L = L = lapi_newstate();
+    app->L = L = state_new();
     if (!L) {
         snprintf(errbuf, errlen, "%s: cannot create a Lua state: out of memory", path);
         goto fail;
     }
-    setup_state(L, app->dir);
-    if (state_json && lapi_set_state(L, state_json, strlen(state_json), errbuf, errlen)) goto fail;
+    setup_state(L, app->dir, host_api);
+    if (state_json && state_set_luka_state(L, state_json, strlen(state_json), errbuf, errlen))
+        goto fail;
 
     if (luaL_loadfile(L, path) != LUA_OK) {
         snprintf(errbuf, errlen, "%s", lua_tostring(L, -1));
@@ -351,7 +364,10 @@ app_t *app_load_with_state(const char *path, const char *state_json, char *errbu
         snprintf(errbuf, errlen, "%s", err.msg);
         goto fail;
     }
-    lapi_set_memory_limit(L, app->memory_limit);
+    state_set_memory_limit(L, app->memory_limit);
+    /* Timer callbacks and other code outside handlers run under it. */
+    lua_pushinteger(L, app->timeout_ms);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &TIMEOUT_KEY);
     if (app->neps == 0 && app->npubs == 0 && app->ntopics == 0) {
         snprintf(errbuf, errlen,
                  "%s: declares no consumer, channel or publisher; "
@@ -367,12 +383,8 @@ fail:
 
 void app_free(app_t *app) {
     if (!app) return;
-    if (app->L) {
-        /* Timers made while loading and never started are freed here;
-         * started ones were stopped by the host, on its loop. */
-        timer_stop_all(app->L);
-        lapi_close(app->L);
-    }
+    /* Closing the state stops its timers too (see api/timer.c). */
+    if (app->L) state_close(app->L);
     for (int i = 0; i < app->npubs; i++) {
         publisher_conf_t *p = &app->pubs[i];
         free(p->name), free(p->topic), free(p->where), free(p->key_field);
@@ -423,7 +435,7 @@ static int owned_property(lua_State *L) {
     return 1;
 }
 
-int app_check_property(app_t *app, const char *clients, const char *key, const char *value,
+int app_check_property(const app_t *app, const char *clients, const char *key, const char *value,
                        char *errbuf, size_t errlen) {
     lua_State *L = app->L;
     script_err_t err;
@@ -445,16 +457,10 @@ int app_check_property(app_t *app, const char *clients, const char *key, const c
     return rc;
 }
 
-int app_is_secret(const char *key) {
-    return strcasestr(key, "password") || strcasestr(key, "secret") ||
-           strcasestr(key, "sasl.jaas") || strcasestr(key, "ssl.key.pem") ||
-           strcasestr(key, "ssl.certificate.pem") || strcasestr(key, "token");
-}
-
 static void print_config(FILE *out, const kvlist_t *l) {
     for (int i = 0; i < l->n; i++)
         fprintf(out, "      %s = %s\n", l->items[i].key,
-                app_is_secret(l->items[i].key) ? "********" : l->items[i].value);
+                log_is_secret(l->items[i].key) ? "********" : l->items[i].value);
 }
 
 void app_print(const app_t *app, FILE *out) {

@@ -86,18 +86,23 @@ typedef struct app {
     topic_conf_t *topics;
     int ntopics;
     size_t memory_limit; /* bytes the Lua state may hold, 0 for no limit */
+    int64_t timeout_ms;  /* limit of user code run outside handlers (timers) */
     char **files; /* the Lua files it loaded from its directory, script first */
     int nfiles;
 } app_t;
 
-/* Load and validate an app script.  Returns NULL with a message that names
- * the file and line in errbuf. */
-app_t *app_load(const char *path, char *errbuf, size_t errlen);
+/* Load and validate an app script, with luka.state set from state_json
+ * (may be NULL; how a reload carries state over) before the script runs.
+ * host_api opens the luka.host module the script's `require "luka"`
+ * needs (lapi_open: the api layer is above this one).  Returns NULL with a
+ * message that names the file and line in errbuf. */
+app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api, char *errbuf,
+                size_t errlen);
 
-/* The same, with luka.state set from state_json (may be NULL) before the
- * script runs: how a reload carries state over. */
-app_t *app_load_with_state(const char *path, const char *state_json, char *errbuf,
-                           size_t errlen);
+/* The limit, in ms, of the app's code run outside handlers (timer
+ * callbacks, publishes made while loading): luka.runtime's timeout. */
+int64_t app_timeout(lua_State *L);
+
 void app_free(app_t *app);
 
 const publisher_conf_t *app_publisher(const app_t *app, const char *name);
@@ -110,14 +115,11 @@ const char *kvlist_get(const kvlist_t *l, const char *key);
  * "consumer", "producer" or "all": 0 if so, else -1 with why not and what
  * to do instead in errbuf.  luka.dsl's table of the properties luka sets
  * itself decides, as it does for the app's config options. */
-int app_check_property(app_t *app, const char *clients, const char *key, const char *value,
+int app_check_property(const app_t *app, const char *clients, const char *key, const char *value,
                        char *errbuf, size_t errlen);
 
-/* Whether a librdkafka property holds a secret that must never be shown. */
-int app_is_secret(const char *key);
-
 /* Make luka's modules requirable in L (package.preload). */
-void app_open_modules(lua_State *L);
+void app_open_modules(lua_State *L, lua_CFunction host_api);
 
 /* Print the resolved topology, as `luka check` shows it. */
 void app_print(const app_t *app, FILE *out);

@@ -15,7 +15,6 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "app/app.h"
 
 int log_level = LOG_INFO;
 int log_format = LOG_TEXT;
@@ -65,11 +64,17 @@ done:
     pthread_mutex_unlock(&secrets_lock);
 }
 
+int log_is_secret(const char *key) {
+    return strcasestr(key, "password") || strcasestr(key, "secret") ||
+           strcasestr(key, "sasl.jaas") || strcasestr(key, "ssl.key.pem") ||
+           strcasestr(key, "ssl.certificate.pem") || strcasestr(key, "token");
+}
+
 void log_redact_conf(rd_kafka_conf_t *conf) {
     size_t n;
     const char **pairs = rd_kafka_conf_dump(conf, &n);
     for (size_t i = 0; i + 1 < n; i += 2)
-        if (app_is_secret(pairs[i])) log_redact(pairs[i + 1]);
+        if (log_is_secret(pairs[i])) log_redact(pairs[i + 1]);
     rd_kafka_conf_dump_free(pairs, n);
 }
 
@@ -97,7 +102,7 @@ static int secret_key_before(const char *start, const char *eq) {
     if (k == end || (size_t)(end - k) >= sizeof(key)) return 0;
     memcpy(key, k, end - k);
     key[end - k] = '\0';
-    return app_is_secret(key);
+    return log_is_secret(key);
 }
 
 static int value_end(char c) {

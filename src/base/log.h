@@ -38,8 +38,12 @@ void log_write(int level, const char *component, const log_ctx_t *ctx,
 #define LOG_REDACT_MIN 4
 void log_redact(const char *value);
 
+/* Whether a librdkafka property (or any KEY=VALUE key) names a secret that
+ * must never be shown. */
+int log_is_secret(const char *key);
+
 /* log_redact every property of a librdkafka configuration that
- * app_is_secret() names. */
+ * log_is_secret() names. */
 struct rd_kafka_conf_s;
 void log_redact_conf(struct rd_kafka_conf_s *conf);
 

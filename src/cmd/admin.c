@@ -12,6 +12,8 @@
 #include <librdkafka/rdkafka.h>
 
 #include "base/cliopt.h"
+#include "api/lapi.h"
+#include "kafka/client.h"
 #include "runtime/host.h"
 #include "base/log.h"
 
@@ -19,7 +21,9 @@
 #define TIMEOUT_MS 10000
 
 typedef struct admin {
-    host_t host; /* the app and its brokers, for host_kafka_conf */
+    app_t *app;
+    char *brokers;
+    kafka_env_t env; /* the app and its brokers, for kafka_conf */
     run_opts_t opts;
     int apply;
     int check; /* --check: differences make the exit code 1 */
@@ -163,7 +167,7 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
  * LUKA_KAFKA_*), plus extra and, for a consumer, group. */
 static rd_kafka_t *client(admin_t *a, rd_kafka_type_t type, const kvlist_t *extra,
                           const char *group, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = host_kafka_conf(&a->host, extra, errbuf, errlen);
+    rd_kafka_conf_t *conf = kafka_conf(&a->env, extra, errbuf, errlen);
     rd_kafka_t *rk;
     if (!conf) return NULL;
     rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -195,11 +199,13 @@ static int open_admin(admin_t *a, const clicmd_t *cmd, int argc, char **argv) {
     memset(a, 0, sizeof(*a));
     a->timeout_ms = TIMEOUT_MS;
     if ((rc = parse(a, cmd, argc, argv)) >= 0) return rc;
-    if (!(a->host.app = app_load(a->opts.app_path, err, sizeof(err)))) {
+    if (!(a->app = app_load(a->opts.app_path, NULL, lapi_open, err, sizeof(err)))) {
         fprintf(stderr, "luka: %s\n", err);
         return 1;
     }
-    host_resolve_brokers(&a->host, &a->opts);
+    a->brokers = kafka_brokers(a->opts.brokers, a->app);
+    a->env.app = a->app;
+    a->env.brokers = a->brokers;
     if (!(a->rk = client(a, RD_KAFKA_PRODUCER, NULL, NULL, err, sizeof(err)))) {
         fprintf(stderr, "luka: %s\n", err);
         return 1;
@@ -212,8 +218,8 @@ static void close_admin(admin_t *a) {
         serve_logs(a->rk);
         rd_kafka_destroy(a->rk);
     }
-    free(a->host.brokers);
-    if (a->host.app) app_free(a->host.app);
+    free(a->brokers);
+    if (a->app) app_free(a->app);
 }
 
 static const rd_kafka_metadata_topic_t *find_topic(const rd_kafka_metadata_t *md,
@@ -227,7 +233,7 @@ static const rd_kafka_metadata_t *metadata(admin_t *a) {
     const rd_kafka_metadata_t *md;
     rd_kafka_resp_err_t err = rd_kafka_metadata(a->rk, 1, NULL, &md, a->timeout_ms);
     if (err) {
-        fprintf(stderr, "luka: cannot read the cluster's metadata from %s: %s\n", a->host.brokers,
+        fprintf(stderr, "luka: cannot read the cluster's metadata from %s: %s\n", a->brokers,
                 rd_kafka_err2str(err));
         return NULL;
     }
@@ -258,7 +264,7 @@ static const char *request_error(admin_t *a, rd_kafka_event_t *ev) {
     static char why[512];
     if (ev) snprintf(why, sizeof(why), "%s (%s)", rd_kafka_event_error_string(ev),
                      rd_kafka_err2name(rd_kafka_event_error(ev)));
-    else snprintf(why, sizeof(why), "no answer from %s within %d ms", a->host.brokers,
+    else snprintf(why, sizeof(why), "no answer from %s within %d ms", a->brokers,
                   a->timeout_ms + 5000);
     return why;
 }
@@ -269,7 +275,7 @@ static const char *request_error(admin_t *a, rd_kafka_event_t *ev) {
  * as one DescribeConfigs result event (NULL with why when unavailable). */
 static rd_kafka_event_t *describe_configs(admin_t *a, const rd_kafka_metadata_t *md, char *why,
                                           size_t len) {
-    const app_t *app = a->host.app;
+    const app_t *app = a->app;
     rd_kafka_ConfigResource_t **res = calloc(app->ntopics + 1, sizeof(*res));
     rd_kafka_queue_t *q = rd_kafka_queue_new(a->rk);
     rd_kafka_AdminOptions_t *o = admin_options(a);
@@ -342,7 +348,7 @@ static const char *result_error(const rd_kafka_topic_result_t *res) {
 /* Create the missing topics and grow the short ones.  Returns how many
  * changes failed. */
 static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
-    const app_t *app = a->host.app;
+    const app_t *app = a->app;
     rd_kafka_NewTopic_t **create = calloc(app->ntopics + 1, sizeof(*create));
     const char **names = calloc(app->ntopics + 1, sizeof(*names));
     const char **grow_names = calloc(app->ntopics + 1, sizeof(*grow_names));
@@ -447,7 +453,7 @@ int admin_topics(int argc, char **argv) {
 
     if ((rc = open_admin(&a, &topics_cmd, argc, argv)) >= 0) goto done;
     rc = 1;
-    app = a.host.app;
+    app = a.app;
     if (app->ntopics == 0) {
         printf("%s declares no topics (luka.topic \"name\" { partitions = N, ... })\n", app->path);
         rc = 0;
@@ -524,13 +530,13 @@ int admin_topics(int argc, char **argv) {
     rc = 0;
     if (a.check && differs) {
         fprintf(stderr, "luka topics: %d difference(s) between %s and the cluster at %s\n",
-                differs, app->path, a.host.brokers);
+                differs, app->path, a.brokers);
         rc = 1;
     }
     if (a.apply && fixable) {
         int failed = apply(&a, md);
         if (failed) {
-            fprintf(stderr, "luka: %d change(s) failed on %s\n", failed, a.host.brokers);
+            fprintf(stderr, "luka: %d change(s) failed on %s\n", failed, a.brokers);
             rc = 1;
         }
     } else if (a.apply) {
@@ -557,7 +563,7 @@ static int listed(const app_t *app, int upto, const char *group, const char *top
 
 /* The rows of one endpoint's group.  Returns 0, or -1 after printing why. */
 static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, table_t *t) {
-    const endpoint_conf_t *ep = &a->host.app->eps[index];
+    const endpoint_conf_t *ep = &a->app->eps[index];
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
     rd_kafka_t *consumer = NULL;
     rd_kafka_resp_err_t err;
@@ -566,7 +572,7 @@ static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, tabl
 
     for (int k = 0; k < ep->ntopics; k++) {
         const rd_kafka_metadata_topic_t *mt;
-        if (listed(a->host.app, index, ep->group, ep->topics[k])) continue;
+        if (listed(a->app, index, ep->group, ep->topics[k])) continue;
         if (!(mt = find_topic(md, ep->topics[k]))) {
             cell(t, "%s", ep->group), cell(t, "%s", ep->topics[k]), cell(t, "-"), cell(t, "-");
             cell(t, "-"), cell(t, "-"), cell(t, "%s (topic does not exist)", ep->name);
@@ -588,7 +594,7 @@ static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, tabl
     }
     if ((err = rd_kafka_committed(consumer, parts, a->timeout_ms))) {
         fprintf(stderr, "luka: cannot read the committed offsets of group %s from %s: %s\n",
-                ep->group, a->host.brokers, rd_kafka_err2str(err));
+                ep->group, a->brokers, rd_kafka_err2str(err));
         goto done;
     }
     rc = 0;
@@ -631,8 +637,8 @@ int admin_lag(int argc, char **argv) {
 
     if ((rc = open_admin(&a, &lag_cmd, argc, argv)) >= 0) goto done;
     rc = 1;
-    if (a.host.app->neps == 0) {
-        printf("%s declares no consumers or channels\n", a.host.app->path);
+    if (a.app->neps == 0) {
+        printf("%s declares no consumers or channels\n", a.app->path);
         rc = 0;
         goto done;
     }
@@ -640,7 +646,7 @@ int admin_lag(int argc, char **argv) {
     cell(&t, "GROUP"), cell(&t, "TOPIC"), cell(&t, "PARTITION"), cell(&t, "CURRENT-OFFSET");
     cell(&t, "LOG-END-OFFSET"), cell(&t, "LAG"), cell(&t, "ENDPOINT");
     rc = 0;
-    for (int i = 0; i < a.host.app->neps; i++)
+    for (int i = 0; i < a.app->neps; i++)
         if (group_rows(&a, md, i, &t)) rc = 1;
     table_print(&t);
 done:

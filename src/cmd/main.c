@@ -16,8 +16,12 @@
 #include "app/app.h"
 #include "kafka/broker.h"
 #include "base/cliopt.h"
-#include "runtime/host.h"
 #include "api/lapi.h"
+#include "lua/script.h"
+#include "lua/state.h"
+#include "ops/metrics.h"
+#include "runtime/host.h"
+#include "runtime/reload.h"
 #include "base/log.h"
 #include "cmd/pubcli.h"
 #include "cmd/tail.h"
@@ -121,7 +125,11 @@ static int parse_run(const clicmd_t *cmd, int argc, char **argv, run_opts_t *o) 
 static int run_main(int argc, char **argv) {
     run_opts_t o;
     int rc = parse_run(&run_cmd, argc, argv, &o);
-    if (rc < 0) rc = host_run(&o);
+    if (rc < 0) {
+        /* Hot reload always (SIGHUP), the operations endpoint with --http. */
+        const host_ops_t *ops[] = {&reload_host_ops, o.http ? &metrics_host_ops : NULL, NULL};
+        rc = host_run(&o, ops);
+    }
     free(o.only);
     return rc;
 }
@@ -149,21 +157,26 @@ static int no_argument_cb(void *ud, int opt, const char *v) {
 }
 
 static int options_main(int argc, char **argv) {
+    script_err_t err;
     lua_State *L;
     int rc;
     if ((rc = cliopt_parse(&options_cmd, argc, argv, no_argument_cb, (void *)&options_cmd)) >= 0)
         return rc;
-    L = lapi_newstate();
+    L = state_new();
     rc = 0;
     luaL_openlibs(L);
-    app_open_modules(L);
-    if (luaL_dostring(L, "return require('luka.dsl').reference()") != LUA_OK) {
+    script_init(L);
+    app_open_modules(L, lapi_open);
+    if (luaL_loadstring(L, "return require('luka.dsl').reference()") != LUA_OK) {
         fprintf(stderr, "luka: %s\n", lua_tostring(L, -1));
+        rc = 1;
+    } else if (script_call(L, 0, 1, 0, &err) != 0) {
+        fprintf(stderr, "luka: %s\n", err.msg);
         rc = 1;
     } else {
         fputs(lua_tostring(L, -1), stdout);
     }
-    lapi_close(L);
+    state_close(L);
     return rc;
 }
 

@@ -15,6 +15,7 @@
 #include <lauxlib.h>
 
 #include "app/app.h"
+#include "kafka/client.h"
 #include "runtime/host.h"
 #include "base/json.h"
 #include "api/lapi.h"
@@ -296,8 +297,8 @@ static void raw_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaq
  * are spread as luka's publishers and Java clients spread them (murmur2),
  * not as kcat does, so that a tombstone sent here lands on the partition
  * of the key an app published. */
-static rd_kafka_t *raw_producer(raw_t *r, host_t *h, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = host_kafka_conf(h, NULL, errbuf, errlen);
+static rd_kafka_t *raw_producer(raw_t *r, const kafka_env_t *env, char *errbuf, size_t errlen) {
+    rd_kafka_conf_t *conf = kafka_conf(env, NULL, errbuf, errlen);
     rd_kafka_t *rk;
     if (!conf) return NULL;
     if (rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errbuf, errlen)) {
@@ -367,7 +368,8 @@ static int raw_line(rd_kafka_t *rk, const pubcli_t *c, rd_kafka_headers_t *hdrs,
 static int publish_raw(const pubcli_t *c, const run_opts_t *ro) {
     raw_t r = {c, NULL, 0, 0};
     app_t none; /* no app: the common client config without one */
-    host_t h;
+    kafka_env_t env;
+    char *brokers;
     rd_kafka_t *rk;
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(c->nheaders);
     char err[1024], *line = NULL;
@@ -377,15 +379,14 @@ static int publish_raw(const pubcli_t *c, const run_opts_t *ro) {
     int rc = 1;
 
     memset(&none, 0, sizeof(none));
-    memset(&h, 0, sizeof(h));
-    h.app = &none;
-    host_resolve_brokers(&h, ro);
-    r.brokers = h.brokers;
+    memset(&env, 0, sizeof(env));
+    env.app = &none;
+    env.brokers = r.brokers = brokers = kafka_brokers(ro->brokers, NULL);
     for (int i = 0; i < c->nheaders; i++) {
         const char *eq = strchr(c->headers[i], '=');
         rd_kafka_header_add(hdrs, c->headers[i], eq - c->headers[i], eq + 1, -1);
     }
-    if (!(rk = raw_producer(&r, &h, err, sizeof(err)))) {
+    if (!(rk = raw_producer(&r, &env, err, sizeof(err)))) {
         log_error("publish", "%s", err);
         goto done;
     }
@@ -420,17 +421,27 @@ static int publish_raw(const pubcli_t *c, const run_opts_t *ro) {
     rd_kafka_destroy(rk);
 done:
     rd_kafka_headers_destroy(hdrs);
-    free(h.brokers);
+    free(brokers);
     free(line);
     return rc;
+}
+
+/* The one publisher `luka publish APP TARGET` opens. */
+static sink_t *only_sink(void *ctx, const char *name) {
+    publisher_t *p = ctx;
+    return strcmp(p->sink.conf->name, name) == 0 ? &p->sink : NULL;
 }
 
 int pubcli_main(int argc, char **argv) {
     pubcli_t c;
     run_opts_t ro;
-    host_t h;
+    app_t *app = NULL;
+    char *brokers = NULL;
+    kafka_env_t env;
+    sinks_t sinks;
+    api_env_t api;
     uv_loop_t loop;
-    publisher_t *p = NULL, *pubs[1];
+    publisher_t *p = NULL;
     const publisher_conf_t *conf;
     script_err_t serr;
     char err[2048], *line = NULL;
@@ -442,19 +453,18 @@ int pubcli_main(int argc, char **argv) {
 
     memset(&c, 0, sizeof(c));
     memset(&ro, 0, sizeof(ro));
-    memset(&h, 0, sizeof(h));
+    memset(&env, 0, sizeof(env));
     if ((rc = parse(argc, argv, &c, &ro)) >= 0) return rc;
     if (c.topic) return publish_raw(&c, &ro);
     rc = 1;
     uv_loop_init(&loop);
-    h.loop = &loop;
 
-    if (!(h.app = app_load(c.app_path, err, sizeof(err)))) {
+    if (!(app = app_load(c.app_path, NULL, lapi_open, err, sizeof(err)))) {
         log_error("app", "%s", err);
         goto done;
     }
-    L = h.app->L;
-    if (!(conf = app_publisher(h.app, c.target))) {
+    L = app->L;
+    if (!(conf = app_publisher(app, c.target))) {
         lua_pushcfunction(L, unknown_target);
         lua_pushstring(L, c.target);
         if (script_call(L, 1, 1, 0, &serr) == 0) {
@@ -465,16 +475,17 @@ int pubcli_main(int argc, char **argv) {
         }
         goto done;
     }
-    host_resolve_brokers(&h, &ro);
-    if (!(p = producer_open(&h, conf, err, sizeof(err)))) {
+    env.loop = &loop;
+    env.app = app;
+    env.brokers = brokers = kafka_brokers(ro.brokers, app);
+    if (!(p = producer_open(&env, conf, err, sizeof(err)))) {
         log_error("publish", "%s", err);
         goto done;
     }
     /* Where luka.publish finds its publisher, as in `luka run`. */
-    pubs[0] = p;
-    h.pubs = pubs;
-    h.npubs = 1;
-    lapi_set_host(L, &h);
+    sinks = (sinks_t){only_sink, NULL, p};
+    api = (api_env_t){&loop, &sinks};
+    api_bind(L, &api);
     lua_pushcfunction(L, prepare);
     lua_pushlightuserdata(L, &c);
     if (script_call(L, 1, 2, 0, &serr) != 0) {
@@ -512,12 +523,10 @@ int pubcli_main(int argc, char **argv) {
         rc = failed ? 1 : 0;
     }
 done:
-    h.npubs = 0;
     if (p) producer_close(p);
-    if (h.app) timer_stop_all(h.app->L);
+    app_free(app); /* its timers close with its state */
     uv_run(&loop, UV_RUN_DEFAULT); /* the producer's and timers' close callbacks */
-    app_free(h.app);
-    free(h.brokers);
+    free(brokers);
     free(line);
     if (uv_loop_close(&loop) != 0) log_warn("publish", "loop closed with handles still open");
     return rc;

@@ -18,6 +18,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "app/app.h"
+#include "kafka/client.h"
 #include "runtime/host.h"
 #include "base/cliopt.h"
 #include "base/log.h"
@@ -44,7 +45,7 @@ typedef struct tail {
     long long count; /* stop after this many messages; 0: never */
     long long printed;
     int pretty;      /* stdout is a terminal */
-    const char *brokers;
+    char *brokers;
     int fatal;       /* the client reported a fatal error */
     /* With -e, per partition: assigned to this tail, and at its end. */
     int nparts;
@@ -552,8 +553,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     }
 }
 
-static rd_kafka_t *open_consumer(tail_t *t, host_t *h, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = host_kafka_conf(h, NULL, errbuf, errlen);
+static rd_kafka_t *open_consumer(tail_t *t, const kafka_env_t *env, char *errbuf, size_t errlen) {
+    rd_kafka_conf_t *conf = kafka_conf(env, NULL, errbuf, errlen);
     const char *reset = t->from == FROM_BEGINNING ? "earliest" : "latest";
     rd_kafka_t *rk;
 
@@ -768,7 +769,7 @@ int tail_main(int argc, char **argv) {
     tail_t t;
     run_opts_t ro;
     app_t none; /* tail reads no app: the common client config without one */
-    host_t h;
+    kafka_env_t env;
     struct sigaction sa;
     rd_kafka_t *rk = NULL;
     rd_kafka_resp_err_t err;
@@ -778,12 +779,11 @@ int tail_main(int argc, char **argv) {
     memset(&t, 0, sizeof(t));
     memset(&ro, 0, sizeof(ro));
     memset(&none, 0, sizeof(none));
-    memset(&h, 0, sizeof(h));
+    memset(&env, 0, sizeof(env));
     if ((rc = parse(argc, argv, &t, &ro)) >= 0) return rc;
     rc = 1;
-    h.app = &none;
-    host_resolve_brokers(&h, &ro);
-    t.brokers = h.brokers;
+    env.app = &none;
+    env.brokers = t.brokers = kafka_brokers(ro.brokers, NULL);
     t.pretty = isatty(STDOUT_FILENO);
 
     /* The first signal ends the loop, which then closes the consumer
@@ -795,7 +795,7 @@ int tail_main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    if (!(rk = open_consumer(&t, &h, errbuf, sizeof(errbuf)))) {
+    if (!(rk = open_consumer(&t, &env, errbuf, sizeof(errbuf)))) {
         log_error("tail", "%s", errbuf);
         goto done;
     }
@@ -853,6 +853,6 @@ done:
     }
     free(t.assigned);
     free(t.at_end);
-    free(h.brokers);
+    free(t.brokers);
     return rc;
 }

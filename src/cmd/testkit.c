@@ -14,16 +14,18 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "kafka/consumer.h"
-#include "runtime/host.h"
-#include "base/json.h"
 #include "api/lapi.h"
-#include "lua/meta.h"
-#include "flow/pipeline.h"
-#include "kafka/producer.h"
-#include "api/publish.h"
-#include "lua/script.h"
 #include "api/timer.h"
+#include "app/app.h"
+#include "base/json.h"
+#include "base/offsets.h"
+#include "flow/flow.h"
+#include "flow/inflight.h"
+#include "flow/outcome.h"
+#include "flow/pipeline.h"
+#include "lua/meta.h"
+#include "lua/script.h"
+#include "lua/state.h"
 
 #define HARNESS_MT "luka.test.harness"
 /* A message delivered this many times in one call is given up on. */
@@ -44,35 +46,62 @@ typedef struct ack {
     int fail;
 } ack_t;
 
-typedef struct offset_seq {
+/* A partition the kit has delivered on: its offsets and the next one. */
+typedef struct part {
     char *topic;
     int32_t partition;
     int64_t next;
-} offset_seq_t;
+    offsets_t *offsets;
+} part_t;
+
+struct testkit;
+
+/* The kit's own sink and flow source, each knowing its kit. */
+typedef struct tsink {
+    sink_t sink;
+    struct testkit *tk;
+} tsink_t;
+
+typedef struct tflow {
+    flow_t flow;
+    struct testkit *tk;
+} tflow_t;
 
 struct testkit {
-    host_t host;
     uv_loop_t loop;
-    run_opts_t opts;
+    app_t *app;
+    sinks_t sinks;
+    api_env_t api;
+    tsink_t *pubs; /* one per publisher, then the internal one */
+    int npubs;
+    tflow_t *flows; /* one per endpoint */
+    int nflows;
     record_t *recs;
     int nrecs, caprecs;
     ack_t *acks;
     int nacks, capacks;
     int fail_next; /* publishes the pretend broker rejects */
-    offset_seq_t *seqs;
-    int nseqs;
+    part_t *parts;
+    int nparts;
     /* What the delivery in progress did. */
     int redeliver;
+    redelivery_t again;
     int64_t delays[MAX_ROUNDS];
     int ndelays;
     int attempts, stage, done;
     char *error;
 };
 
-int testkit_publish(struct testkit *tk, struct publisher *p, const char *topic, int32_t partition,
-                    const char *key, size_t keylen, char *value, size_t len,
-                    rd_kafka_headers_t *headers, struct inflight *inf, char *errbuf,
-                    size_t errlen) {
+static const publisher_conf_t internal_conf = {
+    .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF,
+    .internal = 1};
+
+/* The sink: records the message; the pretend broker acknowledges it (or
+ * fails it, when told to) once the handler returned. */
+static int sink_send(sink_t *s, const char *topic, int32_t partition, const char *key,
+                     size_t keylen, char *value, size_t len, rd_kafka_headers_t *headers,
+                     publish_tag_t *tag, char *errbuf, size_t errlen) {
+    struct testkit *tk = ((tsink_t *)s)->tk;
     record_t *r;
     (void)errbuf, (void)errlen;
     if (tk->nrecs == tk->caprecs) {
@@ -80,8 +109,8 @@ int testkit_publish(struct testkit *tk, struct publisher *p, const char *topic, 
         tk->recs = realloc(tk->recs, tk->caprecs * sizeof(*tk->recs));
     }
     r = &tk->recs[tk->nrecs++];
-    r->target = strdup(p->conf->name);
-    r->topic = strdup(topic);
+    r->target = strdup(s->conf->name);
+    r->topic = strdup(topic ? topic : s->conf->topic);
     r->partition = partition;
     r->key = key ? malloc(keylen ? keylen : 1) : NULL;
     if (key) memcpy(r->key, key, keylen);
@@ -89,10 +118,7 @@ int testkit_publish(struct testkit *tk, struct publisher *p, const char *topic, 
     r->value = value;
     r->len = len;
     r->headers = headers;
-    p->published++;
-    if (inf) {
-        publish_tag_t *tag = pipeline_publish_tag(inf);
-        pipeline_publish_added(tag);
+    if (tag) {
         if (tk->nacks == tk->capacks) {
             tk->capacks = tk->capacks ? tk->capacks * 2 : 16;
             tk->acks = realloc(tk->acks, tk->capacks * sizeof(*tk->acks));
@@ -103,13 +129,38 @@ int testkit_publish(struct testkit *tk, struct publisher *p, const char *topic, 
     return 0;
 }
 
-void testkit_redeliver(struct testkit *tk, int64_t offset, int64_t delay_ms) {
-    (void)offset;
+static const sink_ops_t kit_sink = {sink_send};
+
+static sink_t *find_sink(void *ctx, const char *name) {
+    struct testkit *tk = ctx;
+    for (int i = 0; i < tk->npubs - 1; i++)
+        if (strcmp(tk->pubs[i].sink.conf->name, name) == 0) return &tk->pubs[i].sink;
+    return NULL;
+}
+
+static sink_t *internal_sink(void *ctx, char *errbuf, size_t errlen) {
+    struct testkit *tk = ctx;
+    (void)errbuf, (void)errlen;
+    return &tk->pubs[tk->npubs - 1].sink;
+}
+
+/* The source: a delayed retry is delivered again at once, its backoff
+ * recorded; a stop ends that delivery, not the harness. */
+static void source_redeliver(flow_t *f, const message_t *m, int attempts, int rounds,
+                             int64_t delay_ms) {
+    struct testkit *tk = ((tflow_t *)f)->tk;
+    (void)m;
     tk->redeliver = 1;
+    tk->again = (redelivery_t){attempts, rounds};
     if (tk->ndelays < MAX_ROUNDS) tk->delays[tk->ndelays++] = delay_ms;
 }
 
-void testkit_finished(struct testkit *tk, const struct inflight *inf, int done) {
+static void source_stop(flow_t *f) { f->stopped = 1; }
+
+static void source_progress(flow_t *f) { (void)f; }
+
+static void source_finished(flow_t *f, const struct inflight *inf, int done) {
+    struct testkit *tk = ((tflow_t *)f)->tk;
     tk->attempts = inf->attempts;
     tk->stage = inf->stage;
     tk->done = done;
@@ -117,12 +168,15 @@ void testkit_finished(struct testkit *tk, const struct inflight *inf, int done) 
     tk->error = inf->error ? strdup(inf->error) : NULL;
 }
 
+static const source_ops_t kit_source = {source_redeliver, source_stop, source_progress,
+                                        source_finished};
+
 /* The pretend broker answers every publish, in order; answers can lead to
  * more publishes (a dead letter after a failed one). */
 static void ack_all(struct testkit *tk) {
     for (int i = 0; i < tk->nacks; i++) {
         ack_t a = tk->acks[i];
-        pipeline_publish_done(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
+        outcome_reported(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
     }
     tk->nacks = 0;
 }
@@ -134,13 +188,9 @@ static struct testkit *check(lua_State *L) {
 }
 
 static void close_kit(struct testkit *tk) {
-    host_t *h = &tk->host;
-    for (int i = 0; i < h->neps; i++) consumer_close(h->eps[i]);
-    for (int i = 0; i < h->npubs; i++) producer_close(h->pubs[i]);
-    if (h->app) {
-        timer_stop_all(h->app->L);
-        app_free(h->app);
-    }
+    for (int i = 0; i < tk->nflows; i++) pipeline_close(&tk->flows[i].flow);
+    /* Closing the state stops its timers; the loop then lets them go. */
+    app_free(tk->app);
     uv_run(&tk->loop, UV_RUN_NOWAIT);
     uv_loop_close(&tk->loop);
     for (int i = 0; i < tk->nrecs; i++) {
@@ -148,9 +198,12 @@ static void close_kit(struct testkit *tk) {
         free(r->target), free(r->topic), free(r->key), free(r->value);
         if (r->headers) rd_kafka_headers_destroy(r->headers);
     }
-    for (int i = 0; i < tk->nseqs; i++) free(tk->seqs[i].topic);
-    free(tk->seqs), free(tk->recs), free(tk->acks), free(tk->error);
-    free(h->pubs), free(h->eps);
+    for (int i = 0; i < tk->nparts; i++) {
+        free(tk->parts[i].topic);
+        offsets_unref(tk->parts[i].offsets);
+    }
+    free(tk->parts), free(tk->recs), free(tk->acks), free(tk->error);
+    free(tk->pubs), free(tk->flows);
     free(tk);
 }
 
@@ -158,63 +211,64 @@ static void close_kit(struct testkit *tk) {
 static int l_load(lua_State *L) {
     const char *path = luaL_checkstring(L, 1);
     struct testkit *tk = calloc(1, sizeof(*tk)), **ud;
-    host_t *h = &tk->host;
     char err[2048];
 
     ud = lua_newuserdatauv(L, sizeof(*ud), 0);
     *ud = NULL;
     luaL_setmetatable(L, HARNESS_MT);
     uv_loop_init(&tk->loop);
-    h->loop = &tk->loop;
-    h->opts = &tk->opts;
-    h->test = tk;
-    h->brokers = NULL;
-    if (!(h->app = app_load(path, err, sizeof(err)))) {
+    if (!(tk->app = app_load(path, NULL, lapi_open, err, sizeof(err)))) {
         close_kit(tk);
         return luaL_error(L, "luka.test.load: %s", err);
     }
-    h->pubs = calloc(h->app->npubs + 2, sizeof(*h->pubs));
-    for (int i = 0; i < h->app->npubs; i++)
-        h->pubs[h->npubs++] = producer_open(h, &h->app->pubs[i], err, sizeof(err));
-    h->eps = calloc(h->app->neps + 1, sizeof(*h->eps));
-    for (int i = 0; i < h->app->neps; i++) {
-        if (!(h->eps[h->neps] = consumer_open(h, &h->app->eps[i], err, sizeof(err)))) {
+    tk->pubs = calloc(tk->app->npubs + 1, sizeof(*tk->pubs));
+    for (int i = 0; i <= tk->app->npubs; i++) {
+        tk->pubs[i].sink.ops = &kit_sink;
+        tk->pubs[i].sink.conf = i < tk->app->npubs ? &tk->app->pubs[i] : &internal_conf;
+        tk->pubs[i].tk = tk;
+    }
+    tk->npubs = tk->app->npubs + 1;
+    tk->sinks = (sinks_t){find_sink, internal_sink, tk};
+    tk->api = (api_env_t){&tk->loop, &tk->sinks};
+    tk->flows = calloc(tk->app->neps + 1, sizeof(*tk->flows));
+    for (int i = 0; i < tk->app->neps; i++) {
+        /* The kit keeps its dedup record in memory, whatever the app says. */
+        tk->flows[i].tk = tk;
+        if (pipeline_open(&tk->flows[i].flow, &tk->app->eps[i], tk->app->L, tk->app->dir, "memory",
+                      &kit_source, &tk->sinks, err, sizeof(err))) {
             close_kit(tk);
             return luaL_error(L, "luka.test.load: %s", err);
         }
-        h->neps++;
+        tk->nflows++;
     }
-    lapi_set_host(h->app->L, h);
-    publish_deferred(h->app->L);
+    api_bind(tk->app->L, &tk->api);
+    lapi_start(tk->app->L);
     *ud = tk;
     return 1;
 }
 
-static endpoint_t *find_endpoint(lua_State *L, struct testkit *tk, const char *name) {
-    host_t *h = &tk->host;
+static flow_t *find_flow(lua_State *L, struct testkit *tk, const char *name) {
     luaL_Buffer b;
-    for (int i = 0; i < h->neps; i++)
-        if (strcmp(h->eps[i]->conf->name, name) == 0) return h->eps[i];
+    for (int i = 0; i < tk->nflows; i++)
+        if (strcmp(tk->flows[i].flow.conf->name, name) == 0) return &tk->flows[i].flow;
     luaL_buffinit(L, &b);
-    for (int i = 0; i < h->neps; i++) {
+    for (int i = 0; i < tk->nflows; i++) {
         if (i) luaL_addstring(&b, ", ");
-        luaL_addstring(&b, h->eps[i]->conf->name);
+        luaL_addstring(&b, tk->flows[i].flow.conf->name);
     }
     luaL_pushresult(&b);
     luaL_error(L, "deliver: the app has no endpoint '%s'; it has: %s", name, lua_tostring(L, -1));
     return NULL;
 }
 
-static int64_t next_offset(struct testkit *tk, const char *topic, int32_t partition) {
-    for (int i = 0; i < tk->nseqs; i++)
-        if (tk->seqs[i].partition == partition && strcmp(tk->seqs[i].topic, topic) == 0)
-            return tk->seqs[i].next++;
-    tk->seqs = realloc(tk->seqs, (tk->nseqs + 1) * sizeof(*tk->seqs));
-    tk->seqs[tk->nseqs].topic = strdup(topic);
-    tk->seqs[tk->nseqs].partition = partition;
-    tk->seqs[tk->nseqs].next = 1;
-    tk->nseqs++;
-    return 0;
+/* The partition topic[partition], made on first delivery. */
+static part_t *find_part(struct testkit *tk, const char *topic, int32_t partition) {
+    for (int i = 0; i < tk->nparts; i++)
+        if (tk->parts[i].partition == partition && strcmp(tk->parts[i].topic, topic) == 0)
+            return &tk->parts[i];
+    tk->parts = realloc(tk->parts, (tk->nparts + 1) * sizeof(*tk->parts));
+    tk->parts[tk->nparts] = (part_t){strdup(topic), partition, 0, offsets_new(topic, partition)};
+    return &tk->parts[tk->nparts++];
 }
 
 /* Push a recorded publish as a table. */
@@ -297,13 +351,13 @@ static const char *outcome(const endpoint_stats_t *a, const endpoint_stats_t *b,
 /* harness:deliver(endpoint, payload [, meta]) -> result */
 static int l_deliver(lua_State *L) {
     struct testkit *tk = check(L);
-    host_t *h = &tk->host;
-    endpoint_t *ep = find_endpoint(L, tk, luaL_checkstring(L, 2));
+    flow_t *f = find_flow(L, tk, luaL_checkstring(L, 2));
     int has_meta = lua_istable(L, 4), first = tk->nrecs, attempt = 1;
-    endpoint_stats_t before = ep->stats;
+    endpoint_stats_t before = f->stats;
     char *encoded = NULL, err[512];
     source_t src = {0};
-    partition_t *pt;
+    redelivery_t *again = NULL;
+    part_t *pt;
 
     if (!lua_isnoneornil(L, 4)) luaL_checktype(L, 4, LUA_TTABLE);
     lua_settop(L, 4);
@@ -315,7 +369,7 @@ static int l_deliver(lua_State *L) {
             return luaL_error(L, "deliver: payload: %s", err);
         src.payload = encoded;
     }
-    src.topic = ep->conf->topics[0];
+    src.topic = f->conf->topics[0];
     {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -341,13 +395,12 @@ static int l_deliver(lua_State *L) {
         }
         /* The strings stay on the stack, alive, until we return. */
     }
-    if (src.offset < 0) src.offset = next_offset(tk, src.topic, src.partition);
-
-    pt = consumer_assign(ep, src.topic, src.partition);
+    pt = find_part(tk, src.topic, src.partition);
+    if (src.offset < 0) src.offset = pt->next;
+    if (src.offset >= pt->next) pt->next = src.offset + 1;
     if (attempt > 1) {
-        pt->retry_offset = src.offset;
-        pt->retry_attempts = attempt - 1;
-        pt->retry_rounds = 0;
+        tk->again = (redelivery_t){attempt - 1, 0};
+        again = &tk->again;
     }
     tk->ndelays = tk->attempts = tk->done = 0;
     free(tk->error);
@@ -356,16 +409,17 @@ static int l_deliver(lua_State *L) {
         message_t m;
         tk->redeliver = 0;
         build(&m, &src);
-        pipeline_handle(ep, &m);
+        pipeline_handle(f, &m, pt->offsets, again);
         ack_all(tk);
         /* release would deliver it forever: once shows the decision. */
-        if (!tk->redeliver || ep->stats.released > before.released) break;
+        if (!tk->redeliver || f->stats.released > before.released) break;
+        again = &tk->again;
     }
     rd_kafka_headers_destroy(src.headers);
     free(encoded);
 
     lua_createtable(L, 0, 8);
-    lua_pushstring(L, outcome(&before, &ep->stats, tk->done));
+    lua_pushstring(L, outcome(&before, &f->stats, tk->done));
     lua_setfield(L, -2, "outcome");
     lua_pushboolean(L, pt->offsets->commit > src.offset);
     lua_setfield(L, -2, "committed");
@@ -397,9 +451,7 @@ static int l_deliver(lua_State *L) {
     }
     lua_setfield(L, -2, "published");
     /* A stop ends that delivery, not the harness. */
-    h->stopping = 0;
-    h->exit_code = 0;
-    for (int i = 0; i < h->neps; i++) h->eps[i]->stopped = 0;
+    for (int i = 0; i < tk->nflows; i++) tk->flows[i].flow.stopped = 0;
     return 1;
 }
 
@@ -424,8 +476,8 @@ static int l_fail_publishes(lua_State *L) {
 /* harness:counters(endpoint) -> the endpoint's decision counters */
 static int l_counters(lua_State *L) {
     struct testkit *tk = check(L);
-    endpoint_t *ep = find_endpoint(L, tk, luaL_checkstring(L, 2));
-    const endpoint_stats_t *s = &ep->stats;
+    flow_t *f = find_flow(L, tk, luaL_checkstring(L, 2));
+    const endpoint_stats_t *s = &f->stats;
     const struct { const char *name; uint64_t v; } c[] = {
         {"consumed", s->consumed},       {"handled", s->handled},
         {"failed", s->failed},           {"retried", s->retried},
@@ -472,14 +524,14 @@ int testkit_open(lua_State *L) {
 }
 
 int testkit_main(int argc, char **argv) {
-    lua_State *L = lapi_newstate();
+    lua_State *L = state_new();
     script_err_t err;
     int rc = 0;
 
     luaL_openlibs(L);
     script_init(L);
     json_init(L);
-    app_open_modules(L);
+    app_open_modules(L, lapi_open);
     lua_getglobal(L, "package");
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, testkit_open);
@@ -507,6 +559,6 @@ int testkit_main(int argc, char **argv) {
         fprintf(stderr, "luka test: %s\n%s\n", err.msg, err.traceback);
         rc = 1;
     }
-    lapi_close(L);
+    state_close(L);
     return rc;
 }

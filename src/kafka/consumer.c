@@ -1,16 +1,15 @@
 /* consumer.c - an endpoint's group consumer on the loop: open it, wake on
  * its queue's IO event, drain messages into the pipeline in bounded
- * batches, follow assignments, store done offsets, and close it in order. */
+ * batches, follow assignments, deliver a message again after its backoff,
+ * store done offsets, and close it in order. */
 #include "kafka/consumer.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "base/log.h"
-#include "cmd/testkit.h"
+#include "flow/pipeline.h"
 
 /* Messages handled per wake-up, and the time they may take, before other
  * loop work (signals, timers, health) gets a turn. */
@@ -20,21 +19,19 @@
  * endpoint stops taking more. */
 #define MAX_INFLIGHT 10000
 
-const double duration_bounds[DURATION_BUCKETS] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025,
-                                                   0.05,   0.1,    0.25,  0.5,   1,    5};
-
 /* Log lines carry the endpoint as a field (text logs show it as [name]). */
 #define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
 
+#define EP(f) ((endpoint_t *)((char *)(f) - offsetof(endpoint_t, flow)))
+
 static void drain(endpoint_t *ep);
+static partition_t *find_partition(endpoint_t *ep, const char *topic, int32_t partition);
+static int accept_offset(partition_t *pt, int64_t offset);
 
 static void on_poll(uv_poll_t *w, int status, int events) {
     endpoint_t *ep = w->data;
-    char buf[256];
     (void)status, (void)events;
-    /* Empty the pipe first: an event that arrives while draining writes
-     * again and wakes us again. */
-    while (read(ep->fds[0], buf, sizeof(buf)) > 0) continue;
+    kafka_wake_drain(&ep->wake);
     drain(ep);
 }
 
@@ -45,10 +42,67 @@ static void on_idle(uv_idle_t *w) { drain(w->data); }
  * message wakes us, so poll once a second regardless. */
 static void on_tick(uv_timer_t *t) { drain(t->data); }
 
+/* Hand the offsets done since the last turn to librdkafka, which commits
+ * them every auto.commit.interval.ms. */
+static void store_offsets(endpoint_t *ep) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
+    rd_kafka_resp_err_t err;
+    int first = 0;
+
+    uv_check_stop(&ep->store);
+    if (ep->left) {
+        rd_kafka_topic_partition_list_destroy(l);
+        return;
+    }
+    for (int i = 0; i < ep->nparts; i++) {
+        offsets_t *o = ep->parts[i]->offsets;
+        if (o->commit <= o->stored) continue;
+        first |= o->stored < 0;
+        rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
+    }
+    if (l->cnt && ep->rk && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "storing offsets: %s",
+               rd_kafka_err2str(err));
+    for (int i = 0; i < l->cnt; i++) {
+        partition_t *pt = find_partition(ep, l->elems[i].topic, l->elems[i].partition);
+        if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    /* The first done offset of an assignment is committed at once, not
+     * up to auto.commit.interval.ms later: a consumer that dies early
+     * then replays less, and the group's lag shows progress from the
+     * start. */
+    if (first && ep->rk) rd_kafka_commit(ep->rk, NULL, 1);
+}
+
+static void on_store(uv_check_t *c) { store_offsets(c->data); }
+
+/* One message from librdkafka into the flow, unless it was fetched before
+ * a revoke, a pause or a seek: then it comes again, to whoever owns its
+ * partition then. */
+static void handle(endpoint_t *ep, rd_kafka_message_t *rkm) {
+    partition_t *pt = find_partition(ep, rd_kafka_topic_name(rkm->rkt), rkm->partition);
+    redelivery_t again, *a = NULL;
+    message_t m;
+
+    if (!pt || !accept_offset(pt, rkm->offset)) {
+        rd_kafka_message_destroy(rkm);
+        return;
+    }
+    if (pt->retry_offset == rkm->offset) {
+        again.attempts = pt->retry_attempts;
+        again.rounds = pt->retry_rounds;
+        pt->retry_offset = -1;
+        a = &again;
+    }
+    message_from_kafka(&m, rkm);
+    pipeline_handle(&ep->flow, &m, pt->offsets, a); /* rkm is the pipeline's now */
+}
+
 static void drain(endpoint_t *ep) {
     uint64_t deadline = uv_hrtime() + BATCH_NS;
     int n = 0, more = 0;
-    while (!ep->stopped && ep->ninflight < MAX_INFLIGHT) {
+    while (!ep->flow.stopped && ep->flow.ninflight < MAX_INFLIGHT) {
         rd_kafka_message_t *rkm;
         /* One handler call may take seconds, so the clock is read after
          * every message (uv_hrtime costs nanoseconds): signals, timers and
@@ -62,29 +116,22 @@ static void drain(endpoint_t *ep) {
         n++;
         if (rkm->err) {
             if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%s", rd_kafka_message_errstr(rkm));
+                log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "%s",
+                       rd_kafka_message_errstr(rkm));
             rd_kafka_message_destroy(rkm);
             continue;
         }
-        message_t m;
-        message_from_kafka(&m, rkm);
-        pipeline_handle(ep, &m); /* rkm is the pipeline's now */
+        handle(ep, rkm);
     }
-    if (ep->dirty) consumer_store(ep);
     /* A batch cut short means more may be waiting, and the pipe will not
      * tell us again: keep going on the next loop iteration. */
-    if (more && !ep->stopped)
+    if (more && !ep->flow.stopped)
         uv_idle_start(&ep->idle, on_idle);
     else
         uv_idle_stop(&ep->idle);
 }
 
-void consumer_kick(endpoint_t *ep) {
-    if (ep->poll.data && !ep->stopped && ep->ninflight == MAX_INFLIGHT / 2)
-        uv_idle_start(&ep->idle, on_idle);
-}
-
-partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t partition) {
+static partition_t *find_partition(endpoint_t *ep, const char *topic, int32_t partition) {
     if (ep->last < ep->nparts) {
         partition_t *pt = ep->parts[ep->last];
         if (pt->offsets->partition == partition && strcmp(pt->offsets->topic, topic) == 0)
@@ -104,7 +151,7 @@ partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t parti
  * offset: say what was skipped. */
 static void skipped(partition_t *pt, int64_t offset) {
     const offsets_t *o = pt->offsets;
-    log_ctx_t ctx = {pt->ep->conf->name, o->topic, o->partition, pt->expect};
+    log_ctx_t ctx = {pt->ep->flow.conf->name, o->topic, o->partition, pt->expect};
 
     if (offset > pt->expect)
         log_at(LOG_WARN, "consumer", &ctx,
@@ -119,7 +166,10 @@ static void skipped(partition_t *pt, int64_t offset) {
     if (pt->retry_offset == pt->expect) pt->retry_offset = -1;
 }
 
-int consumer_accept(partition_t *pt, int64_t offset) {
+/* Whether a message of pt at offset should be handled now; a message
+ * fetched while pt waits for a retry is dropped (it comes again after the
+ * seek back). */
+static int accept_offset(partition_t *pt, int64_t offset) {
     if (pt->waiting) return 0;
     if (pt->expect >= 0) {
         /* A seek is a version barrier in librdkafka: nothing fetched before
@@ -151,7 +201,7 @@ static void on_redeliver(uv_timer_t *t) {
      * position; librdkafka drops what was queued before the seek (see
      * consumer_accept). */
     if ((error = rd_kafka_seek_partitions(ep->rk, l, 5000))) {
-        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "seek %s[%d] to %lld: %s", pt->offsets->topic,
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "seek %s[%d] to %lld: %s", pt->offsets->topic,
                  (int)pt->offsets->partition, (long long)pt->retry_offset,
                  rd_kafka_error_string(error));
         rd_kafka_error_destroy(error);
@@ -165,22 +215,16 @@ static void on_redeliver(uv_timer_t *t) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-void consumer_redeliver(partition_t *pt, int64_t offset, int attempts, int rounds,
-                        int64_t delay_ms) {
+/* Deliver the message at offset again after delay_ms: pause the partition,
+ * then seek back and resume.  Other partitions keep flowing. */
+static void redeliver(partition_t *pt, int64_t offset, int attempts, int rounds,
+                      int64_t delay_ms) {
     endpoint_t *ep = pt->ep;
     rd_kafka_topic_partition_list_t *l;
 
-    if (ep->host->test) {
-        pt->retry_offset = offset;
-        pt->retry_attempts = attempts;
-        pt->retry_rounds = rounds;
-        testkit_redeliver(ep->host->test, offset, delay_ms);
-        return;
-    }
     /* Already going back to an earlier offset: this message comes again
      * with it. */
     if (pt->waiting && pt->retry_offset <= offset) return;
-    if (pt->expect >= 0 && pt->expect <= offset) return;
     l = one(pt, offset);
     rd_kafka_pause_partitions(ep->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
@@ -190,7 +234,7 @@ void consumer_redeliver(partition_t *pt, int64_t offset, int attempts, int round
     pt->waiting = 1;
     if (!pt->timer) {
         pt->timer = malloc(sizeof(*pt->timer));
-        uv_timer_init(ep->host->loop, pt->timer);
+        uv_timer_init(ep->client.env->loop, pt->timer);
         pt->timer->data = pt;
     }
     uv_timer_start(pt->timer, on_redeliver, (uint64_t)delay_ms, 0);
@@ -203,38 +247,6 @@ static void partition_free(partition_t *pt) {
     offsets_unref(pt->offsets);
     if (pt->timer) uv_close((uv_handle_t *)pt->timer, free_timer);
     free(pt);
-}
-
-void consumer_store(endpoint_t *ep) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
-    rd_kafka_resp_err_t err;
-
-    ep->dirty = 0;
-    for (int i = 0; i < ep->nparts; i++) {
-        offsets_t *o = ep->parts[i]->offsets;
-        if (o->commit > o->stored)
-            rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
-    }
-    if (l->cnt && ep->rk && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
-        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "storing offsets: %s", rd_kafka_err2str(err));
-    for (int i = 0; i < l->cnt; i++) {
-        partition_t *pt = consumer_partition(ep, l->elems[i].topic, l->elems[i].partition);
-        if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
-    }
-    rd_kafka_topic_partition_list_destroy(l);
-}
-
-static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts);
-
-partition_t *consumer_assign(endpoint_t *ep, const char *topic, int32_t partition) {
-    rd_kafka_topic_partition_list_t *l;
-    partition_t *pt = consumer_partition(ep, topic, partition);
-    if (pt) return pt;
-    l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, partition);
-    assign_parts(ep, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    return ep->parts[ep->nparts - 1];
 }
 
 static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
@@ -258,13 +270,15 @@ static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
 static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_resp_err_t err;
 
-    host_flush(ep->host, (int)ep->host->drain_timeout_ms);
-    consumer_store(ep);
+    const kafka_env_t *env = ep->client.env;
+
+    if (env->flush) env->flush(env->ctx, (int)env->drain_timeout_ms);
+    store_offsets(ep);
     err = rd_kafka_commit(ep->rk, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "commit on revoke: %s", rd_kafka_err2str(err));
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "commit on revoke: %s", rd_kafka_err2str(err));
     for (int i = 0; i < parts->cnt; i++) {
-        partition_t *pt = consumer_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
+        partition_t *pt = find_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
         if (!pt) continue;
         if (pt->waiting) {
             /* librdkafka keeps a partition paused across an unassign and a
@@ -275,7 +289,7 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
             rd_kafka_topic_partition_list_t *l = one(pt, RD_KAFKA_OFFSET_INVALID);
             rd_kafka_resume_partitions(ep->rk, l);
             rd_kafka_topic_partition_list_destroy(l);
-            log_at(LOG_INFO, "consumer", EP_CTX(ep->conf),
+            log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf),
                    "%s[%d]: revoked while offset %lld waited for its retry; it comes again to the "
                    "partition's next owner",
                    pt->offsets->topic, (int)pt->offsets->partition, (long long)pt->retry_offset);
@@ -296,15 +310,15 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     char list[1024];
 
     log_partitions(parts, list, sizeof(list));
-    ep->stats.rebalances++;
+    ep->flow.stats.rebalances++;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         ep->joined = 1;
-        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "assigned %s", parts->cnt ? list : "nothing");
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "assigned %s", parts->cnt ? list : "nothing");
         assign_parts(ep, parts);
         if (cooperative) error = rd_kafka_incremental_assign(rk, parts);
         else aerr = rd_kafka_assign(rk, parts);
     } else {
-        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "revoked %s", parts->cnt ? list : "nothing");
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "revoked %s", parts->cnt ? list : "nothing");
         revoke_parts(ep, parts);
         if (cooperative) error = rd_kafka_incremental_unassign(rk, parts);
         else aerr = rd_kafka_assign(rk, NULL);
@@ -313,7 +327,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
      * was lost, say); what it fetches then no longer matches our partition
      * records, and the operator must hear of it. */
     if (error || aerr)
-        log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%s %s: %s",
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "%s %s: %s",
                err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigning" : "unassigning",
                parts->cnt ? list : "nothing",
                error ? rd_kafka_error_string(error) : rd_kafka_err2str(aerr));
@@ -329,32 +343,61 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     return 1; /* we keep json */
 }
 
+/* The flow's source: what it asks of its consumer. */
+
+static void source_redeliver(flow_t *f, const message_t *m, int attempts, int rounds,
+                             int64_t delay_ms) {
+    endpoint_t *ep = EP(f);
+    partition_t *pt = find_partition(ep, m->topic, m->partition);
+    /* A partition revoked meanwhile: its next owner gets the message. */
+    if (pt) redeliver(pt, m->offset, attempts, rounds, delay_ms);
+}
+
+static void source_stop(flow_t *f) {
+    endpoint_t *ep = EP(f);
+    const kafka_env_t *env = ep->client.env;
+    consumer_stop(ep);
+    ep->halted = 1;
+    if (env->stopped) env->stopped(env->ctx, ep);
+}
+
+static void source_progress(flow_t *f) {
+    endpoint_t *ep = EP(f);
+    if (ep->store.data) uv_check_start(&ep->store, on_store);
+}
+
+static void source_finished(flow_t *f, const struct inflight *inf, int done) {
+    endpoint_t *ep = EP(f);
+    (void)inf, (void)done;
+    /* Back-pressure eased: drain again. */
+    if (ep->idle.data && !f->stopped && f->ninflight == MAX_INFLIGHT / 2)
+        uv_idle_start(&ep->idle, on_idle);
+}
+
+static const source_ops_t consumer_source = {source_redeliver, source_stop, source_progress,
+                                             source_finished};
+
 static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errbuf,
                size_t errlen) {
     return rd_kafka_conf_set(conf, name, value, errbuf, errlen) == RD_KAFKA_CONF_OK ? 0 : -1;
 }
 
-endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, size_t errlen) {
+endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, lua_State *L,
+                          const sinks_t *sinks, char *errbuf, size_t errlen) {
     endpoint_t *ep = calloc(1, sizeof(*ep));
     rd_kafka_topic_partition_list_t *topics = NULL;
     rd_kafka_conf_t *kconf = NULL;
     rd_kafka_resp_err_t err;
     char why[512];
 
-    ep->host = h;
-    ep->conf = conf;
-    ep->fds[0] = ep->fds[1] = -1;
-    if (conf->policy.dedup) {
-        char scope[512];
-        /* The test kit keeps its record in memory, whatever the app says. */
-        snprintf(scope, sizeof(scope), "%s:%s", conf->group, conf->name);
-        ep->dedup = dedup_open(h->test ? "memory" : conf->policy.dedup_store, scope,
-                               conf->policy.dedup_ttl_ms, conf->policy.dedup_max_entries,
-                               h->app->dir, why, sizeof(why));
-        if (!ep->dedup) goto fail;
+    ep->client.env = env;
+    ep->wake.fds[0] = ep->wake.fds[1] = -1;
+    if (pipeline_open(&ep->flow, conf, L, env->app->dir, NULL, &consumer_source, sinks, errbuf,
+                  errlen)) {
+        free(ep);
+        return NULL;
     }
-    if (h->test) return ep; /* no Kafka: the test kit delivers */
-    kconf = host_kafka_conf(h, NULL, why, sizeof(why));
+    kconf = kafka_conf(env, NULL, why, sizeof(why));
     if (!kconf) goto fail;
     /* At-least-once: librdkafka commits in the background, but only the
      * offsets this endpoint stored, and it stores only done prefixes.
@@ -381,17 +424,11 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, 
     rd_kafka_set_log_queue(ep->rk, NULL);
     rd_kafka_poll_set_consumer(ep->rk);
     ep->queue = rd_kafka_queue_get_consumer(ep->rk);
-
-    if (pipe2(ep->fds, O_NONBLOCK | O_CLOEXEC) != 0) {
-        snprintf(why, sizeof(why), "pipe: %s", strerror(errno));
-        goto fail;
-    }
-    rd_kafka_queue_io_event_enable(ep->queue, ep->fds[1], "1", 1);
-    uv_poll_init(h->loop, &ep->poll, ep->fds[0]);
-    uv_idle_init(h->loop, &ep->idle);
-    uv_timer_init(h->loop, &ep->tick);
-    ep->poll.data = ep->idle.data = ep->tick.data = ep;
-    uv_poll_start(&ep->poll, UV_READABLE, on_poll);
+    if (kafka_wake_open(&ep->wake, env->loop, ep->queue, on_poll, ep, why, sizeof(why))) goto fail;
+    uv_idle_init(env->loop, &ep->idle);
+    uv_timer_init(env->loop, &ep->tick);
+    uv_check_init(env->loop, &ep->store);
+    ep->idle.data = ep->tick.data = ep->store.data = ep;
     uv_timer_start(&ep->tick, on_tick, 1000, 1000);
 
     topics = rd_kafka_topic_partition_list_new(conf->ntopics);
@@ -403,8 +440,8 @@ endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf, 
         snprintf(why, sizeof(why), "subscribe: %s", rd_kafka_err2str(err));
         goto fail;
     }
-    log_at(LOG_INFO, "consumer", EP_CTX(conf), "subscribed to %d topic(s) as group %s", conf->ntopics,
-             conf->group);
+    log_at(LOG_INFO, "consumer", EP_CTX(conf), "subscribed to %d topic(s) as group %s",
+           conf->ntopics, conf->group);
     /* Anything queued before the IO event was enabled would not wake us. */
     uv_idle_start(&ep->idle, on_idle);
     return ep;
@@ -416,64 +453,88 @@ fail:
 }
 
 void consumer_stop(endpoint_t *ep) {
-    if (ep->stopped) return;
-    ep->stopped = 1;
-    if (ep->poll.data) {
-        uv_poll_stop(&ep->poll);
+    if (ep->flow.stopped) return;
+    ep->flow.stopped = 1;
+    if (ep->wake.poll.data) uv_poll_stop(&ep->wake.poll);
+    if (ep->idle.data) {
         uv_idle_stop(&ep->idle);
         uv_timer_stop(&ep->tick);
     }
 }
 
-/* The endpoint goes when the last of its three handles is closed; libuv
- * runs close callbacks in no promised order. */
+/* The endpoint goes when the last of its handles is closed; libuv runs
+ * close callbacks in no promised order. */
 static void free_ep(uv_handle_t *handle) {
     endpoint_t *ep = handle->data;
     if (--ep->closing > 0) return;
     /* The pipe may be closed only now that nothing polls it. */
-    close(ep->fds[0]);
-    close(ep->fds[1]);
+    kafka_wake_close_fds(&ep->wake);
     free(ep);
 }
 
-void consumer_close(endpoint_t *ep) {
+/* Hand back what the endpoint holds, in the order librdkafka needs: the
+ * done offsets stored, every message let go of, then the close that
+ * commits and leaves the group. */
+static void leave(endpoint_t *ep) {
     rd_kafka_resp_err_t err;
     int dropped;
 
+    if (ep->left) return;
+    ep->left = 1;
+    if (ep->rk) store_offsets(ep);
+    /* What is still in flight lets go of its librdkafka message before the
+     * consumer closes, or the close would wait for it. */
+    dropped = pipeline_close(&ep->flow);
+    if (dropped)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf),
+               "%d message(s) left uncommitted; they will be delivered again", dropped);
+    if (!ep->rk) return;
+    if (ep->queue) {
+        rd_kafka_queue_io_event_enable(ep->queue, -1, NULL, 0);
+        rd_kafka_queue_destroy(ep->queue);
+        ep->queue = NULL;
+    }
+    /* Commits the stored offsets and leaves the group; the revoke it
+     * triggers runs rebalance_cb on this thread. */
+    if ((err = rd_kafka_consumer_close(ep->rk)) != 0)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "close: %s", rd_kafka_err2str(err));
+    log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "left group %s", ep->flow.conf->group);
+}
+
+void consumer_leave(endpoint_t *ep) {
+    const kafka_env_t *env = ep->client.env;
+    if (ep->left) return;
     consumer_stop(ep);
+    if (env->flush) env->flush(env->ctx, (int)env->drain_timeout_ms);
+    leave(ep);
+}
+
+void consumer_close(endpoint_t *ep) {
+    consumer_stop(ep);
+    leave(ep);
     if (ep->rk) {
-        consumer_store(ep);
-        dropped = pipeline_abandon(ep);
-        if (dropped)
-            log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "%d message(s) left uncommitted; they will be delivered again", dropped);
-        if (ep->queue) {
-            rd_kafka_queue_io_event_enable(ep->queue, -1, NULL, 0);
-            rd_kafka_queue_destroy(ep->queue);
-        }
-        /* Commits the stored offsets and leaves the group; the revoke it
-         * triggers runs rebalance_cb on this thread. */
-        if ((err = rd_kafka_consumer_close(ep->rk)) != 0)
-            log_at(LOG_WARN, "consumer", EP_CTX(ep->conf), "close: %s", rd_kafka_err2str(err));
         rd_kafka_destroy(ep->rk);
         ep->rk = NULL;
-        log_at(LOG_INFO, "consumer", EP_CTX(ep->conf), "closed");
+        log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "closed");
     }
     for (int i = 0; i < ep->nparts; i++) partition_free(ep->parts[i]);
     free(ep->parts);
-    dedup_close(ep->dedup);
-    ep->dedup = NULL;
     free(ep->kafka_stats);
     ep->kafka_stats = NULL;
     ep->parts = NULL;
     ep->nparts = 0;
-    if (ep->poll.data) {
-        ep->closing = 3;
-        uv_close((uv_handle_t *)&ep->poll, free_ep);
+    ep->closing = 0;
+    if (ep->wake.poll.data) ep->closing++;
+    if (ep->idle.data) ep->closing += 3;
+    if (ep->closing == 0) {
+        kafka_wake_close_fds(&ep->wake);
+        free(ep);
+        return;
+    }
+    if (ep->wake.poll.data) uv_close((uv_handle_t *)&ep->wake.poll, free_ep);
+    if (ep->idle.data) {
         uv_close((uv_handle_t *)&ep->tick, free_ep);
         uv_close((uv_handle_t *)&ep->idle, free_ep);
-    } else {
-        if (ep->fds[0] >= 0) close(ep->fds[0]);
-        if (ep->fds[1] >= 0) close(ep->fds[1]);
-        free(ep);
+        uv_close((uv_handle_t *)&ep->store, free_ep);
     }
 }

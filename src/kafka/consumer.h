@@ -1,8 +1,9 @@
 /* consumer.h - an endpoint: one librdkafka group consumer driven by the
- * libuv loop.  Its queue wakes the loop through an IO-event pipe; messages
- * are drained in bounded batches into the pipeline; done offsets are stored
- * for librdkafka's periodic commit; a partition can be paused and sought
- * back to deliver a message again after a backoff. */
+ * libuv loop, feeding its flow.  Its queue wakes the loop through an
+ * IO-event pipe; messages are drained in bounded batches into the
+ * pipeline; it is the flow's source: it delivers a message again after a
+ * backoff (pause, then seek back), stores done offsets for librdkafka's
+ * periodic commit, and stops on a final failure. */
 #ifndef LUKA_CONSUMER_H
 #define LUKA_CONSUMER_H
 
@@ -10,11 +11,9 @@
 #include <uv.h>
 
 #include "app/app.h"
-#include "stores/dedup.h"
-#include "runtime/host.h"
-#include "base/message.h"
 #include "base/offsets.h"
-#include "flow/pipeline.h"
+#include "flow/flow.h"
+#include "kafka/client.h"
 
 /* An assigned partition. */
 typedef struct partition {
@@ -28,71 +27,38 @@ typedef struct partition {
     uv_timer_t *timer;
 } partition_t;
 
-/* Upper bounds, in seconds, of the handler duration histogram's buckets. */
-#define DURATION_BUCKETS 12
-extern const double duration_bounds[DURATION_BUCKETS];
-
-/* What the endpoint decided, counted once per message and decision. */
-typedef struct endpoint_stats {
-    uint64_t consumed, handled, failed, retried, dead_lettered, deduplicated, resent,
-        released, ignored, stopped;
-    uint64_t rebalances; /* assignments and revocations */
-    uint64_t duration_count[DURATION_BUCKETS + 1]; /* per bucket, the last is +Inf */
-    double duration_sum;                           /* seconds in handlers */
-} endpoint_stats_t;
-
 typedef struct endpoint {
-    host_t *host;
-    const endpoint_conf_t *conf;
+    kafka_client_t client; /* first: librdkafka's opaque for this consumer */
+    flow_t flow;           /* its conf, its stats, its messages in flight */
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
-    int fds[2]; /* the queue's IO-event pipe */
-    uv_poll_t poll;
+    kafka_wake_t wake;
     uv_idle_t idle;   /* continues a drain cut short by the batch budget */
     uv_timer_t tick;  /* polls now and then, so paused partitions keep us in the group */
+    uv_check_t store; /* hands done offsets to librdkafka once per loop turn */
     partition_t **parts;
     int nparts, capparts;
     int last; /* index of the last partition looked up */
-    inflight_t *inflight;
-    int ninflight;
-    dedup_t *dedup;
     int joined;  /* has had an assignment (maybe empty) from its group */
     char *kafka_stats; /* librdkafka's latest statistics JSON, or NULL */
-    int stopped; /* takes no more messages */
     int closing; /* handles still to be closed */
-    int dirty;   /* some partition's commit offset moved */
-    endpoint_stats_t stats;
+    int halted;  /* stopped by a final failure (the rest of the process goes on) */
+    int left;    /* has left its group (consumer_leave) */
 } endpoint_t;
 
-endpoint_t *consumer_open(host_t *h, const endpoint_conf_t *conf, char *errbuf,
-                          size_t errlen);
-
-/* The assigned partition, or NULL. */
-partition_t *consumer_partition(endpoint_t *ep, const char *topic, int32_t partition);
-
-/* The partition, assigned now if it was not (the test kit's way in). */
-partition_t *consumer_assign(endpoint_t *ep, const char *topic, int32_t partition);
-
-/* Whether a message of pt at offset should be handled now; a message
- * fetched while pt waits for a retry is dropped (it comes again after the
- * seek back).  The first message after the seek is taken even when its
- * offset is not the one sought: that one is gone, and what was skipped is
- * logged. */
-int consumer_accept(partition_t *pt, int64_t offset);
-
-/* Deliver the message at offset again after delay_ms: pause the partition,
- * then seek back and resume.  Other partitions keep flowing. */
-void consumer_redeliver(partition_t *pt, int64_t offset, int attempts, int rounds,
-                        int64_t delay_ms);
-
-/* Hand done offsets to librdkafka, which commits them periodically. */
-void consumer_store(endpoint_t *ep);
+/* Open the endpoint conf, whose calls run in L and whose publishes go to
+ * sinks.  NULL with errbuf naming the endpoint. */
+endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, lua_State *L,
+                          const sinks_t *sinks, char *errbuf, size_t errlen);
 
 /* Take no more messages. */
 void consumer_stop(endpoint_t *ep);
 
-/* Resume draining after back-pressure eased. */
-void consumer_kick(endpoint_t *ep);
+/* Wait (bounded) for the publishes of what was handled, commit the done
+ * offsets, let go of what is still in flight (uncommitted) and leave the
+ * group, keeping the endpoint, its counts and its client until
+ * consumer_close.  For an endpoint a final failure stopped. */
+void consumer_leave(endpoint_t *ep);
 
 /* Commit, leave the group, and free the endpoint (its handles are released
  * by the loop). */

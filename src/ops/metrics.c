@@ -116,8 +116,8 @@ static void lag_samples(sbuf_t *b, const endpoint_t *ep) {
             json_t *lag = json_object_get(p, "consumer_lag");
             if (partition < 0 || !json_is_integer(lag) || json_integer_value(lag) < 0) continue;
             sb_printf(b, "luka_consumer_lag_messages{");
-            sb_label(b, "endpoint", ep->conf->name, 1);
-            sb_label(b, "group", ep->conf->group, 0);
+            sb_label(b, "endpoint", ep->flow.conf->name, 1);
+            sb_label(b, "group", ep->flow.conf->group, 0);
             sb_label(b, "topic", tname, 0);
             sb_printf(b, ",partition=\"%lld\"} %lld\n", (long long)partition,
                       (long long)json_integer_value(lag));
@@ -134,21 +134,21 @@ static void refresh_stats(struct metrics *m) {
     for (int i = 0; i < h->neps; i++) {
         endpoint_t *ep = h->eps[i];
         lag_samples(&m->lag, ep);
-        if (!m->unreachable[0] && stats_expected(h, &ep->conf->config) &&
+        if (!m->unreachable[0] && stats_expected(h, &ep->flow.conf->config) &&
             reaches_broker(ep->kafka_stats) == 0)
             snprintf(m->unreachable, sizeof(m->unreachable),
-                     "endpoint %s has no connection to any broker", ep->conf->name);
+                     "endpoint %s has no connection to any broker", ep->flow.conf->name);
     }
     for (int i = 0; i < h->npubs && !m->unreachable[0]; i++) {
         publisher_t *p = h->pubs[i];
         int r = reaches_broker(p->kafka_stats);
-        if (!stats_expected(h, &p->conf->config)) continue;
+        if (!stats_expected(h, &p->sink.conf->config)) continue;
         if (r == 0)
             snprintf(m->unreachable, sizeof(m->unreachable),
-                     "publisher %s has no connection to any broker", p->conf->name);
+                     "publisher %s has no connection to any broker", p->sink.conf->name);
         else if (r < 0)
             snprintf(m->unreachable, sizeof(m->unreachable),
-                     "publisher %s has not reported its broker connections yet", p->conf->name);
+                     "publisher %s has not reported its broker connections yet", p->sink.conf->name);
     }
 }
 
@@ -160,9 +160,9 @@ static int readiness(struct metrics *m, char *why, size_t len) {
         return 0;
     }
     for (int i = 0; i < h->neps; i++)
-        if (!h->eps[i]->joined) {
-            snprintf(why, len, "endpoint %s has not joined group %s", h->eps[i]->conf->name,
-                     h->eps[i]->conf->group);
+        if (!h->eps[i]->joined && !h->eps[i]->halted) {
+            snprintf(why, len, "endpoint %s has not joined group %s", h->eps[i]->flow.conf->name,
+                     h->eps[i]->flow.conf->group);
             return 0;
         }
     if (m->unreachable[0]) {
@@ -189,10 +189,10 @@ static void endpoint_counter(sbuf_t *b, const host_t *h, const char *name, size_
     for (int i = 0; i < h->neps; i++) {
         const endpoint_t *ep = h->eps[i];
         sb_printf(b, "%s{", name);
-        sb_label(b, "endpoint", ep->conf->name, 1);
-        sb_label(b, "group", ep->conf->group, 0);
+        sb_label(b, "endpoint", ep->flow.conf->name, 1);
+        sb_label(b, "group", ep->flow.conf->group, 0);
         sb_printf(b, "} %llu\n",
-                  (unsigned long long)*(const uint64_t *)((const char *)&ep->stats + off));
+                  (unsigned long long)*(const uint64_t *)((const char *)&ep->flow.stats + off));
     }
 }
 
@@ -202,7 +202,7 @@ static void publisher_counter(sbuf_t *b, const host_t *h, const char *name, size
     for (int i = 0; i < h->npubs; i++) {
         const publisher_t *p = h->pubs[i];
         sb_printf(b, "%s{", name);
-        sb_label(b, "publisher", p->conf->name, 1);
+        sb_label(b, "publisher", p->sink.conf->name, 1);
         sb_printf(b, "} %llu\n", (unsigned long long)*(const uint64_t *)((const char *)p + off));
     }
 }
@@ -247,9 +247,17 @@ static void render(struct metrics *m, int ready) {
     family(b, "luka_endpoint_joined", "gauge", "1 once the endpoint has joined its group.");
     for (int i = 0; i < h->neps; i++) {
         sb_printf(b, "luka_endpoint_joined{");
-        sb_label(b, "endpoint", h->eps[i]->conf->name, 1);
-        sb_label(b, "group", h->eps[i]->conf->group, 0);
+        sb_label(b, "endpoint", h->eps[i]->flow.conf->name, 1);
+        sb_label(b, "group", h->eps[i]->flow.conf->group, 0);
         sb_printf(b, "} %d\n", h->eps[i]->joined ? 1 : 0);
+    }
+    family(b, "luka_endpoint_stopped", "gauge",
+           "1 once a final failure (\"stop\") stopped the endpoint; the others keep serving.");
+    for (int i = 0; i < h->neps; i++) {
+        sb_printf(b, "luka_endpoint_stopped{");
+        sb_label(b, "endpoint", h->eps[i]->flow.conf->name, 1);
+        sb_label(b, "group", h->eps[i]->flow.conf->group, 0);
+        sb_printf(b, "} %d\n", h->eps[i]->halted ? 1 : 0);
     }
 
     family(b, "luka_handler_duration_seconds", "histogram", "Time spent in the handler per call.");
@@ -257,21 +265,21 @@ static void render(struct metrics *m, int ready) {
         const endpoint_t *ep = h->eps[i];
         uint64_t cumulative = 0;
         for (int k = 0; k <= DURATION_BUCKETS; k++) {
-            cumulative += ep->stats.duration_count[k];
+            cumulative += ep->flow.stats.duration_count[k];
             sb_printf(b, "luka_handler_duration_seconds_bucket{");
-            sb_label(b, "endpoint", ep->conf->name, 1);
-            sb_label(b, "group", ep->conf->group, 0);
+            sb_label(b, "endpoint", ep->flow.conf->name, 1);
+            sb_label(b, "group", ep->flow.conf->group, 0);
             if (k < DURATION_BUCKETS) sb_printf(b, ",le=\"%g\"} %llu\n", duration_bounds[k],
                                                 (unsigned long long)cumulative);
             else sb_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)cumulative);
         }
         sb_printf(b, "luka_handler_duration_seconds_sum{");
-        sb_label(b, "endpoint", ep->conf->name, 1);
-        sb_label(b, "group", ep->conf->group, 0);
-        sb_printf(b, "} %.9g\n", ep->stats.duration_sum);
+        sb_label(b, "endpoint", ep->flow.conf->name, 1);
+        sb_label(b, "group", ep->flow.conf->group, 0);
+        sb_printf(b, "} %.9g\n", ep->flow.stats.duration_sum);
         sb_printf(b, "luka_handler_duration_seconds_count{");
-        sb_label(b, "endpoint", ep->conf->name, 1);
-        sb_label(b, "group", ep->conf->group, 0);
+        sb_label(b, "endpoint", ep->flow.conf->name, 1);
+        sb_label(b, "group", ep->flow.conf->group, 0);
         sb_printf(b, "} %llu\n", (unsigned long long)cumulative);
     }
 
@@ -307,6 +315,13 @@ static void publish(struct metrics *m, int draining) {
     if (draining) snprintf(why, sizeof(why), "shutting down");
     render(m, ready);
     doc = ready ? json_pack("{s:b}", "ready", 1) : json_pack("{s:b,s:s}", "ready", 0, "reason", why);
+    /* Endpoints a final failure stopped are named, ready or not. */
+    for (int i = 0; doc && i < m->host->neps; i++)
+        if (m->host->eps[i]->halted) {
+            json_t *list = json_object_get(doc, "stopped");
+            if (!list) json_object_set_new(doc, "stopped", list = json_array());
+            json_array_append_new(list, json_string(m->host->eps[i]->flow.conf->name));
+        }
     body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
     st.metrics = m->text.p;
@@ -320,7 +335,8 @@ static void publish(struct metrics *m, int draining) {
 
 static void on_tick(uv_timer_t *t) { publish(t->data, 0); }
 
-int metrics_start(host_t *h, const char *addr, char *errbuf, size_t errlen) {
+static int metrics_start(host_t *h, char *errbuf, size_t errlen) {
+    const char *addr = h->opts->http;
     struct metrics *m = calloc(1, sizeof(*m));
     if (!(m->http = http_start(addr, errbuf, errlen))) {
         free(m);
@@ -335,7 +351,7 @@ int metrics_start(host_t *h, const char *addr, char *errbuf, size_t errlen) {
     return 0;
 }
 
-void metrics_drain(host_t *h) {
+static void metrics_drain(host_t *h) {
     if (!h->metrics) return;
     uv_timer_stop(&h->metrics->timer);
     publish(h->metrics, 1);
@@ -348,10 +364,18 @@ static void free_metrics(uv_handle_t *handle) {
     free(m);
 }
 
-void metrics_stop(host_t *h) {
+static void metrics_stop(host_t *h) {
     struct metrics *m = h->metrics;
     if (!m) return;
     h->metrics = NULL;
     http_stop(m->http);
     uv_close((uv_handle_t *)&m->timer, free_metrics);
 }
+
+const host_ops_t metrics_host_ops = {
+    .name = "http",
+    .start = metrics_start,
+    .draining = metrics_drain,
+    .stop = metrics_stop,
+    .statistics_ms = METRICS_STATS_INTERVAL,
+};

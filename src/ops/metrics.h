@@ -14,15 +14,10 @@
  * the app sets its own: readiness and lag are read from those statistics. */
 #define METRICS_STATS_INTERVAL "1000"
 
-/* Serve HTTP on addr (see http_start) and publish from h's loop until
- * metrics_stop.  Sets h->metrics.  Returns 0, or -1 with errbuf set. */
-int metrics_start(host_t *h, const char *addr, char *errbuf, size_t errlen);
-
-/* Shutdown has begun: /readyz answers 503 from now on, and /healthz keeps
- * answering 200 while the drain blocks the loop.  No-op without HTTP. */
-void metrics_drain(host_t *h);
-
-/* Stop publishing and stop the HTTP server.  No-op without HTTP. */
-void metrics_stop(host_t *h);
+/* Added to a run with --http: serves HTTP on the run's --http address
+ * (see http_start) and publishes from the loop; once shutdown begins,
+ * /readyz answers 503 and /healthz keeps answering 200 while the drain
+ * blocks the loop. */
+extern const host_ops_t metrics_host_ops;
 
 #endif

@@ -6,162 +6,31 @@
 
 #include <signal.h>
 #include <stddef.h>
-#include <sys/wait.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
-#include "base/cliopt.h"
-#include "kafka/consumer.h"
 #include "api/lapi.h"
-#include "base/log.h"
-#include "ops/metrics.h"
-#include "kafka/producer.h"
-#include "api/publish.h"
-#include "runtime/reload.h"
-#include "runtime/signals.h"
 #include "api/timer.h"
+#include "base/cliopt.h"
+#include "base/log.h"
+#include "flow/inflight.h"
+#include "runtime/signals.h"
 
 #define EMBEDDED_PARTITIONS 4
 
-/* librdkafka's callbacks only get their client's opaque, which is an
- * endpoint or a publisher; one process runs one host. */
-static host_t *running;
+/* The host's sinks: its publishers by name, and its own for dead letters
+ * to plain topics and resends, opened on first use. */
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    int lvl = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
-    log_at(lvl, "rdkafka", NULL, "%s %s: %s", rd_kafka_name(rk), fac, buf);
-}
-
-/* Every client's opaque is an endpoint_t or a publisher_t, and both begin
- * with their host_t pointer. */
-_Static_assert(offsetof(endpoint_t, host) == 0, "endpoint_t starts with its host");
-_Static_assert(offsetof(publisher_t, host) == 0, "publisher_t starts with its host");
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-    host_t *h = opaque ? *(host_t **)opaque : running;
-    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__RESOLVE ||
-        err == RD_KAFKA_RESP_ERR__TRANSPORT) {
-        log_error("kafka", "cannot reach the brokers at %s: %s; check --brokers or KAFKA_BROKERS "
-                           "(luka keeps retrying)",
-                  h && h->brokers ? h->brokers : "?", reason);
-        return;
-    }
-    log_error("kafka", "%s: %s: %s", rd_kafka_name(rk), rd_kafka_err2name(err), reason);
-    if (rd_kafka_fatal_error(rk, NULL, 0) && h && !h->test) host_stop(h, 1);
-}
-
-/* LUKA_KAFKA_SASL_PASSWORD=x sets sasl.password=x on every client, so a
- * container gets credentials and TLS settings from its environment without
- * putting them in the app script.  For an environment entry that is such a
- * variable, writes the property's name into name and returns its value;
- * NULL for any other entry. */
-static const char *env_property(const char *entry, char name[static 256]) {
-    static const char prefix[] = "LUKA_KAFKA_";
-    const char *eq = strchr(entry, '=');
-    size_t n;
-    if (strncmp(entry, prefix, sizeof(prefix) - 1) || !eq) return NULL;
-    n = (size_t)(eq - entry) - (sizeof(prefix) - 1);
-    if (n == 0 || n >= 256) return NULL;
-    for (size_t i = 0; i < n; i++) {
-        char c = entry[sizeof(prefix) - 1 + i];
-        name[i] = c == '_' ? '.' : (char)(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
-    }
-    name[n] = '\0';
-    return eq + 1;
-}
-
-static int env_kafka_conf(rd_kafka_conf_t *conf, char *errbuf, size_t errlen) {
-    extern char **environ;
-    for (char **e = environ; *e; e++) {
-        char name[256];
-        const char *value = env_property(*e, name);
-        if (!value) continue;
-        if (rd_kafka_conf_set(conf, name, value, errbuf, errlen) != RD_KAFKA_CONF_OK) {
-            char why[512];
-            snprintf(why, sizeof(why), "%s", errbuf);
-            snprintf(errbuf, errlen, "environment %.*s: %s", (int)(value - 1 - *e), *e, why);
-            return -1;
-        }
-    }
-    return 0;
-}
-
-rd_kafka_conf_t *host_kafka_conf(host_t *h, const kvlist_t *extra, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    const kvlist_t *lists[2] = {&h->app->broker_config, extra};
-
-    if (rd_kafka_conf_set(conf, "bootstrap.servers", h->brokers, errbuf, errlen) ||
-        rd_kafka_conf_set(conf, "client.id", h->app->client_id ? h->app->client_id : "luka",
-                          errbuf, errlen) ||
-        rd_kafka_conf_set(conf, "log.queue", "true", errbuf, errlen))
-        goto fail;
-    /* --http reads readiness and lag from statistics; the app may override. */
-    if (h->metrics && rd_kafka_conf_set(conf, "statistics.interval.ms", METRICS_STATS_INTERVAL,
-                                        errbuf, errlen) != RD_KAFKA_CONF_OK)
-        goto fail;
-    for (int l = 0; l < 2; l++)
-        for (int i = 0; lists[l] && i < lists[l]->n; i++)
-            if (rd_kafka_conf_set(conf, lists[l]->items[i].key, lists[l]->items[i].value, errbuf,
-                                  errlen) != RD_KAFKA_CONF_OK)
-                goto fail;
-    if (env_kafka_conf(conf, errbuf, errlen)) goto fail;
-    rd_kafka_conf_set_log_cb(conf, log_cb);
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    log_redact_conf(conf); /* no log line shows its secrets */
-    return conf;
-fail:
-    rd_kafka_conf_destroy(conf);
-    return NULL;
-}
-
-int host_check_config(host_t *h, char *errbuf, size_t errlen) {
-    extern char **environ;
-    char why[512];
-    rd_kafka_conf_t *conf;
-
-    /* The app's config tables were checked as the script declared them;
-     * the environment reaches every client, so it may set none of the
-     * properties luka sets itself. */
-    for (char **e = environ; *e; e++) {
-        char name[256];
-        const char *value = env_property(*e, name);
-        if (value && app_check_property(h->app, "all", name, value, why, sizeof(why))) {
-            snprintf(errbuf, errlen, "environment %.*s sets %s", (int)(value - 1 - *e), *e, why);
-            return -1;
-        }
-    }
-
-    for (int i = 0; i < h->app->npubs; i++) {
-        const publisher_conf_t *p = &h->app->pubs[i];
-        if (!(conf = host_kafka_conf(h, &p->config, why, sizeof(why)))) {
-            snprintf(errbuf, errlen, "%s: publisher '%s': config: %s", p->where, p->name, why);
-            return -1;
-        }
-        rd_kafka_conf_destroy(conf);
-    }
-    for (int i = 0; i < h->app->neps; i++) {
-        const endpoint_conf_t *e = &h->app->eps[i];
-        if (!(conf = host_kafka_conf(h, &e->config, why, sizeof(why)))) {
-            snprintf(errbuf, errlen, "%s: %s '%s': config: %s", e->where,
-                     e->channel ? "channel" : "consumer", e->name, why);
-            return -1;
-        }
-        rd_kafka_conf_destroy(conf);
-    }
-    if (h->app->npubs + h->app->neps == 0 &&
-        !(conf = host_kafka_conf(h, NULL, why, sizeof(why)))) {
-        snprintf(errbuf, errlen, "broker config: %s", why);
-        return -1;
-    }
-    return 0;
-}
-
-struct publisher *host_publisher(host_t *h, const char *name) {
+static sink_t *find_sink(void *ctx, const char *name) {
+    host_t *h = ctx;
     for (int i = 0; i < h->npubs; i++)
-        if (strcmp(h->pubs[i]->conf->name, name) == 0) return h->pubs[i];
+        if (h->pubs[i] != h->internal && strcmp(h->pubs[i]->sink.conf->name, name) == 0)
+            return &h->pubs[i]->sink;
     return NULL;
 }
 
@@ -169,28 +38,55 @@ static publisher_conf_t internal_conf = {
     .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF,
     .internal = 1};
 
-struct publisher *host_internal_publisher(host_t *h, char *errbuf, size_t errlen) {
-    if (h->internal || h->stopping) return h->internal;
-    h->internal = producer_open(h, &internal_conf, errbuf, errlen);
-    if (h->internal) h->pubs[h->npubs++] = h->internal;
-    return h->internal;
+static sink_t *internal_sink(void *ctx, char *errbuf, size_t errlen) {
+    host_t *h = ctx;
+    if (!h->internal && !h->stopping) {
+        h->internal = producer_open(&h->kafka, &internal_conf, errbuf, errlen);
+        if (h->internal) h->pubs[h->npubs++] = h->internal;
+    }
+    if (!h->internal && h->stopping) snprintf(errbuf, errlen, "shutting down");
+    return h->internal ? &h->internal->sink : NULL;
 }
 
-void host_flush(host_t *h, int timeout_ms) {
+/* Flush every publisher, waiting at most timeout_ms in all. */
+static void flush_all(void *ctx, int timeout_ms) {
+    host_t *h = ctx;
     uint64_t deadline = uv_hrtime() / 1000000 + (uint64_t)timeout_ms;
     for (int i = 0; i < h->npubs; i++) {
         uint64_t now = uv_hrtime() / 1000000;
         int left = now < deadline ? (int)(deadline - now) : 0;
         int n = producer_flush(h->pubs[i], left);
         if (n) log_warn("host", "publisher '%s': %d message(s) still unacknowledged after %d ms",
-                        h->pubs[i]->conf->name, n, timeout_ms);
+                        h->pubs[i]->sink.conf->name, n, timeout_ms);
     }
-    host_store_offsets(h);
 }
 
-void host_store_offsets(host_t *h) {
+static void on_fatal(void *ctx) { host_stop(ctx, 1); }
+
+/* Endpoints a final failure stopped leave their groups from the loop, not
+ * from inside the handler call that stopped them. */
+static void on_leave(uv_timer_t *t) {
+    host_t *h = t->data;
     for (int i = 0; i < h->neps; i++)
-        if (h->eps[i]->dirty) consumer_store(h->eps[i]);
+        if (h->eps[i]->halted) consumer_leave(h->eps[i]);
+}
+
+/* A final failure stopped ep: it alone stops; the process exits 3 when no
+ * endpoint is left serving. */
+static void on_endpoint_stopped(void *ctx, endpoint_t *ep) {
+    host_t *h = ctx;
+    int serving = 0;
+    for (int i = 0; i < h->neps; i++) serving += !h->eps[i]->halted;
+    log_at(LOG_ERROR, "host", (&(log_ctx_t){ep->flow.conf->name, NULL, -1, -1}),
+           "stopped by its final failure: it leaves group %s, uncommitted; %d endpoint(s) keep "
+           "serving%s",
+           ep->flow.conf->group, serving,
+           serving ? "" : ", so luka exits 3 to be restarted and deliver the message again");
+    if (!serving) {
+        host_stop(h, 3);
+        return;
+    }
+    uv_timer_start(&h->leave, on_leave, 0, 0);
 }
 
 static void close_cb(uv_handle_t *handle) { (void)handle; }
@@ -199,9 +95,8 @@ static void on_shutdown(uv_timer_t *t) {
     host_t *h = t->data;
     int n;
 
-    reload_stop(h);
     timer_stop_all(h->app->L);
-    host_flush(h, (int)h->drain_timeout_ms);
+    flush_all(h, (int)h->drain_timeout_ms);
     /* Producers go first: their purge fails whatever is still unacked, so
      * those messages stay uncommitted; then the consumers commit the rest
      * and leave their groups. */
@@ -218,24 +113,21 @@ static void on_shutdown(uv_timer_t *t) {
         uv_close((uv_handle_t *)&h->sighup, close_cb);
         h->signals = 0;
     }
+    uv_close((uv_handle_t *)&h->leave, close_cb);
     uv_close((uv_handle_t *)t, close_cb);
     log_info("host", "stopped");
 }
-
-static uv_timer_t shutdown_timer;
 
 void host_stop(host_t *h, int exit_code) {
     if (h->stopping) return;
     h->stopping = 1;
     h->exit_code = exit_code;
-    metrics_drain(h);
+    for (const host_ops_t *const *o = h->ops; *o; o++)
+        if ((*o)->draining) (*o)->draining(h);
     for (int i = 0; i < h->neps; i++) consumer_stop(h->eps[i]);
-    if (h->test) return; /* the test kit reports it */
     /* The rest runs from the loop, never from inside a handler or a
      * librdkafka callback that is still on the stack. */
-    uv_timer_init(h->loop, &shutdown_timer);
-    shutdown_timer.data = h;
-    uv_timer_start(&shutdown_timer, on_shutdown, 0, 0);
+    uv_timer_start(&h->shutdown, on_shutdown, 0, 0);
 }
 
 /* The first SIGINT or SIGTERM, on the loop; signals.c logs it, and exits
@@ -245,10 +137,12 @@ static void on_stop_signal(void *data, int signum) {
     host_stop(data, 0);
 }
 
-/* SIGHUP reloads the app, as operators expect of a daemon. */
+/* SIGHUP: what the run's additions do with it (hot reload reloads). */
 static void on_hangup(uv_signal_t *s, int signum) {
+    host_t *h = s->data;
     (void)signum;
-    reload_request(s->data, "SIGHUP");
+    for (const host_ops_t *const *o = h->ops; *o; o++)
+        if ((*o)->hangup) (*o)->hangup(h);
 }
 
 /* As PID 1 in a container, luka inherits orphaned processes and must reap
@@ -264,15 +158,6 @@ int host_selected(const host_t *h, const char *name) {
     for (int i = 0; i < o->nonly; i++)
         if (strcmp(o->only[i], name) == 0) return 1;
     return 0;
-}
-
-void host_resolve_brokers(host_t *h, const run_opts_t *o) {
-    const char *env = getenv("KAFKA_BROKERS");
-    const char *b = o->brokers          ? o->brokers
-                    : h->app->brokers   ? h->app->brokers
-                    : env && *env       ? env
-                                        : "localhost:9092";
-    h->brokers = strdup(b);
 }
 
 /* The embedded broker has no CreateTopics: make the declared topics with
@@ -297,7 +182,9 @@ static int create_topics(host_t *h, char *errbuf, size_t errlen) {
     return 0;
 }
 
-int host_run(const run_opts_t *o) {
+int host_run(const run_opts_t *o, const host_ops_t *const *ops) {
+    static const host_ops_t *const none[] = {NULL};
+    const char *statistics_ms = NULL;
     host_t host, *h = &host;
     uv_loop_t loop;
     char err[2048];
@@ -310,8 +197,13 @@ int host_run(const run_opts_t *o) {
     h->loop = &loop;
     h->drain_timeout_ms = o->drain_timeout_ms;
     h->opts = o;
-    running = h;
-    if (!(h->app = app_load(o->app_path, err, sizeof(err)))) {
+    h->ops = ops ? ops : none;
+    for (const host_ops_t *const *e = h->ops; *e; e++)
+        if ((*e)->statistics_ms) statistics_ms = (*e)->statistics_ms;
+    uv_timer_init(h->loop, &h->shutdown);
+    uv_timer_init(h->loop, &h->leave);
+    h->shutdown.data = h->leave.data = h;
+    if (!(h->app = app_load(o->app_path, NULL, lapi_open, err, sizeof(err)))) {
         log_error("app", "%s", err);
         goto done;
     }
@@ -337,23 +229,34 @@ int host_run(const run_opts_t *o) {
         }
         log_info("host", "embedded broker at %s", h->brokers);
     } else {
-        host_resolve_brokers(h, o);
+        h->brokers = kafka_brokers(o->brokers, h->app);
     }
-    if (host_check_config(h, err, sizeof(err))) {
+    h->kafka = (kafka_env_t){.loop = h->loop,
+                             .brokers = h->brokers,
+                             .app = h->app,
+                             .statistics_ms = statistics_ms,
+                             .drain_timeout_ms = h->drain_timeout_ms,
+                             .fatal = on_fatal,
+                             .flush = flush_all,
+                             .stopped = on_endpoint_stopped,
+                             .ctx = h};
+    h->sinks = (sinks_t){find_sink, internal_sink, h};
+    h->api = (api_env_t){h->loop, &h->sinks};
+    if (kafka_check_config(&h->kafka, err, sizeof(err))) {
         log_error("app", "%s", err);
         goto done;
     }
-    /* Before any client opens: they need to know to emit statistics, and a
-     * port in use is reported before anything connects. */
-    if (o->http && metrics_start(h, o->http, err, sizeof(err))) {
-        log_error("http", "%s", err);
-        goto done;
-    }
+    /* Before any client opens: a port in use is reported before anything
+     * connects. */
+    for (const host_ops_t *const *e = h->ops; *e; e++)
+        if ((*e)->start && (*e)->start(h, err, sizeof(err))) {
+            log_error((*e)->name, "%s", err);
+            goto done;
+        }
 
-    lapi_set_host(h->app->L, h);
     h->pubs = calloc(h->app->npubs + 1, sizeof(*h->pubs)); /* + the internal one */
     for (int i = 0; i < h->app->npubs; i++) {
-        if (!(h->pubs[h->npubs] = producer_open(h, &h->app->pubs[i], err, sizeof(err)))) {
+        if (!(h->pubs[h->npubs] = producer_open(&h->kafka, &h->app->pubs[i], err, sizeof(err)))) {
             log_error("app", "%s", err);
             host_stop(h, 1);
             break;
@@ -363,7 +266,8 @@ int host_run(const run_opts_t *o) {
     h->eps = calloc(h->app->neps + 1, sizeof(*h->eps));
     for (int i = 0; i < h->app->neps && !h->stopping; i++) {
         if (!host_selected(h, h->app->eps[i].name)) continue;
-        if (!(h->eps[h->neps] = consumer_open(h, &h->app->eps[i], err, sizeof(err)))) {
+        if (!(h->eps[h->neps] = consumer_open(&h->kafka, &h->app->eps[i], h->app->L, &h->sinks,
+                                              err, sizeof(err)))) {
             log_error("app", "%s", err);
             host_stop(h, 1);
             break;
@@ -383,16 +287,24 @@ int host_run(const run_opts_t *o) {
         h->sighup.data = h;
         uv_signal_start(&h->sighup, on_hangup, SIGHUP);
         h->signals = 1;
-        if (o->watch) reload_watch(h);
+        for (const host_ops_t *const *e = h->ops; *e; e++)
+            if ((*e)->running) (*e)->running(h);
         log_info("host", "running %s: %d endpoint(s), %d publisher(s), brokers %s", o->app_path,
                  h->neps, h->npubs, h->brokers);
-        timer_start_all(h->app->L, h->loop);
-        publish_deferred(h->app->L);
+        /* Starts the timers and makes the publishes of the script's load. */
+        api_bind(h->app->L, &h->api);
+        lapi_start(h->app->L);
     }
     uv_run(h->loop, UV_RUN_DEFAULT);
     rc = h->exit_code;
 done:
-    metrics_stop(h);
+    for (const host_ops_t *const *e = h->ops; *e; e++)
+        if ((*e)->stop) (*e)->stop(h);
+    if (!h->stopping) {
+        /* Never started: the timers on the loop were all that ran. */
+        uv_close((uv_handle_t *)&h->shutdown, close_cb);
+        uv_close((uv_handle_t *)&h->leave, close_cb);
+    }
     if (h->app) {
         timer_stop_all(h->app->L);
         uv_run(h->loop, UV_RUN_NOWAIT); /* let stopped timers close */
@@ -404,31 +316,31 @@ done:
     if (h->embedded) broker_stop(h->embedded);
     uv_run(h->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(h->loop) != 0) log_warn("host", "loop closed with handles still open");
-    pipeline_shutdown();
-    running = NULL;
+    inflight_shutdown();
     return rc;
 }
 
 int host_check(const run_opts_t *o) {
-    host_t host, *h = &host;
+    kafka_env_t env = {0};
     char err[2048];
+    app_t *app;
     int rc = 1;
 
-    memset(h, 0, sizeof(*h));
-    if (!(h->app = app_load(o->app_path, err, sizeof(err)))) {
+    if (!(app = app_load(o->app_path, NULL, lapi_open, err, sizeof(err)))) {
         fprintf(stderr, "luka: %s\n", err);
         return 1;
     }
-    host_resolve_brokers(h, o);
-    if (host_check_config(h, err, sizeof(err))) {
+    env.app = app;
+    env.brokers = kafka_brokers(o->brokers, app);
+    if (kafka_check_config(&env, err, sizeof(err))) {
         fprintf(stderr, "luka: %s\n", err);
         goto done;
     }
-    app_print(h->app, stdout);
+    app_print(app, stdout);
     printf("ok\n");
     rc = 0;
 done:
-    free(h->brokers);
-    app_free(h->app);
+    free((char *)env.brokers);
+    app_free(app);
     return rc;
 }

@@ -1,5 +1,7 @@
 /* host.h - the running luka process: one libuv loop, the app it runs, its
- * publishers and endpoints, signals and the shutdown sequence. */
+ * publishers and endpoints, signals and the shutdown sequence.  What is
+ * added to a run (hot reload, the operations endpoint) hooks into it
+ * through host_ops_t, so the host calls none of it by name. */
 #ifndef LUKA_HOST_H
 #define LUKA_HOST_H
 
@@ -7,12 +9,13 @@
 
 #include <uv.h>
 
+#include "api/lapi.h"
 #include "app/app.h"
+#include "flow/flow.h"
 #include "kafka/broker.h"
-
-struct publisher;
-struct endpoint;
-struct inflight;
+#include "kafka/client.h"
+#include "kafka/consumer.h"
+#include "kafka/producer.h"
 
 typedef struct run_opts {
     const char *app_path;
@@ -25,65 +28,59 @@ typedef struct run_opts {
     int64_t drain_timeout_ms;
 } run_opts_t;
 
-typedef struct host {
+typedef struct host host_t;
+
+/* Something added to a run, called on the loop; any hook may be NULL.
+ * start: before any client opens (0, or -1 with errbuf: the run fails);
+ * running: every client is open; hangup: SIGHUP; draining: shutdown
+ * began; stop: at exit, also after a failed start of another.
+ * statistics_ms: the statistics interval its clients need, or NULL. */
+typedef struct host_ops {
+    const char *name;
+    int (*start)(host_t *h, char *errbuf, size_t errlen);
+    void (*running)(host_t *h);
+    void (*hangup)(host_t *h);
+    void (*draining)(host_t *h);
+    void (*stop)(host_t *h);
+    const char *statistics_ms;
+} host_ops_t;
+
+struct host {
     uv_loop_t *loop;
     app_t *app;
     char *brokers;
     broker_t *embedded;
-    struct publisher **pubs; /* one per app->pubs entry, same order */
+    kafka_env_t kafka; /* what its Kafka clients share; app swapped on reload */
+    sinks_t sinks;     /* its publishers, as the flows and luka.publish see them */
+    api_env_t api;     /* what the app's state is bound to */
+    publisher_t **pubs; /* one per app->pubs entry, same order, + the internal one */
     int npubs;
-    struct publisher *internal; /* see host_internal_publisher */
-    struct endpoint **eps;
+    publisher_t *internal; /* dead letters to plain topics and resends */
+    endpoint_t **eps;
     int neps;
-    struct inflight *current; /* message whose handler is running */
     const run_opts_t *opts;
+    const host_ops_t *const *ops; /* NULL-terminated */
+    struct metrics *metrics;      /* the operations endpoint's, or NULL */
     struct signals *stop_signals; /* SIGINT and SIGTERM: see signals.h */
     uv_signal_t sigchld, sighup;
+    uv_timer_t shutdown, leave;
     int signals;
     int stopping;
     int exit_code;
     int64_t drain_timeout_ms;
     uint64_t reloads, reload_failures;
-    struct testkit *test; /* under `luka test`: clients have no Kafka */
-    struct metrics *metrics; /* --http: see metrics.h; NULL when off */
-} host_t;
+};
 
-/* `luka run`: returns the process exit code. */
-int host_run(const run_opts_t *opts);
+/* `luka run`, with what ops (NULL-terminated) add: returns the process
+ * exit code. */
+int host_run(const run_opts_t *opts, const host_ops_t *const *ops);
 
 /* Start the orderly shutdown, with the exit code the process ends with. */
 void host_stop(host_t *h, int exit_code);
 
-struct publisher *host_publisher(host_t *h, const char *name);
-
 /* Whether the endpoint runs: all do unless some were named on the command
  * line. */
 int host_selected(const host_t *h, const char *name);
-
-/* The producer for dead letters to plain topics and for resends, opened on
- * first use with the broker-wide config.  NULL with errbuf on failure. */
-struct publisher *host_internal_publisher(host_t *h, char *errbuf, size_t errlen);
-
-/* librdkafka configuration common to every client: bootstrap servers,
- * client id, the app's broker config, then extra (may be NULL).  Returns
- * NULL with errbuf naming the property. */
-struct rd_kafka_conf_s *host_kafka_conf(host_t *h, const kvlist_t *extra,
-                                        char *errbuf, size_t errlen);
-
-/* Flush every publisher, waiting at most timeout_ms in all. */
-void host_flush(host_t *h, int timeout_ms);
-
-/* Store the done offsets of every endpoint whose offsets moved. */
-void host_store_offsets(host_t *h);
-
-/* Build, then discard, the librdkafka configuration of every client the
- * app declares, so a wrong property is reported before anything connects.
- * Returns 0, or -1 with errbuf naming the client and the property. */
-int host_check_config(host_t *h, char *errbuf, size_t errlen);
-
-/* Set h->brokers (malloc'd): --brokers, else the app's luka.broker,
- * else KAFKA_BROKERS, else localhost:9092. */
-void host_resolve_brokers(host_t *h, const run_opts_t *o);
 
 /* `luka check`: validate the app and print its topology. */
 int host_check(const run_opts_t *opts);

@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kafka/consumer.h"
 #include "api/lapi.h"
-#include "base/log.h"
-#include "kafka/producer.h"
-#include "api/publish.h"
 #include "api/timer.h"
+#include "base/log.h"
+#include "kafka/consumer.h"
+#include "kafka/producer.h"
+#include "lua/state.h"
 
 /* Editors write a file in several steps; wait for the last. */
 #define DEBOUNCE_MS 100
@@ -69,6 +69,8 @@ static void fail(host_t *h, uint64_t t0, const char *why) {
               (double)(uv_hrtime() - t0) / 1e6, why);
 }
 
+static void reload_watch(host_t *h);
+
 static void do_reload(host_t *h) {
     uint64_t t0 = uv_hrtime();
     app_t *next, *old = h->app;
@@ -78,40 +80,42 @@ static void do_reload(host_t *h) {
     char err[2048];
     size_t len;
     char *state;
-    host_t probe;
+    kafka_env_t probe;
 
     if (h->stopping) return;
-    if (!(state = lapi_get_state(old->L, &len, err, sizeof(err)))) {
+    if (!(state = state_get_luka_state(old->L, &len, err, sizeof(err)))) {
         char why[2200];
         snprintf(why, sizeof(why), "luka.state cannot be carried over: %s", err);
         fail(h, t0, why);
         return;
     }
-    next = app_load_with_state(old->path, state, err, sizeof(err));
+    next = app_load(old->path, state, lapi_open, err, sizeof(err));
     free(state);
     if (!next) {
         fail(h, t0, err);
         return;
     }
-    probe = *h;
+    probe = h->kafka;
     probe.app = next;
-    if (host_check_config(&probe, err, sizeof(err))) {
+    if (kafka_check_config(&probe, err, sizeof(err))) {
         fail(h, t0, err);
         app_free(next);
         return;
     }
 
-    /* Open what is new first: if anything fails, nothing has changed. */
+    /* Open what is new first, with the new broker config: if anything
+     * fails, nothing has changed. */
+    h->kafka.app = next;
     pubs = calloc(next->npubs + 2, sizeof(*pubs));
     reuse_p = calloc(h->npubs + 1, sizeof(*reuse_p));
     for (int i = 0; i < next->npubs; i++) {
         publisher_t *p = NULL;
         for (int j = 0; j < h->npubs && !p; j++)
             if (h->pubs[j] != h->internal && !reuse_p[j] &&
-                strcmp(h->pubs[j]->conf->name, next->pubs[i].name) == 0 &&
-                same_publisher(h->pubs[j]->conf, &next->pubs[i]))
+                strcmp(h->pubs[j]->sink.conf->name, next->pubs[i].name) == 0 &&
+                same_publisher(h->pubs[j]->sink.conf, &next->pubs[i]))
                 p = reuse_p[j] = h->pubs[j];
-        if (!p && !(p = producer_open(h, &next->pubs[i], err, sizeof(err)))) goto rollback;
+        if (!p && !(p = producer_open(&h->kafka, &next->pubs[i], err, sizeof(err)))) goto rollback;
         pubs[npubs++] = p;
     }
     eps = calloc(next->neps + 1, sizeof(*eps));
@@ -120,30 +124,34 @@ static void do_reload(host_t *h) {
         endpoint_t *ep = NULL;
         if (!host_selected(h, next->eps[i].name)) continue;
         for (int j = 0; j < h->neps && !ep; j++)
-            if (!reuse_e[j] && strcmp(h->eps[j]->conf->name, next->eps[i].name) == 0 &&
-                same_endpoint(h->eps[j]->conf, &next->eps[i]))
+            if (!reuse_e[j] && !h->eps[j]->halted &&
+                strcmp(h->eps[j]->flow.conf->name, next->eps[i].name) == 0 &&
+                same_endpoint(h->eps[j]->flow.conf, &next->eps[i]))
                 ep = reuse_e[j] = h->eps[j];
-        if (!ep && !(ep = consumer_open(h, &next->eps[i], err, sizeof(err)))) goto rollback;
+        if (!ep && !(ep = consumer_open(&h->kafka, &next->eps[i], next->L, &h->sinks, err,
+                                        sizeof(err))))
+            goto rollback;
         eps[neps++] = ep;
     }
 
     /* The swap.  Kept clients take the new definitions, which name the
      * new state's handlers; the rest of the old go, committing first. */
-    for (int i = 0; i < npubs; i++) pubs[i]->conf = &next->pubs[i];
+    for (int i = 0; i < npubs; i++) pubs[i]->sink.conf = &next->pubs[i];
     for (int k = 0; k < neps; k++) {
         int was_kept = 0;
         for (int j = 0; j < h->neps; j++) was_kept |= reuse_e[j] == eps[k];
-        eps[k]->conf = app_endpoint(next, eps[k]->conf->name);
+        eps[k]->flow.conf = app_endpoint(next, eps[k]->flow.conf->name);
+        eps[k]->flow.L = next->L;
         if (was_kept) {
             kept++;
         } else {
             started++;
-            log_info("reload", "started endpoint '%s'", eps[k]->conf->name);
+            log_info("reload", "started endpoint '%s'", eps[k]->flow.conf->name);
         }
     }
     if (h->internal) pubs[npubs++] = h->internal;
     timer_stop_all(old->L);
-    lapi_set_host(old->L, NULL);
+    api_bind(old->L, NULL);
     old_pubs = h->pubs, old_npubs = h->npubs;
     old_eps = h->eps, old_neps = h->neps;
     h->pubs = pubs;
@@ -151,7 +159,6 @@ static void do_reload(host_t *h) {
     h->eps = eps;
     h->neps = neps;
     h->app = next;
-    lapi_set_host(next->L, h);
     /* The old clients go once the host runs the new app: the delivery
      * reports their closing serves reach the policies of kept endpoints,
      * which call into the new state (a purged publish fails its message
@@ -159,7 +166,7 @@ static void do_reload(host_t *h) {
      * freed below. */
     for (int j = 0; j < old_neps; j++)
         if (!reuse_e[j]) {
-            log_info("reload", "stopping endpoint '%s'", old_eps[j]->conf->name);
+            log_info("reload", "stopping endpoint '%s'", old_eps[j]->flow.conf->name);
             consumer_close(old_eps[j]);
             stopped++;
         }
@@ -171,8 +178,8 @@ static void do_reload(host_t *h) {
     free(old_pubs);
     free(old_eps);
     app_free(old);
-    timer_start_all(next->L, h->loop);
-    publish_deferred(next->L);
+    api_bind(next->L, &h->api);
+    lapi_start(next->L);
     free(reuse_p);
     free(reuse_e);
     h->reloads++;
@@ -193,6 +200,7 @@ rollback:
         if (!reused) consumer_close(eps[i]);
     }
     free(pubs), free(eps), free(reuse_p), free(reuse_e);
+    h->kafka.app = old;
     fail(h, t0, err);
     app_free(next);
 }
@@ -242,7 +250,7 @@ static void unwatch(void) {
 
 /* Directories are watched rather than files, because editors often save
  * by writing a new file and renaming it over the old one. */
-void reload_watch(host_t *h) {
+static void reload_watch(host_t *h) {
     const app_t *app = h->app;
 
     unwatch();
@@ -278,7 +286,7 @@ void reload_watch(host_t *h) {
              watch.ndirs, watch.ndirs == 1 ? "y" : "ies");
 }
 
-void reload_stop(host_t *h) {
+static void reload_stop(host_t *h) {
     (void)h;
     unwatch();
     watch.active = 0;
@@ -287,3 +295,17 @@ void reload_stop(host_t *h) {
         watch.debounce_open = 0;
     }
 }
+
+static void on_running(host_t *h) {
+    if (h->opts->watch) reload_watch(h);
+}
+
+static void on_hangup(host_t *h) { reload_request(h, "SIGHUP"); }
+
+const host_ops_t reload_host_ops = {
+    .name = "reload",
+    .running = on_running,
+    .hangup = on_hangup,
+    .draining = reload_stop,
+    .stop = reload_stop,
+};

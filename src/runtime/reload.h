@@ -1,19 +1,16 @@
 /* reload.h - hot reload: load the app again into a fresh Lua state beside
  * the running one, and swap it in between two messages, keeping every
- * consumer and producer whose definition did not change. */
+ * consumer and producer whose definition did not change.  Added to a run
+ * as reload_host_ops: SIGHUP reloads, and --watch reloads on a change of
+ * the app's files. */
 #ifndef LUKA_RELOAD_H
 #define LUKA_RELOAD_H
 
 #include "runtime/host.h"
 
-/* Watch the app's files (--watch): a change reloads after a short
- * debounce. */
-void reload_watch(host_t *h);
+extern const host_ops_t reload_host_ops;
 
 /* Ask for a reload (a file changed, SIGHUP); it runs from the loop soon. */
 void reload_request(host_t *h, const char *why);
-
-/* Stop watching and forget pending requests. */
-void reload_stop(host_t *h);
 
 #endif

@@ -1,0 +1,119 @@
+/* call.c - the one way the flow calls user code for a message: the
+ * handler, a dedup key function, an error-channel function.  The payload
+ * is decoded (or passed raw), meta built, the call made through
+ * script_call() under the endpoint's time limit, and publishes made
+ * meanwhile belong to the message. */
+#include "flow/call.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "base/json.h"
+#include "lua/meta.h"
+
+/* The message whose user code runs now. */
+static inflight_t *current;
+
+inflight_t *call_current(void) { return current; }
+
+/* Push the payload as the handler sees it (a decoded table, a string or
+ * nil) on L, the thread the call runs in.  Returns 0, or -1 with a decode
+ * error in errbuf. */
+static int push_payload(lua_State *L, inflight_t *inf, char *errbuf, size_t errlen) {
+    const message_t *m = &inf->msg;
+    char why[512];
+
+    if (!m->payload) {
+        lua_pushnil(L); /* a tombstone */
+    } else if (inf->flow->conf->format == FORMAT_RAW) {
+        lua_pushlstring(L, m->payload, m->len);
+    } else if (json_decode(L, m->payload, m->len, why, sizeof(why)) != 0) {
+        snprintf(errbuf, errlen, "decode error: %s", why);
+        return -1;
+    }
+    return 0;
+}
+
+/* What call_user runs in protected mode: fn(msg, meta[, err]), or,
+ * without fn, msg[field]. */
+typedef struct call {
+    inflight_t *inf;
+    int fn;              /* registry ref, or LUA_NOREF */
+    const char *field;   /* without fn: the payload field to read */
+    int with_err;        /* pass inf's error as a third argument */
+    int raw_on_bad_json; /* pass the bytes when the payload does not decode */
+    int nresults;
+} call_t;
+
+/* Never resumed in fact: a call that yields has timed out and is dropped. */
+static int trampoline_k(lua_State *L, int status, lua_KContext nresults) {
+    (void)L, (void)status;
+    return (int)nresults;
+}
+
+/* Runs protected, with the call at index 1: every allocation for the
+ * user's code happens here, under its memory limit, where a memory error
+ * is an error like any other. */
+static int trampoline(lua_State *L) {
+    call_t *c = lua_touserdata(L, 1);
+    inflight_t *inf = c->inf;
+    char err[600];
+
+    if (c->fn != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn);
+    if (push_payload(L, inf, err, sizeof(err)) != 0) {
+        if (!c->raw_on_bad_json) {
+            /* Not retryable: the same bytes will never decode. */
+            lua_pushstring(L, err);
+            script_push_fatal(L, -1);
+            return lua_error(L);
+        }
+        lua_pushlstring(L, inf->msg.payload, inf->msg.len);
+    }
+    if (c->fn == LUA_NOREF) {
+        if (lua_istable(L, -1)) lua_getfield(L, -1, c->field);
+        else lua_pushnil(L);
+        return 1;
+    }
+    meta_push(L, &inf->msg, inf->attempts);
+    if (c->with_err) {
+        lua_createtable(L, 0, 3);
+        lua_pushstring(L, inf->error ? inf->error : "");
+        lua_setfield(L, -2, "message");
+        lua_pushstring(L, inf->traceback ? inf->traceback : "");
+        lua_setfield(L, -2, "traceback");
+        lua_pushinteger(L, inf->attempts);
+        lua_setfield(L, -2, "attempts");
+    }
+    /* With a continuation, so the time limit's yield can pass through. */
+    lua_callk(L, c->with_err ? 3 : 2, c->nresults, c->nresults, trampoline_k);
+    return c->nresults;
+}
+
+int call_user(inflight_t *inf, int fn, const char *field, int with_err, int nresults,
+                  script_err_t *err) {
+    flow_t *f = inf->flow;
+    lua_State *L = f->L;
+    call_t c = {inf, fn, field, with_err, with_err, nresults};
+    inflight_t *outer = current;
+    int rc;
+
+    lua_pushcfunction(L, trampoline);
+    lua_pushlightuserdata(L, &c);
+    /* Calls do not nest (delivery reports wait for the loop), but if one
+     * did, the outer handler's later publishes must stay its own. */
+    current = inf;
+    rc = script_call(L, 1, nresults, f->conf->policy.timeout_ms, err);
+    current = outer;
+    if (rc == 0 && inf->error && !with_err) {
+        /* A publish could not be queued: that fails the message too. */
+        lua_pop(L, nresults);
+        snprintf(err->msg, sizeof(err->msg), "%s", inf->error);
+        err->traceback[0] = '\0';
+        err->fatal = 0;
+        rc = -1;
+    }
+    if (rc && strncmp(err->msg, "decode error:", 13) == 0) err->traceback[0] = '\0';
+    return rc;
+}

@@ -1,0 +1,23 @@
+/* call.h - the one way the flow calls user code for a message (handler,
+ * dedup key function, error-channel function), and which message's code
+ * runs now. */
+#ifndef LUKA_CALL_H
+#define LUKA_CALL_H
+
+#include "flow/inflight.h"
+#include "lua/script.h"
+
+/* Call the function fn (a registry ref) with the message's payload and
+ * meta, and with with_err its error too; or, with fn LUA_NOREF, read field
+ * of the payload.  In protected mode, under the endpoint's time limit;
+ * publishes made meanwhile belong to inf.  Returns 0 with nresults pushed,
+ * or -1 with err ("decode error: ..." when the payload does not decode,
+ * which is fatal). */
+int call_user(inflight_t *inf, int fn, const char *field, int with_err, int nresults,
+              script_err_t *err);
+
+/* The message whose user code runs now, or NULL: what luka.publish
+ * publishes on behalf of. */
+inflight_t *call_current(void);
+
+#endif

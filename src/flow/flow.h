@@ -1,0 +1,90 @@
+/* flow.h - an endpoint's message flow as the layers above see it: where its
+ * messages come from (a source), where its publishes go (sinks), and what
+ * it counted.  The Kafka consumer and the test kit each fill in a source;
+ * the Kafka producer and the test kit each implement a sink.  The flow
+ * calls them and knows nothing else of either. */
+#ifndef LUKA_FLOW_H
+#define LUKA_FLOW_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <librdkafka/rdkafka.h>
+#include <lua.h>
+
+#include "app/app.h"
+#include "base/message.h"
+#include "stores/dedup.h"
+
+struct inflight;
+struct publish_tag;
+typedef struct flow flow_t;
+typedef struct sink sink_t;
+
+/* Where publishes go.  send queues one message to topic (NULL: the sink's
+ * own); value is malloc'd and becomes the sink's, headers too on success.
+ * tag is what the delivery report brings back to the flow
+ * (pipeline_publish_done), or NULL for a publish made outside any message.
+ * Returns 0, or -1 with errbuf set (value freed, headers still the
+ * caller's). */
+typedef struct sink_ops {
+    int (*send)(sink_t *s, const char *topic, int32_t partition, const char *key, size_t keylen,
+                char *value, size_t len, rd_kafka_headers_t *headers, struct publish_tag *tag,
+                char *errbuf, size_t errlen);
+} sink_ops_t;
+
+struct sink {
+    const sink_ops_t *ops;
+    const publisher_conf_t *conf; /* its name, topic and key rule */
+};
+
+/* The sinks a flow and luka.publish may send to: the app's publishers by
+ * name, and luka's own for dead letters to plain topics and resends (opened
+ * on first use; NULL with errbuf when it cannot be).  Filled by the
+ * runtime, or by the test kit. */
+typedef struct sinks {
+    sink_t *(*find)(void *ctx, const char *name);
+    sink_t *(*internal)(void *ctx, char *errbuf, size_t errlen);
+    void *ctx;
+} sinks_t;
+
+/* Where messages come from, and what that side must hear back. */
+typedef struct source_ops {
+    /* Deliver m again after delay_ms, with the handler calls (attempts) and
+     * deliveries (rounds) it had; nothing after it in its partition may be
+     * handled first.  m is only read during the call. */
+    void (*redeliver)(flow_t *f, const message_t *m, int attempts, int rounds, int64_t delay_ms);
+    /* A final failure stopped the endpoint: it takes no more messages. */
+    void (*stop)(flow_t *f);
+    /* Some partition's commit offset moved. */
+    void (*progress)(flow_t *f);
+    /* A message left the flow; done: its offset may be committed. */
+    void (*finished)(flow_t *f, const struct inflight *inf, int done);
+} source_ops_t;
+
+/* Upper bounds, in seconds, of the handler duration histogram's buckets. */
+#define DURATION_BUCKETS 12
+extern const double duration_bounds[DURATION_BUCKETS];
+
+/* What the endpoint decided, counted once per message and decision. */
+typedef struct endpoint_stats {
+    uint64_t consumed, handled, failed, retried, dead_lettered, deduplicated, resent,
+        released, ignored, stopped;
+    uint64_t rebalances; /* assignments and revocations */
+    uint64_t duration_count[DURATION_BUCKETS + 1]; /* per bucket, the last is +Inf */
+    double duration_sum;                           /* seconds in handlers */
+} endpoint_stats_t;
+
+struct flow {
+    const endpoint_conf_t *conf; /* the current definition: a reload swaps it */
+    lua_State *L;                /* the state its calls run in: swapped with conf */
+    dedup_t *dedup;              /* NULL without dedup */
+    const source_ops_t *source;
+    const sinks_t *sinks;
+    struct inflight *inflight; /* messages in flight, newest first */
+    int ninflight;
+    int stopped; /* takes no more messages: failures are left uncommitted */
+    endpoint_stats_t stats;
+};
+
+#endif

@@ -1,0 +1,127 @@
+/* inflight.c - records of messages in flight: made when a message enters
+ * the flow, finished in one place, kept (without their message) until the
+ * last delivery report that names them, then reused. */
+#include "flow/inflight.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Finished records are kept for the next messages: one malloc and free
+ * fewer per message. */
+#define SPARE_MAX 1024
+static inflight_t *spare;
+static int nspare;
+
+/* Records whose outcome is decided but whose publishes are not all
+ * reported yet: a report must never reach freed memory. */
+static inflight_t *lingering;
+
+static void recycle(inflight_t *inf) {
+    if (nspare == SPARE_MAX) {
+        free(inf);
+        return;
+    }
+    inf->next = spare;
+    spare = inf;
+    nspare++;
+}
+
+inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o) {
+    inflight_t *inf = spare;
+    if (inf) {
+        spare = inf->next;
+        nspare--;
+        memset(inf, 0, sizeof(*inf));
+    } else {
+        inf = calloc(1, sizeof(*inf));
+    }
+    inf->flow = f;
+    inf->msg = *m; /* the record owns the message now */
+    inf->offsets = o;
+    offsets_ref(o);
+    inf->seq = offsets_track(o, m->offset);
+    inf->next = f->inflight;
+    if (f->inflight) f->inflight->prev = inf;
+    f->inflight = inf;
+    f->ninflight++;
+    return inf;
+}
+
+void inflight_shutdown(void) {
+    while (lingering) {
+        inflight_t *next = lingering->next;
+        free(lingering);
+        lingering = next;
+    }
+    while (spare) {
+        inflight_t *next = spare->next;
+        free(spare);
+        spare = next;
+    }
+    nspare = 0;
+}
+
+static int outstanding(const inflight_t *inf) {
+    int n = 0;
+    for (int i = 0; i < INFLIGHT_STAGES; i++) n += inf->tags[i].pending;
+    return n;
+}
+
+void inflight_finish(inflight_t *inf, int done) {
+    flow_t *f = inf->flow;
+
+    if (done && offsets_done(inf->offsets, inf->seq)) f->source->progress(f);
+    if (inf->prev) inf->prev->next = inf->next;
+    else f->inflight = inf->next;
+    if (inf->next) inf->next->prev = inf->prev;
+    f->ninflight--;
+    f->source->finished(f, inf, done);
+
+    /* The record no longer stands for a message: let go of what it holds,
+     * and of the record itself once no delivery report can name it. */
+    message_release(&inf->msg);
+    offsets_unref(inf->offsets);
+    inf->offsets = NULL;
+    free(inf->dedup_key);
+    free(inf->error);
+    free(inf->traceback);
+    free(inf->error_channel_failed);
+    inf->dedup_key = inf->error = inf->traceback = inf->error_channel_failed = NULL;
+    inf->flow = NULL;
+    if (outstanding(inf) == 0) {
+        recycle(inf);
+        return;
+    }
+    inf->prev = NULL;
+    inf->next = lingering;
+    if (lingering) lingering->prev = inf;
+    lingering = inf;
+}
+
+publish_tag_t *inflight_tag(inflight_t *inf) {
+    publish_tag_t *t = &inf->tags[inf->tag];
+    t->inf = inf;
+    return t;
+}
+
+void inflight_new_stage(inflight_t *inf) {
+    if (inf->tag + 1 < INFLIGHT_STAGES) inf->tag++;
+}
+
+inflight_t *inflight_reported(publish_tag_t *t) {
+    inflight_t *inf = t->inf;
+
+    t->pending--;
+    if (!inf->flow) {
+        /* Its outcome was decided (or its flow closed): let go of it
+         * after its last report. */
+        if (outstanding(inf) == 0) {
+            if (inf->prev) inf->prev->next = inf->next;
+            else lingering = inf->next;
+            if (inf->next) inf->next->prev = inf->prev;
+            recycle(inf);
+        }
+        return NULL;
+    }
+    return t == &inf->tags[inf->tag] ? inf : NULL;
+}

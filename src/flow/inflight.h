@@ -1,0 +1,78 @@
+/* inflight.h - the record of one message in flight, owned by the flow from
+ * hand-off to commit.  Every way a message ends (done, failed, dropped,
+ * abandoned) goes through inflight_finish(), the one place that settles
+ * its offset.  Its publishes are counted per stage: each carries its
+ * stage's tag to the sink, so that a delivery report is settled in the
+ * stage that made it (a handler output failing after the message was
+ * dead-lettered is not taken for a failure of the error channel). */
+#ifndef LUKA_INFLIGHT_H
+#define LUKA_INFLIGHT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/message.h"
+#include "base/offsets.h"
+#include "flow/flow.h"
+
+/* Where a message in flight stands; when its last publish is acknowledged
+ * the stage says what that means. */
+enum {
+    STAGE_HANDLE,     /* the handler is running */
+    STAGE_ACKS,       /* handled; waiting for its publishes */
+    STAGE_DEADLETTER, /* in the error channel; waiting for that publish */
+    STAGE_RESEND,     /* sent to the end of its topic; waiting for that */
+    STAGE_IGNORE,     /* given up and to be committed */
+    STAGE_DROP        /* to be delivered again: never committed */
+};
+
+/* A message has at most three stages that publish: the handler, the error
+ * channel, the final failure's resend. */
+#define INFLIGHT_STAGES 3
+
+typedef struct publish_tag {
+    struct inflight *inf;
+    int pending; /* publishes of this stage not yet reported */
+} publish_tag_t;
+
+typedef struct inflight {
+    flow_t *flow;       /* NULL once its outcome is decided (see inflight_finish) */
+    message_t msg;      /* owns the librdkafka message */
+    offsets_t *offsets; /* a reference */
+    uint64_t seq;
+    int attempts; /* handler calls so far, over every delivery */
+    int rounds;   /* deliveries after the first */
+    int stage;
+    publish_tag_t tags[INFLIGHT_STAGES];
+    int tag; /* the index of the current stage's tag */
+    char *dedup_key;
+    size_t dedup_len;
+    char *error, *traceback;    /* the last failure */
+    char *error_channel_failed; /* why a publish of the error channel failed */
+    struct inflight *prev, *next; /* the flow's list, or the lingering list */
+} inflight_t;
+
+/* A record for m (whose message it takes), tracked in o, on f's list. */
+inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o);
+
+/* The end of inf as a message: its offset is done (done) or left for a
+ * later delivery, the source hears of it, and the record lingers until
+ * its last publish is reported. */
+void inflight_finish(inflight_t *inf, int done);
+
+/* The tag a publish made now on behalf of inf carries to its sink. */
+publish_tag_t *inflight_tag(inflight_t *inf);
+
+/* What inf publishes from now on belongs to a new stage. */
+void inflight_new_stage(inflight_t *inf);
+
+/* The publish tagged t was reported.  Returns inf when it still stands
+ * for a message and t is its current stage (the report decides
+ * something), else NULL (a lingering record may have been freed). */
+inflight_t *inflight_reported(publish_tag_t *t);
+
+/* Free the records kept for reuse, and those whose reports never came
+ * because their producers are gone (at exit, for leak checkers). */
+void inflight_shutdown(void);
+
+#endif

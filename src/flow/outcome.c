@@ -1,0 +1,253 @@
+/* outcome.c - carry out what happens to a message once its handler
+ * returned: count it handled when its publishes are acknowledged, or take
+ * the policy's decision for a failure and carry it out through the
+ * source (deliver again, stop) and the sinks (dead letter, resend). */
+#include "flow/outcome.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "flow/call.h"
+#include "flow/policy.h"
+
+#define CTX(inf)                                                                           \
+    (&(log_ctx_t){(inf)->flow->conf->name, (inf)->msg.topic, (inf)->msg.partition,         \
+                  (inf)->msg.offset})
+
+/* The last publish of inf's stage is settled: count the outcome, commit or
+ * not. */
+static void settled(inflight_t *inf) {
+    flow_t *f = inf->flow;
+    char err[512];
+
+    switch (inf->stage) {
+    case STAGE_ACKS:
+        f->stats.handled++;
+        if (inf->dedup_key && dedup_mark(f->dedup, inf->dedup_key, inf->dedup_len, err, sizeof(err)))
+            log_warn("dedup", "[%s] %s; the message may be handled again if it comes back",
+                     f->conf->name, err);
+        inflight_finish(inf, 1);
+        break;
+    case STAGE_DEADLETTER:
+        f->stats.dead_lettered++;
+        inflight_finish(inf, 1);
+        break;
+    case STAGE_RESEND:
+        f->stats.resent++;
+        inflight_finish(inf, 1);
+        break;
+    case STAGE_IGNORE:
+        inflight_finish(inf, 1);
+        break;
+    default:
+        inflight_finish(inf, 0);
+        break;
+    }
+}
+
+void outcome_settle(inflight_t *inf, int stage) {
+    inf->stage = stage;
+    if (inf->tags[inf->tag].pending == 0) settled(inf);
+}
+
+/* Deliver the message again after delay_ms through its source; nothing
+ * after it in its partition is handled first, and none of it commits. */
+static void redeliver(inflight_t *inf, int64_t delay_ms) {
+    flow_t *f = inf->flow;
+    offsets_void_from(inf->offsets, inf->seq);
+    if (!f->stopped) f->source->redeliver(f, &inf->msg, inf->attempts, inf->rounds + 1, delay_ms);
+    outcome_settle(inf, STAGE_DROP);
+}
+
+static void stop(inflight_t *inf) {
+    flow_t *f = inf->flow;
+    f->stats.stopped++;
+    log_at(LOG_ERROR, "policy", CTX(inf),
+           "final failure: stop; the endpoint stops without committing this message, which is "
+           "delivered again after a restart");
+    offsets_void_from(inf->offsets, inf->seq);
+    outcome_settle(inf, STAGE_DROP);
+    f->source->stop(f);
+}
+
+/* Publish a copy of the message (its key and value) with headers h to
+ * sink s, as inf's current stage.  Returns 0, or -1 with err. */
+static int send_copy(inflight_t *inf, sink_t *s, const char *topic, rd_kafka_headers_t *h,
+                     char *err, size_t errlen) {
+    const message_t *m = &inf->msg;
+    publish_tag_t *t = inflight_tag(inf);
+    char *value = NULL;
+    if (m->payload) {
+        value = malloc(m->len ? m->len : 1);
+        memcpy(value, m->payload, m->len);
+    }
+    if (s->ops->send(s, topic, RD_KAFKA_PARTITION_UA, m->key, m->key_len, value, m->len, h, t, err,
+                     errlen)) {
+        rd_kafka_headers_destroy(h);
+        return -1;
+    }
+    outcome_sent(t);
+    return 0;
+}
+
+static int to_topic(inflight_t *inf) {
+    flow_t *f = inf->flow;
+    const policy_conf_t *pol = &f->conf->policy;
+    const char *topic = NULL;
+    char err[512];
+    sink_t *s;
+
+    if (pol->error_kind == ERRCH_PUBLISHER) {
+        s = f->sinks->find(f->sinks->ctx, pol->error_target);
+        if (!s) snprintf(err, sizeof(err), "no such publisher");
+    } else {
+        s = f->sinks->internal(f->sinks->ctx, err, sizeof(err));
+        topic = pol->error_target;
+    }
+    if (!s || send_copy(inf, s, topic,
+                        policy_dead_letter_headers(&inf->msg, f->conf, inf->attempts, inf->error,
+                                                   inf->traceback),
+                        err, sizeof(err))) {
+        log_at(LOG_ERROR, "policy", CTX(inf), "error channel '%s': %s", pol->error_target, err);
+        return -1;
+    }
+    log_at(LOG_WARN, "policy", CTX(inf), "dead-lettered to %s after %d attempt(s)",
+           topic ? topic : s->conf->topic, inf->attempts);
+    return 0;
+}
+
+/* error_channel = function(msg, meta, err); its publishes are awaited.  A
+ * payload that did not decode reaches it as the bytes. */
+static int to_function(inflight_t *inf) {
+    script_err_t serr;
+
+    inf->stage = STAGE_DEADLETTER;
+    if (call_user(inf, inf->flow->conf->policy.error_fn, NULL, 1, 0, &serr) != 0 ||
+        (inf->error_channel_failed &&
+         (snprintf(serr.msg, sizeof(serr.msg), "%s", inf->error_channel_failed), 1))) {
+        log_at(LOG_ERROR, "policy", CTX(inf), "error channel function failed: %s", serr.msg);
+        return -1;
+    }
+    log_at(LOG_WARN, "policy", CTX(inf), "handed to the error channel function after %d attempt(s)",
+           inf->attempts);
+    return 0;
+}
+
+/* Carry out decision d for inf, whose publishes from now on belong to a
+ * new stage: what earlier stages published no longer decides anything. */
+static void carry_out(inflight_t *inf, decision_t d) {
+    flow_t *f = inf->flow;
+    const policy_conf_t *pol = &f->conf->policy;
+    char err[512];
+
+    inflight_new_stage(inf);
+    switch (d.action) {
+    case POLICY_RETRY:
+        f->stats.retried++;
+        log_at(LOG_WARN, "policy", CTX(inf), "retrying in %lld ms (delayed retry %d of %d)",
+               (long long)d.delay_ms, inf->rounds + 1, pol->delayed);
+        redeliver(inf, d.delay_ms);
+        return;
+    case POLICY_ERROR_CHANNEL:
+        if ((pol->error_kind == ERRCH_FUNCTION ? to_function(inf) : to_topic(inf)) == 0) {
+            outcome_settle(inf, STAGE_DEADLETTER);
+            return;
+        }
+        carry_out(inf, policy_final(pol, inf->rounds));
+        return;
+    case POLICY_IGNORE:
+        f->stats.ignored++;
+        log_at(LOG_WARN, "policy", CTX(inf), "final failure: ignore; committed without handling");
+        outcome_settle(inf, STAGE_IGNORE);
+        return;
+    case POLICY_RELEASE:
+        f->stats.released++;
+        log_at(LOG_WARN, "policy", CTX(inf), "final failure: release; delivered again in %lld ms",
+               (long long)d.delay_ms);
+        redeliver(inf, d.delay_ms);
+        return;
+    case POLICY_RESEND: {
+        sink_t *s = f->sinks->internal(f->sinks->ctx, err, sizeof(err));
+        if (!s || send_copy(inf, s, inf->msg.topic,
+                            policy_resend_headers(&inf->msg, inf->attempts), err, sizeof(err))) {
+            log_at(LOG_ERROR, "policy", CTX(inf), "final failure: resend failed: %s", err);
+            stop(inf);
+            return;
+        }
+        log_at(LOG_WARN, "policy", CTX(inf),
+               "final failure: resend; published again to the end of %s", inf->msg.topic);
+        outcome_settle(inf, STAGE_RESEND);
+        return;
+    }
+    case POLICY_STOP:
+        stop(inf);
+        return;
+    }
+}
+
+void outcome_failed(inflight_t *inf, const char *why, const char *traceback, int retryable) {
+    flow_t *f = inf->flow;
+
+    free(inf->error);
+    free(inf->traceback);
+    inf->error = strdup(why);
+    inf->traceback = strdup(traceback ? traceback : "");
+    f->stats.failed++;
+    log_at(LOG_ERROR, "policy", CTX(inf), "handler failed (attempt %d): %s%s%s", inf->attempts, why,
+           traceback && *traceback ? "\n" : "", traceback ? traceback : "");
+    if (f->stopped) {
+        /* Shutting down, or stopped: leave it uncommitted. */
+        inflight_new_stage(inf);
+        offsets_void_from(inf->offsets, inf->seq);
+        outcome_settle(inf, STAGE_DROP);
+        return;
+    }
+    carry_out(inf, policy_decide(&f->conf->policy, inf->rounds, retryable));
+}
+
+void outcome_sent(publish_tag_t *t) { t->pending++; }
+
+void outcome_send_failed(inflight_t *inf, const char *why) {
+    char **slot = inf->stage == STAGE_DEADLETTER ? &inf->error_channel_failed : &inf->error;
+    if (!*slot) *slot = strdup(why);
+}
+
+void outcome_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
+    inflight_t *inf = inflight_reported(t);
+    char why[300];
+
+    if (!inf) return; /* a stage already decided, or a message already ended */
+    if ((err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) &&
+        inf->flow->stopped) {
+        /* Shutdown gave up waiting: uncommitted, delivered again later. */
+        inf->stage = STAGE_DROP;
+    } else if (err) {
+        snprintf(why, sizeof(why), "a message it published was not delivered: %s",
+                 rd_kafka_err2str(err));
+        switch (inf->stage) {
+        case STAGE_HANDLE:
+            /* The handler's call is not over: it fails when it returns. */
+            if (!inf->error) inf->error = strdup(why);
+            return;
+        case STAGE_ACKS:
+            /* The policy takes it from here, in a stage of its own. */
+            inf->stage = STAGE_HANDLE;
+            outcome_failed(inf, why, "", 1);
+            return;
+        case STAGE_DEADLETTER:
+        case STAGE_RESEND:
+            log_at(LOG_ERROR, "policy", CTX(inf), "%s: %s",
+                   inf->stage == STAGE_RESEND ? "resend failed" : "error channel failed", why);
+            if (inf->stage == STAGE_RESEND) {
+                inflight_new_stage(inf);
+                stop(inf);
+            } else {
+                carry_out(inf, policy_final(&inf->flow->conf->policy, inf->rounds));
+            }
+            return;
+        }
+    }
+    if (t->pending == 0 && inf->stage != STAGE_HANDLE) settled(inf);
+}
