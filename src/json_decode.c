@@ -10,7 +10,6 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -250,20 +249,16 @@ static const double exact_pow10[] = {
     1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 };
 
-/* strtod on the number text p..q, as jansson does, failing on overflow. */
-static int slow_real(const unsigned char *p, const unsigned char *q, double *d) {
-    char small[64], *text = small;
-    size_t n = (size_t)(q - p);
-    int ok;
+/* strtod on the number text p..q, as jansson does, failing on overflow.
+ * The text is copied into a Lua string for its terminating NUL, so that
+ * running out of memory raises like any other allocation here. */
+static int slow_real(lua_State *L, const unsigned char *p, const unsigned char *q, double *d) {
+    const char *text = lua_pushlstring(L, (const char *)p, (size_t)(q - p));
 
-    if (n >= sizeof(small) && !(text = malloc(n + 1))) return -1;
-    memcpy(text, p, n);
-    text[n] = '\0';
     errno = 0;
     *d = strtod(text, NULL);
-    ok = !((*d == HUGE_VAL || *d == -HUGE_VAL) && errno == ERANGE);
-    if (text != small) free(text);
-    return ok ? 0 : -1;
+    lua_pop(L, 1);
+    return (*d == HUGE_VAL || *d == -HUGE_VAL) && errno == ERANGE ? -1 : 0;
 }
 
 /* Push the number at ps->p: an integer when it has no fraction and no
@@ -323,7 +318,7 @@ static int push_number(lua_State *L, parser *ps) {
     if (!big && m <= (UINT64_C(1) << 53) && exp10 >= -22 && exp10 <= 22) {
         d = exp10 < 0 ? (double)m / exact_pow10[-exp10] : (double)m * exact_pow10[exp10];
         if (neg) d = -d;
-    } else if (slow_real(start, p, &d)) {
+    } else if (slow_real(L, start, p, &d)) {
         return invalid(ps);
     }
     lua_pushnumber(L, d);
