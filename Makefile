@@ -93,7 +93,7 @@ clean:
 # is saved there.  `make chaos` runs the long chaos specs, `make valgrind`
 # a consume-and-publish run under memcheck that must end with no leak.
 FUZZ_SECONDS ?= 60
-FUZZERS      := json_roundtrip app_options meta_headers
+FUZZERS      := json_roundtrip json_oracle app_options meta_headers
 FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJ     := $(filter-out $(FUZZ_BUILD)/cmd/main.o,$(SRC:src/%.c=$(FUZZ_BUILD)/%.o)) $(FUZZ_BUILD)/embed.o
@@ -104,7 +104,7 @@ fuzz-objects: setup-test
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT='-O1 -g -fno-omit-frame-pointer' \
 	    EXTRA_CFLAGS='-fsanitize=fuzzer-no-link $(FUZZ_SAN)' $(FUZZ_OBJ)
 
-$(FUZZERS:%=$(FUZZ_BUILD)/%): $(FUZZ_BUILD)/%: fuzz/%.c fuzz-objects
+$(FUZZERS:%=$(FUZZ_BUILD)/%): $(FUZZ_BUILD)/%: fuzz/%.c $(wildcard fuzz/*.h) fuzz-objects
 	clang $(CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
 
 fuzz: $(FUZZERS:%=$(FUZZ_BUILD)/%)

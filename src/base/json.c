@@ -1,10 +1,9 @@
-/* json.c - JSON payloads to Lua values and back, through jansson.
- * Decoding turns jansson's tree straight into Lua tables; encoding walks Lua
- * values into a jansson tree and dumps it compactly. */
+/* json.c - Lua values to JSON text through jansson, and the luka.json API.
+ * Encoding walks Lua values into a jansson tree and dumps it compactly;
+ * decoding is json_decode.c's. */
 #include "base/json.h"
 
 #include <ctype.h>
-#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,48 +18,7 @@
  * itself fails fast instead of exhausting the C stack. */
 #define ENCODE_MAX_DEPTH 2048
 
-/* jansson allocates every node of a decoded document, and json_decode
- * frees them all right after copying the document into Lua.  While it
- * decodes, a bump arena serves those allocations, and is reset afterwards:
- * malloc and free were a third of the decoding time.  The arena is per
- * thread and only on inside json_decode, so other jansson users (encoding,
- * other threads) get plain malloc; free tells the two apart by address.
- * It is a stack, not a scratch buffer: a finalizer that runs while a tree
- * is copied into Lua may decode again, and that document goes above the
- * outer one, which stays intact. */
-#define ARENA_SIZE (1 << 20)
-
-typedef struct arena {
-    char *buf;
-    size_t used;
-    int on;
-} arena_t;
-
-static _Thread_local arena_t arena;
-
-static void *arena_malloc(size_t n) {
-    if (arena.on) {
-        n = (n + 15) & ~(size_t)15;
-        if (arena.used + n <= ARENA_SIZE) {
-            void *p = arena.buf + arena.used;
-            arena.used += n;
-            return p;
-        }
-    }
-    return malloc(n); /* too big for what is left: an ordinary block */
-}
-
-static void arena_free(void *p) {
-    if (arena.buf && (char *)p >= arena.buf && (char *)p < arena.buf + ARENA_SIZE) return;
-    free(p);
-}
-
 void json_init(lua_State *L) {
-    static int allocator_set;
-    if (!allocator_set) {
-        json_set_alloc_funcs(arena_malloc, arena_free);
-        allocator_set = 1;
-    }
     /* luaL_newmetatable also sets __name, so tostring() and error messages
      * call these tables "luka.array". */
     luaL_newmetatable(L, JSON_ARRAY_MT);
@@ -69,106 +27,6 @@ void json_init(lua_State *L) {
 
 void json_push_null(lua_State *L) {
     lua_pushlightuserdata(L, NULL);
-}
-
-/* Decoding */
-
-/* lua_createtable takes int sizes; a hint that does not fit is just a hint. */
-static int size_hint(size_t n) {
-    return n > INT_MAX ? INT_MAX : (int)n;
-}
-
-/* Push v and everything under it.  Jansson caps nesting at
- * JSON_PARSER_MAX_DEPTH (2048), which bounds this recursion. */
-static void push_value(lua_State *L, json_t *v) {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        luaL_checkstack(L, 3, "JSON nested too deeply");
-        lua_createtable(L, 0, size_hint(json_object_size(v)));
-        for (void *it = json_object_iter(v); it; it = json_object_iter_next(v, it)) {
-            lua_pushlstring(L, json_object_iter_key(it),
-                            json_object_iter_key_len(it)); /* Stack: table, key */
-            push_value(L, json_object_iter_value(it));     /* Stack: table, key, value */
-            lua_rawset(L, -3);                             /* Stack: table */
-        }
-        break;
-    case JSON_ARRAY: {
-        size_t n = json_array_size(v);
-
-        luaL_checkstack(L, 3, "JSON nested too deeply");
-        lua_createtable(L, size_hint(n), 0);
-        for (size_t i = 0; i < n; i++) {
-            push_value(L, json_array_get(v, i));           /* Stack: table, value */
-            lua_rawseti(L, -2, (lua_Integer)i + 1);        /* Stack: table */
-        }
-        /* The metatable is what lets an empty array encode as [] again. */
-        lua_getfield(L, LUA_REGISTRYINDEX, JSON_ARRAY_MT); /* Stack: table, mt */
-        lua_setmetatable(L, -2);                           /* Stack: table */
-        break;
-    }
-    case JSON_STRING:
-        lua_pushlstring(L, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        lua_pushinteger(L, (lua_Integer)json_integer_value(v));
-        break;
-    case JSON_REAL:
-        lua_pushnumber(L, (lua_Number)json_real_value(v));
-        break;
-    case JSON_TRUE:
-        lua_pushboolean(L, 1);
-        break;
-    case JSON_FALSE:
-        lua_pushboolean(L, 0);
-        break;
-    case JSON_NULL:
-        json_push_null(L);
-        break;
-    }
-}
-
-/* Runs under lua_pcall: a memory error while building tables then comes back
- * to json_decode as a return code instead of aborting the host, and the
- * jansson tree is still freed. */
-static int push_tree(lua_State *L) {
-    push_value(L, lua_touserdata(L, 1));
-    return 1;
-}
-
-int json_decode(lua_State *L, const char *buf, size_t len, char *errbuf,
-                size_t errlen) {
-    json_error_t jerr;
-    json_t *root;
-    size_t mark = arena.used; /* where the document we are inside ends */
-    int rc = -1, was_on = arena.on;
-
-    if (!arena.buf) arena.buf = malloc(ARENA_SIZE);
-    arena.on = arena.buf != NULL;
-    root = json_loadb(buf, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    arena.on = was_on;
-    if (!root) {
-        arena.used = mark;
-        snprintf(errbuf, errlen, "invalid JSON at line %d, column %d (byte %d): %s",
-                 jerr.line, jerr.column, jerr.position, jerr.text);
-        return -1;
-    }
-    if (!lua_checkstack(L, 2)) {
-        snprintf(errbuf, errlen, "cannot decode JSON: Lua stack overflow");
-        goto done;
-    }
-    lua_pushcfunction(L, push_tree);
-    lua_pushlightuserdata(L, root);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
-        /* The error object is a string: a memory error or luaL_checkstack's. */
-        snprintf(errbuf, errlen, "cannot decode JSON: %s", lua_tostring(L, -1));
-        lua_pop(L, 1);
-        goto done;
-    }
-    rc = 0;
-done:
-    json_decref(root);
-    arena.used = mark;
-    return rc;
 }
 
 /* Encoding.  Only raw, non-raising Lua API calls are used here, so that

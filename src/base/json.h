@@ -1,4 +1,5 @@
-/* json.h - JSON payloads to Lua values and back, through jansson.
+/* json.h - JSON payloads to Lua values (json_decode.c) and back (json.c,
+ * through jansson).
  *
  * Used by the message pipeline (decode each payload, encode what handlers
  * publish) and by the luka.json Lua API. */
