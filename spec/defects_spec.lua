@@ -4,19 +4,7 @@
 -- themselves, and a decoder entered again from a finalizer.
 local H = require "support.helper"
 
--- Runs a test-kit spec next to app.lua (both given as text) and returns
--- busted's result through `luka test`.
-local function luka_test(app, spec)
-  local dir = H.tmpdir()
-  H.write_file(dir .. "/app.lua", app)
-  H.write_file(dir .. "/x_spec.lua", spec)
-  return H.run(("cd %s && %s test ."):format(H.q(dir), H.luka))
-end
-
-local function assert_passed(r, n)
-  assert.equal(0, r.code, r.stdout .. r.stderr)
-  assert.truthy(r.stdout:find(n .. " success", 1, true), r.stdout .. r.stderr)
-end
+local luka_test, assert_passed = H.luka_test, H.assert_luka_test_passed
 
 describe("a user call after a failed one", function()
   it("keys dedup by the message, not by the previous failure's error", function()

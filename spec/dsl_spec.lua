@@ -119,7 +119,8 @@ luka.broker { brokers = "localhost:9092", client_id = "crm",
 
     it("gives an empty broker record when no broker is declared", function()
       local r = app ""
-      assert.same({ broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {} }, r)
+      assert.same({ broker = { config = {} }, runtime = { timeout = 30000 }, publishers = {},
+                    endpoints = {}, topics = {} }, r)
     end)
 
     it("keeps declaration order for publishers and endpoints", function()
@@ -182,8 +183,8 @@ luka.channel "notifications" { topic = "crm_notifications", group = "crm", handl
     it("starts empty again after reset", function()
       app [[luka.publisher "orders" {}]]
       dsl.reset()
-      assert.same({ broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {} },
-                  dsl.registry())
+      assert.same({ broker = { config = {} }, runtime = { timeout = 30000 }, publishers = {},
+                    endpoints = {}, topics = {} }, dsl.registry())
     end)
 
     it("does not share default config tables between records", function()

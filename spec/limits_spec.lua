@@ -3,12 +3,7 @@
 -- reported sensibly; each failure then follows the endpoint's policy.
 local H = require "support.helper"
 
-local function run(app, spec)
-  local dir = H.tmpdir()
-  H.write_file(dir .. "/app.lua", app)
-  H.write_file(dir .. "/x_spec.lua", spec)
-  return H.run(("cd %s && %s test ."):format(H.q(dir), H.luka), { timeout = 60 })
-end
+local function run(app, spec) return H.luka_test(app, spec, 60) end
 
 describe("handler limits", function()
   it("stop a handler past its timeout, and one past the memory limit, and the host goes on", function()

@@ -24,15 +24,9 @@ local function run(path, out, args)
     { env = { OUT = out } })
 end
 
-local function lines(out)
-  local r = {}
-  for i, l in ipairs(H.read_lines(out)) do r[i] = H.json_decode(l) end
-  return r
-end
-
+local lines = H.jsonl
 local function wait_lines(out, n, what, timeout)
-  return H.wait_until(function() local r = lines(out); return #r >= n and r end,
-    timeout or 30, what or (n .. " handler calls"))
+  return H.wait_jsonl(out, n, what or (n .. " handler calls"), timeout)
 end
 
 local function produce(topic, ns, partition)

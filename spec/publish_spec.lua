@@ -3,18 +3,7 @@
 -- Lua runs waits for the loop; a refused option leaks nothing.
 local H = require "support.helper"
 
--- Runs `luka test` on spec (a busted file) next to app (an app script).
-local function luka_test(app, spec)
-  local dir = H.tmpdir()
-  H.write_file(dir .. "/app.lua", app)
-  H.write_file(dir .. "/x_spec.lua", spec)
-  return H.run(("cd %s && %s test ."):format(H.q(dir), H.luka), { timeout = 120 })
-end
-
-local function assert_passes(r, n)
-  assert.equal(0, r.code, r.stdout .. r.stderr)
-  assert.truthy(r.stdout:find(n .. " success", 1, true), r.stdout .. r.stderr)
-end
+local luka_test, assert_passes = H.luka_test, H.assert_luka_test_passed
 
 describe("delivery reports", function()
   it("match the stage that published: a handler output failing after the dead letter was sent does not fail the error channel", function()

@@ -12,18 +12,8 @@ local function run(app, env, args)
 end
 
 -- The records the record fixture wrote to path.
-local function records(path)
-  local out = {}
-  for i, line in ipairs(H.read_lines(path)) do out[i] = H.json_decode(line) end
-  return out
-end
-
-local function wait_records(path, n, what, timeout)
-  return H.wait_until(function()
-    local r = records(path)
-    return #r >= n and r
-  end, timeout or 20, what or (n .. " records"))
-end
+local records = H.jsonl
+local function wait_records(path, n, what, timeout) return H.wait_jsonl(path, n, what, timeout or 20) end
 
 local function numbered(from, to, nkeys)
   local msgs = {}

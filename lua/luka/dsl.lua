@@ -361,9 +361,8 @@ local state
 -- luka.publish may name), endpoint_names consumer and channel names; pending
 -- holds names whose options table never came (`luka.consumer "x"` alone).
 function M.reset()
-  state = { broker = { config = {} }, runtime = assert(parse("runtime", nil, {})), publishers = {},
-            endpoints = {}, topics = {}, targets = {}, endpoint_names = {}, topic_names = {},
-            pending = {} }
+  state = { broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {},
+            targets = {}, endpoint_names = {}, topic_names = {}, pending = {} }
 end
 M.reset()
 
@@ -470,7 +469,9 @@ end)
 function M.registry()
   local _, unfinished = next(state.pending)
   if unfinished then error(unfinished, 0) end
-  return { broker = state.broker, runtime = state.runtime, publishers = state.publishers,
+  -- An app that never declared luka.runtime gets its defaults too.
+  local runtime = state.runtime.where and state.runtime or assert(parse("runtime", nil, {}))
+  return { broker = state.broker, runtime = runtime, publishers = state.publishers,
            endpoints = state.endpoints, topics = state.topics }
 end
 

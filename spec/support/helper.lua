@@ -525,6 +525,39 @@ function H.node(script, args, opts)
 end
 
 -- ---------------------------------------------------------------------
+-- Records and the test kit
+
+-- The JSON lines at path, decoded, in order ({} while there is no file).
+function H.jsonl(path)
+  local out = {}
+  for i, line in ipairs(H.read_lines(path)) do out[i] = H.json_decode(line) end
+  return out
+end
+
+-- Waits until path holds at least n JSON lines; returns them.
+function H.wait_jsonl(path, n, what, timeout)
+  return H.wait_until(function()
+    local r = H.jsonl(path)
+    return #r >= n and r
+  end, timeout or 30, what or (n .. " records"))
+end
+
+-- Runs `luka test` on spec (a busted file's text) next to app (an app
+-- script's text), in a fresh directory; returns H.run's result.
+function H.luka_test(app, spec, timeout)
+  local dir = H.tmpdir()
+  H.write_file(dir .. "/app.lua", app)
+  H.write_file(dir .. "/x_spec.lua", spec)
+  return H.run(("cd %s && %s test ."):format(H.q(dir), H.luka), { timeout = timeout or 120 })
+end
+
+-- Asserts that a `luka test` run passed, with n successes.
+function H.assert_luka_test_passed(r, n)
+  assert(r.code == 0, r.stdout .. r.stderr)
+  assert(r.stdout:find(n .. " success", 1, true), r.stdout .. r.stderr)
+end
+
+-- ---------------------------------------------------------------------
 -- Cleanup
 
 -- Stops every process still running (TERM, then KILL) and removes temp

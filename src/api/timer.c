@@ -16,6 +16,7 @@
 #include "app/app.h"
 #include "base/log.h"
 #include "lua/script.h"
+#include "lua/state.h"
 
 #define TIMER_MT "luka.timer"
 #define TIMERS_MT "luka.timers"
@@ -36,17 +37,12 @@ static int close_all(lua_State *L);
 /* The registry's table of live timers, made on first use with the
  * finalizer that stops them when the state closes. */
 static void push_timers(lua_State *L) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &TIMERS_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        if (luaL_newmetatable(L, TIMERS_MT)) {
-            lua_pushcfunction(L, close_all);
-            lua_setfield(L, -2, "__gc");
-        }
-        lua_setmetatable(L, -2);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &TIMERS_KEY);
+    if (!state_registry_table(L, &TIMERS_KEY)) return;
+    if (luaL_newmetatable(L, TIMERS_MT)) {
+        lua_pushcfunction(L, close_all);
+        lua_setfield(L, -2, "__gc");
     }
+    lua_setmetatable(L, -2);
 }
 
 static void free_timer(uv_handle_t *h) { free(h->data); }

@@ -295,17 +295,7 @@ static void push_record(lua_State *L, const record_t *r) {
             lua_pushlstring(L, r->value, r->len);
         lua_setfield(L, -2, "payload");
     }
-    lua_newtable(L);
-    if (r->headers) {
-        const char *name;
-        const void *val;
-        size_t size;
-        for (size_t i = 0; !rd_kafka_header_get_all(r->headers, i, &name, &val, &size); i++) {
-            if (val) lua_pushlstring(L, val, size);
-            else json_push_null(L);
-            lua_setfield(L, -2, name);
-        }
-    }
+    meta_push_headers(L, r->headers);
     lua_setfield(L, -2, "headers");
 }
 

@@ -149,6 +149,23 @@ char *kafka_brokers(const char *flag, const app_t *app) {
     return strdup(b);
 }
 
+int kafka_rebalance_apply(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                          rd_kafka_topic_partition_list_t *parts, char *errbuf, size_t errlen) {
+    int assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
+
+    if (strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0)
+        error = assign ? rd_kafka_incremental_assign(rk, parts)
+                       : rd_kafka_incremental_unassign(rk, parts);
+    else
+        aerr = rd_kafka_assign(rk, assign ? parts : NULL);
+    if (!error && !aerr) return 0;
+    snprintf(errbuf, errlen, "%s", error ? rd_kafka_error_string(error) : rd_kafka_err2str(aerr));
+    if (error) rd_kafka_error_destroy(error);
+    return -1;
+}
+
 int kafka_wake_open(kafka_wake_t *w, uv_loop_t *loop, rd_kafka_queue_t *q, uv_poll_cb cb,
                     void *data, char *errbuf, size_t errlen) {
     /* The write end must not block: librdkafka writes from its threads. */

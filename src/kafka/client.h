@@ -54,6 +54,13 @@ int kafka_check_config(const kafka_env_t *env, char *errbuf, size_t errlen);
  * luka.broker, else KAFKA_BROKERS, else localhost:9092. */
 char *kafka_brokers(const char *flag, const app_t *app);
 
+/* Carry out a rebalance (err: assign or revoke parts) with the calls its
+ * protocol needs, eager or cooperative.  Returns 0, or -1 with why
+ * librdkafka refused it in errbuf (after the group session was lost, say:
+ * what is fetched then no longer matches the caller's records). */
+int kafka_rebalance_apply(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                          rd_kafka_topic_partition_list_t *parts, char *errbuf, size_t errlen);
+
 /* A client queue's wake-up: librdkafka writes to a pipe when the queue
  * goes from empty to non-empty, and the loop polls the pipe. */
 typedef struct kafka_wake {

@@ -47,7 +47,6 @@ static void on_tick(uv_timer_t *t) { drain(t->data); }
 static void store_offsets(endpoint_t *ep) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
     rd_kafka_resp_err_t err;
-    int first = 0;
 
     uv_check_stop(&ep->store);
     if (ep->left) {
@@ -57,7 +56,6 @@ static void store_offsets(endpoint_t *ep) {
     for (int i = 0; i < ep->nparts; i++) {
         offsets_t *o = ep->parts[i]->offsets;
         if (o->commit <= o->stored) continue;
-        first |= o->stored < 0;
         rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
     }
     if (l->cnt && ep->rk && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
@@ -68,11 +66,6 @@ static void store_offsets(endpoint_t *ep) {
         if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
     }
     rd_kafka_topic_partition_list_destroy(l);
-    /* The first done offset of an assignment is committed at once, not
-     * up to auto.commit.interval.ms later: a consumer that dies early
-     * then replays less, and the group's lag shows progress from the
-     * start. */
-    if (first && ep->rk) rd_kafka_commit(ep->rk, NULL, 1);
 }
 
 static void on_store(uv_check_t *c) { store_offsets(c->data); }
@@ -304,34 +297,22 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     endpoint_t *ep = opaque;
-    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    rd_kafka_error_t *error = NULL;
-    rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    char list[1024];
+    int assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    char list[1024], why[512];
 
     log_partitions(parts, list, sizeof(list));
     ep->flow.stats.rebalances++;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "%s %s", assign ? "assigned" : "revoked",
+           parts->cnt ? list : "nothing");
+    if (assign) {
         ep->joined = 1;
-        log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "assigned %s", parts->cnt ? list : "nothing");
         assign_parts(ep, parts);
-        if (cooperative) error = rd_kafka_incremental_assign(rk, parts);
-        else aerr = rd_kafka_assign(rk, parts);
     } else {
-        log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "revoked %s", parts->cnt ? list : "nothing");
         revoke_parts(ep, parts);
-        if (cooperative) error = rd_kafka_incremental_unassign(rk, parts);
-        else aerr = rd_kafka_assign(rk, NULL);
     }
-    /* librdkafka can refuse an assignment change (after the group session
-     * was lost, say); what it fetches then no longer matches our partition
-     * records, and the operator must hear of it. */
-    if (error || aerr)
+    if (kafka_rebalance_apply(rk, err, parts, why, sizeof(why)))
         log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "%s %s: %s",
-               err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS ? "assigning" : "unassigning",
-               parts->cnt ? list : "nothing",
-               error ? rd_kafka_error_string(error) : rd_kafka_err2str(aerr));
-    if (error) rd_kafka_error_destroy(error);
+               assign ? "assigning" : "unassigning", parts->cnt ? list : "nothing", why);
 }
 
 /* Served on the loop thread, like every callback of this consumer. */

@@ -53,19 +53,21 @@ void meta_push(lua_State *L, const message_t *m, int attempt) {
         lua_setmetatable(L, -2);
         return;
     }
-    lua_createtable(L, 0, (int)rd_kafka_header_cnt(m->headers));
-    {
-        const char *name;
-        const void *val;
-        size_t size;
-        for (size_t i = 0; !rd_kafka_header_get_all(m->headers, i, &name, &val, &size); i++) {
-            if (val) lua_pushlstring(L, val, size);
-            else json_push_null(L);
-            lua_setfield(L, -2, name);
-        }
-    }
+    meta_push_headers(L, m->headers);
     /* Stack: meta, headers */
     if (lua_getfield(L, -1, "id") == LUA_TSTRING) lua_setfield(L, -3, "id");
     else lua_pop(L, 1);
     lua_setfield(L, -2, "headers");
+}
+
+void meta_push_headers(lua_State *L, const rd_kafka_headers_t *hdrs) {
+    const char *name;
+    const void *val;
+    size_t size;
+    lua_createtable(L, 0, hdrs ? (int)rd_kafka_header_cnt(hdrs) : 0);
+    for (size_t i = 0; hdrs && !rd_kafka_header_get_all(hdrs, i, &name, &val, &size); i++) {
+        if (val) lua_pushlstring(L, val, size);
+        else json_push_null(L);
+        lua_setfield(L, -2, name);
+    }
 }

@@ -11,4 +11,8 @@
  * Stack: ... -> ..., meta */
 void meta_push(lua_State *L, const message_t *m, int attempt);
 
+/* Push a name -> value table of hdrs (may be NULL); of repeated names the
+ * last wins, and a header without a value is luka.null. */
+void meta_push_headers(lua_State *L, const rd_kafka_headers_t *hdrs);
+
 #endif

@@ -69,14 +69,16 @@ void state_set_memory_limit(lua_State *L, size_t limit) {
     ((mem_t *)ud)->limit = limit;
 }
 
-void state_push_luka_state(lua_State *L) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &STATE_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &STATE_KEY);
-    }
+int state_registry_table(lua_State *L, const void *key) {
+    if (lua_rawgetp(L, LUA_REGISTRYINDEX, key) == LUA_TTABLE) return 0;
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, key);
+    return 1;
 }
+
+void state_push_luka_state(lua_State *L) { state_registry_table(L, &STATE_KEY); }
 
 int state_set_luka_state(lua_State *L, const char *json, size_t len, char *errbuf, size_t errlen) {
     if (json_decode(L, json, len, errbuf, errlen) != 0) return -1;
@@ -97,14 +99,7 @@ char *state_get_luka_state(lua_State *L, size_t *len, char *errbuf, size_t errle
     return json;
 }
 
-void state_push_deferred(lua_State *L) {
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &DEFERRED_KEY) != LUA_TTABLE) {
-        lua_pop(L, 1);
-        lua_newtable(L);
-        lua_pushvalue(L, -1);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &DEFERRED_KEY);
-    }
-}
+void state_push_deferred(lua_State *L) { state_registry_table(L, &DEFERRED_KEY); }
 
 void state_clear_deferred(lua_State *L) {
     lua_pushnil(L);

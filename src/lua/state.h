@@ -22,6 +22,10 @@ size_t state_memory(lua_State *L);
  * (see script_active): the code gets a memory error, the host goes on. */
 void state_set_memory_limit(lua_State *L, size_t limit);
 
+/* Push the registry's table at key, made on first use: returns 1 when it
+ * was made now. */
+int state_registry_table(lua_State *L, const void *key);
+
 /* Push luka.state, making it on first use. */
 void state_push_luka_state(lua_State *L);
 
