@@ -143,3 +143,25 @@ luka.consumer "c" { topics = { "nest_in" },
     assert.equal(0, p.stop(), log)
   end)
 end)
+
+describe("luka.publish options", function()
+  it("refuses an unknown option with the nearest one it takes, and sends nothing", function()
+    local r = luka_test([[
+local luka = require "luka"
+luka.publisher "out" {}
+luka.consumer "c" { topics = { "in" }, final_failure = "ignore",
+  handle = function(msg) luka.publish("out", msg, { kye = "k-1" }) end }
+]], [[
+local test = require "luka.test"
+it("fails the message with the nearest name", function()
+  local app = test.load("app.lua")
+  local r = app:deliver("c", { n = 1 })
+  assert.equal("ignored", r.outcome)
+  assert.matches("unknown option 'kye'; did you mean 'key'%?", r.error)
+  assert.equal(0, #r.published)
+  app:close()
+end)
+]])
+    assert_passes(r, 1)
+  end)
+end)
