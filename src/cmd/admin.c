@@ -12,6 +12,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "base/cliopt.h"
+#include "base/table.h"
 #include "api/lapi.h"
 #include "kafka/client.h"
 #include "runtime/host.h"
@@ -30,41 +31,6 @@ typedef struct admin {
     int timeout_ms;
     rd_kafka_t *rk; /* a producer handle serves every admin call */
 } admin_t;
-
-/* A table of strings printed with aligned columns. */
-typedef struct table {
-    char **cells;
-    int ncols, n, cap;
-} table_t;
-
-static void cell(table_t *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void cell(table_t *t, const char *fmt, ...) {
-    va_list ap;
-    char buf[512];
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (t->n == t->cap) {
-        t->cap = t->cap ? t->cap * 2 : 64;
-        t->cells = realloc(t->cells, t->cap * sizeof(*t->cells));
-    }
-    t->cells[t->n++] = strdup(buf);
-}
-
-static void table_print(table_t *t) {
-    int width[16] = {0};
-    for (int i = 0; i < t->n; i++) {
-        int w = (int)strlen(t->cells[i]);
-        if (w > width[i % t->ncols]) width[i % t->ncols] = w;
-    }
-    for (int i = 0; i < t->n; i++) {
-        int last = i % t->ncols == t->ncols - 1;
-        printf("%-*s%s", last ? 0 : width[i % t->ncols], t->cells[i], last ? "\n" : "  ");
-    }
-    for (int i = 0; i < t->n; i++) free(t->cells[i]);
-    free(t->cells);
-}
 
 /* Command-line options of topics and lag, declared once. */
 enum { OPT_BROKERS, OPT_TIMEOUT, OPT_APPLY, OPT_CHECK, NOPTS };
@@ -462,24 +428,24 @@ int admin_topics(int argc, char **argv) {
     if (!(md = metadata(&a))) goto done;
     configs = describe_configs(&a, md, why, sizeof(why));
 
-    cell(&t, "TOPIC"), cell(&t, "EXISTS"), cell(&t, "PARTITIONS"), cell(&t, "DECLARED");
-    cell(&t, "REPLICATION"), cell(&t, "DECLARED");
+    table_cell(&t, "TOPIC"), table_cell(&t, "EXISTS"), table_cell(&t, "PARTITIONS");
+    table_cell(&t, "DECLARED"), table_cell(&t, "REPLICATION"), table_cell(&t, "DECLARED");
     for (int i = 0; i < app->ntopics; i++) {
         const topic_conf_t *tc = &app->topics[i];
         const rd_kafka_metadata_topic_t *mt = find_topic(md, tc->name);
         int rmin = 0, rmax = 0;
         if (mt) replication(mt, &rmin, &rmax);
-        cell(&t, "%s", tc->name);
-        cell(&t, "%s", mt ? "yes" : "no");
-        if (mt) cell(&t, "%d", mt->partition_cnt);
-        else cell(&t, "-");
-        if (tc->partitions > 0) cell(&t, "%d", tc->partitions);
-        else cell(&t, "default");
-        if (!mt) cell(&t, "-");
-        else if (rmin == rmax) cell(&t, "%d", rmin);
-        else cell(&t, "%d-%d", rmin, rmax);
-        if (tc->replication > 0) cell(&t, "%d", tc->replication);
-        else cell(&t, "default");
+        table_cell(&t, "%s", tc->name);
+        table_cell(&t, "%s", mt ? "yes" : "no");
+        if (mt) table_cell(&t, "%d", mt->partition_cnt);
+        else table_cell(&t, "-");
+        if (tc->partitions > 0) table_cell(&t, "%d", tc->partitions);
+        else table_cell(&t, "default");
+        if (!mt) table_cell(&t, "-");
+        else if (rmin == rmax) table_cell(&t, "%d", rmin);
+        else table_cell(&t, "%d-%d", rmin, rmax);
+        if (tc->replication > 0) table_cell(&t, "%d", tc->replication);
+        else table_cell(&t, "default");
     }
     table_print(&t);
 
@@ -574,8 +540,8 @@ static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, tabl
         const rd_kafka_metadata_topic_t *mt;
         if (listed(a->app, index, ep->group, ep->topics[k])) continue;
         if (!(mt = find_topic(md, ep->topics[k]))) {
-            cell(t, "%s", ep->group), cell(t, "%s", ep->topics[k]), cell(t, "-"), cell(t, "-");
-            cell(t, "-"), cell(t, "-"), cell(t, "%s (topic does not exist)", ep->name);
+            table_cell(t, "%s", ep->group), table_cell(t, "%s", ep->topics[k]), table_cell(t, "-"), table_cell(t, "-");
+            table_cell(t, "-"), table_cell(t, "-"), table_cell(t, "%s (topic does not exist)", ep->name);
             continue;
         }
         for (int p = 0; p < mt->partition_cnt; p++)
@@ -601,23 +567,23 @@ static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, tabl
     for (int i = 0; i < parts->cnt; i++) {
         const rd_kafka_topic_partition_t *p = &parts->elems[i];
         int64_t lo, hi;
-        cell(t, "%s", ep->group), cell(t, "%s", p->topic), cell(t, "%d", (int)p->partition);
-        if (p->err == 0 && p->offset >= 0) cell(t, "%lld", (long long)p->offset);
-        else cell(t, "-");
+        table_cell(t, "%s", ep->group), table_cell(t, "%s", p->topic), table_cell(t, "%d", (int)p->partition);
+        if (p->err == 0 && p->offset >= 0) table_cell(t, "%lld", (long long)p->offset);
+        else table_cell(t, "-");
         err = rd_kafka_query_watermark_offsets(a->rk, p->topic, p->partition, &lo, &hi,
                                                a->timeout_ms);
         if (err) {
             fprintf(stderr, "luka: %s[%d]: cannot read the log end offset: %s\n", p->topic,
                     (int)p->partition, rd_kafka_err2str(err));
-            cell(t, "?"), cell(t, "?");
+            table_cell(t, "?"), table_cell(t, "?");
             rc = -1;
         } else {
-            cell(t, "%lld", (long long)hi);
+            table_cell(t, "%lld", (long long)hi);
             if (p->err == 0 && p->offset >= 0)
-                cell(t, "%lld", (long long)(hi > p->offset ? hi - p->offset : 0));
-            else cell(t, "-");
+                table_cell(t, "%lld", (long long)(hi > p->offset ? hi - p->offset : 0));
+            else table_cell(t, "-");
         }
-        cell(t, "%s", ep->name);
+        table_cell(t, "%s", ep->name);
     }
 done:
     if (consumer) {
@@ -643,8 +609,8 @@ int admin_lag(int argc, char **argv) {
         goto done;
     }
     if (!(md = metadata(&a))) goto done;
-    cell(&t, "GROUP"), cell(&t, "TOPIC"), cell(&t, "PARTITION"), cell(&t, "CURRENT-OFFSET");
-    cell(&t, "LOG-END-OFFSET"), cell(&t, "LAG"), cell(&t, "ENDPOINT");
+    table_cell(&t, "GROUP"), table_cell(&t, "TOPIC"), table_cell(&t, "PARTITION"), table_cell(&t, "CURRENT-OFFSET");
+    table_cell(&t, "LOG-END-OFFSET"), table_cell(&t, "LAG"), table_cell(&t, "ENDPOINT");
     rc = 0;
     for (int i = 0; i < a.app->neps; i++)
         if (group_rows(&a, md, i, &t)) rc = 1;
