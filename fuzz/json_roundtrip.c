@@ -1,4 +1,4 @@
-/* json_roundtrip.c - libFuzzer harness for src/json.c: any bytes go through
+/* json_roundtrip.c - libFuzzer harness for src/base/json_decode.c and src/base/json.c: any bytes go through
  * json_decode; whatever decodes must encode again with json_encode, and
  * decoding that text must give a Lua value equal to the first: same types
  * (integer and float told apart), same strings byte for byte, same keys,
@@ -11,79 +11,8 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
-#include "base/json.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static void fail(const char *what, const char *detail) {
-    fprintf(stderr, "json_roundtrip: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-    abort();
-}
-
-static int is_array(lua_State *L, int idx) {
-    int yes;
-    if (!lua_getmetatable(L, idx)) return 0;
-    luaL_getmetatable(L, JSON_ARRAY_MT);
-    yes = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return yes;
-}
-
-static int count_keys(lua_State *L, int idx) {
-    int n = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) n++, lua_pop(L, 1);
-    return n;
-}
-
-/* Whether the values at a and b (absolute indices) are equal as the JSON
- * they came from.  Recursion depth is bounded by jansson's parser depth. */
-static int same(lua_State *L, int a, int b) {
-    int t = lua_type(L, a), ok = 1;
-
-    if (t != lua_type(L, b)) return 0;
-    switch (t) {
-    case LUA_TNUMBER:
-        if (lua_isinteger(L, a) != lua_isinteger(L, b)) return 0;
-        if (lua_isinteger(L, a)) return lua_tointeger(L, a) == lua_tointeger(L, b);
-        return lua_tonumber(L, a) == lua_tonumber(L, b);
-    case LUA_TSTRING: {
-        size_t la, lb;
-        const char *sa = lua_tolstring(L, a, &la), *sb = lua_tolstring(L, b, &lb);
-        return la == lb && memcmp(sa, sb, la) == 0;
-    }
-    case LUA_TBOOLEAN:
-        return lua_toboolean(L, a) == lua_toboolean(L, b);
-    case LUA_TLIGHTUSERDATA:
-        return lua_touserdata(L, a) == lua_touserdata(L, b);
-    case LUA_TTABLE:
-        if (is_array(L, a) != is_array(L, b)) return 0;
-        if (count_keys(L, a) != count_keys(L, b)) return 0;
-        luaL_checkstack(L, 4, "nesting");
-        lua_pushnil(L);
-        /* Stack: key */
-        while (ok && lua_next(L, a)) {
-            /* Stack: key, value-in-a */
-            lua_pushvalue(L, -2);
-            lua_rawget(L, b); /* Stack: key, value-in-a, value-in-b */
-            ok = same(L, lua_gettop(L) - 1, lua_gettop(L));
-            lua_pop(L, 2);
-        }
-        if (!ok) lua_pop(L, 1); /* the key lua_next left */
-        return ok;
-    default:
-        return 0;
-    }
-}
-
-static lua_State *state(void) {
-    static lua_State *L;
-    if (!L) {
-        L = luaL_newstate();
-        json_init(L);
-    }
-    return L;
-}
+#define HARNESS "json_roundtrip"
+#include "harness.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_State *L = state();

@@ -20,11 +20,11 @@
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
-#include "base/json.h"
+#define HARNESS "meta_headers"
+#include "harness.h"
 #include "base/message.h"
 #include "lua/meta.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 typedef struct {
     const uint8_t *p;
@@ -49,11 +49,6 @@ static const char *take_bytes(reader_t *r, size_t n, size_t *got) {
     return s;
 }
 
-static void fail(const char *what, const char *detail) {
-    fprintf(stderr, "meta_headers: %s%s%s\n", what, detail ? ": " : "", detail ? detail : "");
-    abort();
-}
-
 static void expect_integer(lua_State *L, const char *field, int64_t want) {
     if (lua_getfield(L, -1, field) != LUA_TNUMBER || !lua_isinteger(L, -1) ||
         lua_tointeger(L, -1) != want)
@@ -67,15 +62,6 @@ static void expect_bytes(lua_State *L, int idx, const char *want, size_t len, co
     if (lua_type(L, idx) != LUA_TSTRING) fail("not a string", what);
     s = lua_tolstring(L, idx, &got);
     if (got != len || memcmp(s, want, len) != 0) fail("wrong bytes", what);
-}
-
-static lua_State *state(void) {
-    static lua_State *L;
-    if (!L) {
-        L = luaL_newstate();
-        json_init(L);
-    }
-    return L;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
