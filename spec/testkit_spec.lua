@@ -285,4 +285,29 @@ end)
     local r = H.run(("cd %s && %s test ."):format(H.q(dir), H.luka), { timeout = 60 })
     H.assert_luka_test_passed(r, 5)
   end)
+  it("repeats instant retries in every delayed round: (1 + instant) x (1 + attempts) calls", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", [[
+local luka = require "luka"
+local function failing() error("no") end
+luka.consumer "a" { topics = { "a" }, retry = { instant = 1, delayed = { initial = "1s", attempts = 3 } },
+  final_failure = "ignore", handle = failing }
+luka.consumer "b" { topics = { "b" }, retry = { instant = 2, delayed = { initial = "1s", attempts = 2 } },
+  final_failure = "ignore", handle = failing }
+luka.consumer "c" { topics = { "c" }, retry = { instant = 3 }, final_failure = "ignore", handle = failing }
+]])
+    H.write_file(dir .. "/x_spec.lua", [[
+local test = require "luka.test"
+it("counts the calls", function()
+  local app = test.load("app.lua")
+  local r = app:deliver("a", {})
+  assert.equal(8, r.attempts)           -- (1 + 1) x (1 + 3)
+  assert.same({ 1000, 2000, 4000 }, r.retries)
+  assert.equal(9, app:deliver("b", {}).attempts)  -- (1 + 2) x (1 + 2)
+  assert.equal(4, app:deliver("c", {}).attempts)  -- (1 + 3) x 1
+  app:close()
+end)
+]])
+    H.assert_luka_test_passed(H.run(("cd %s && %s test ."):format(H.q(dir), H.luka)), 1)
+  end)
 end)
