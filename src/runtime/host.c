@@ -348,7 +348,8 @@ static int by_text(const void *a, const void *b) {
 static void print_env_properties(FILE *out) {
     env_lines_t l = {0};
     kafka_env_each(add_env_line, &l);
-    if (l.n) fputs("  librdkafka properties from LUKA_KAFKA_*, on every client:\n", out);
+    if (!l.n) return;
+    fputs("  librdkafka properties from LUKA_KAFKA_*, on every client:\n", out);
     qsort(l.lines, (size_t)l.n, sizeof(char *), by_text);
     for (int i = 0; i < l.n; i++) {
         fprintf(out, "%s\n", l.lines[i]);
