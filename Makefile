@@ -27,7 +27,7 @@ BUILD    ?= build
 OBJ      := $(SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/embed.o
 BIN      ?= luka
 
-.PHONY: all setup setup-test pkgcheck lint run test asan test-asan bench clean
+.PHONY: all setup setup-test pkgcheck lint run test asan test-asan bench clean fresh-check
 
 all: $(BIN)
 
@@ -86,6 +86,11 @@ bench: setup-test
 
 clean:
 	rm -rf build $(BIN) luka-asan
+
+# The set-up proved on a fresh Debian bookworm root (scripts/fresh-check):
+# minutes and about a gigabyte of packages, so not part of `make test`.
+fresh-check:
+	scripts/fresh-check
 
 # Reliability checks (README.md, "Reliability").  `make fuzz` builds a libFuzzer
 # harness per fuzz/*.c against luka's objects, replays the crashes kept in

@@ -147,4 +147,84 @@ luka.consumer "c" { topics = { "t" }, handle = function() end,
     assert.equal(1, code)
     assert.truthy(err:find("timed out", 1, true), err)
   end)
+  it("prints each endpoint's policies: timeout, retries with their backoffs, error channel, final failure, dedup", function()
+    local code, out, err = check([[
+local luka = require "luka"
+luka.publisher "dead" { topic = "orders_dlt" }
+luka.consumer "orders" { topics = { "orders" }, timeout = "5s",
+  retry = { instant = 1, delayed = { initial = "500ms", multiplier = 3, max = "10s", attempts = 4, jitter = true } },
+  error_channel = "dead", final_failure = "resend",
+  dedup = { key = "orderId", ttl = "2h", store = "sqlite:dedup.db" },
+  handle = function() end }
+luka.consumer "audit" { topics = { "orders" }, error_channel = function() end, final_failure = "ignore",
+  dedup = { header = "x-request-id", max_entries = 500 }, handle = function() end }
+luka.channel "plain" { handle = function() end }
+]])
+    assert.equal(0, code, err)
+    local expected = {
+      "  consumer orders <- topics orders, group orders, format json   (app.lua:3)\n" ..
+      "      timeout: 5s\n" ..
+      "      retry: 1 instant, 4 delayed after 500ms, 1500ms, 4500ms, 10s (x3, max 10s, jitter up to half off): up to 10 calls\n" ..
+      "      error channel: publisher dead (topic orders_dlt)\n" ..
+      "      final failure: resend\n" ..
+      "      dedup: key from field orderId, store sqlite:dedup.db, ttl 2h\n",
+      "  consumer audit <- topics orders, group audit, format json   (app.lua:8)\n" ..
+      "      timeout: 30s\n" ..
+      "      retry: none (1 call)\n" ..
+      "      error channel: a function\n" ..
+      "      final failure: ignore\n" ..
+      "      dedup: key from header x-request-id, store memory (at most 500 keys), ttl 24h\n",
+      "  channel plain <- topics plain, group plain, format json   (app.lua:10)\n" ..
+      "      timeout: 30s\n" ..
+      "      retry: none (1 call)\n" ..
+      "      error channel: none\n" ..
+      "      final failure: stop\n" ..
+      "      dedup: off\n",
+    }
+    for _, block in ipairs(expected) do
+      assert.truthy(out:find(block, 1, true), ("expected\n%s\nin\n%s"):format(block, out))
+    end
+  end)
+
+  it("lists the librdkafka properties that came from LUKA_KAFKA_*, secrets masked", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", 'local luka = require "luka"\nluka.publisher "p" {}\n')
+    local r = H.run(("cd %s && LUKA_KAFKA_SASL_PASSWORD=hunter22 LUKA_KAFKA_SASL_USERNAME=app " ..
+      "LUKA_KAFKA_SECURITY_PROTOCOL=sasl_plaintext LUKA_KAFKA_SASL_MECHANISM=PLAIN %s check app.lua"):format(H.q(dir), H.luka))
+    assert.equal(0, r.code, r.stdout .. r.stderr)
+    local block = "  librdkafka properties from LUKA_KAFKA_*, on every client:\n" ..
+      "      sasl.mechanism = PLAIN   (LUKA_KAFKA_SASL_MECHANISM)\n" ..
+      "      sasl.password = ********   (LUKA_KAFKA_SASL_PASSWORD)\n" ..
+      "      sasl.username = app   (LUKA_KAFKA_SASL_USERNAME)\n" ..
+      "      security.protocol = sasl_plaintext   (LUKA_KAFKA_SECURITY_PROTOCOL)\n" ..
+      "ok\n"
+    assert.truthy(r.stdout:find(block, 1, true), r.stdout)
+    assert.falsy((r.stdout .. r.stderr):find("hunter22", 1, true), r.stdout .. r.stderr)
+  end)
+
+  it("never shows a dedup store's password: not in its topology, not in an error", function()
+    local code, out, err = check([[
+local luka = require "luka"
+luka.consumer "c" { topics = { "t" }, dedup = { store = "redis://app:s3cret@127.0.0.1:6379/0" }, handle = function() end }
+]])
+    assert.equal(0, code, err)
+    assert.truthy(out:find("store redis://app:********@127.0.0.1:6379/0, ttl 24h", 1, true), out)
+    assert.falsy(out:find("s3cret", 1, true), out)
+    code, out, err = check([[
+local luka = require "luka"
+luka.consumer "c" { topics = { "t" }, dedup = { store = "redis://:s3cret@host:6379/0x" }, handle = function() end }
+]])
+    assert.equal(1, code, out)
+    assert.truthy(err:find("got 'redis://:********@host:6379/0x'", 1, true), err)
+    assert.falsy(err:find("s3cret", 1, true), err)
+  end)
+
+  it("blanks a URL's password in any log line", function()
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", 'error("cannot reach redis://app:s3cret@10.0.0.1:6379/0 today")\n')
+    local r = H.run(("cd %s && %s run app.lua --brokers 127.0.0.1:1"):format(H.q(dir), H.luka), { timeout = 10 })
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stderr:find("redis://app:********@10.0.0.1:6379/0 today", 1, true), r.stderr)
+    assert.falsy(r.stderr:find("s3cret", 1, true), r.stderr)
+  end)
 end)

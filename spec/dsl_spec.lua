@@ -510,8 +510,34 @@ luka.channel "notifications" { handle = function() end }
         app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, retry = { instnat = 1 } }]]))
       assert.equal("app.lua:1: consumer 'c': option 'retry': option 'delayed': bad duration '1 second': write it as 250ms, 5s, 2m or 1h",
         app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, retry = { delayed = { initial = "1 second" } } }]]))
-      assert.equal([[app.lua:1: consumer 'c': option 'dedup': option 'store' must be "memory", "sqlite:PATH" or "redis://HOST:PORT[/DB]", got 'mysql']],
+      assert.equal([[app.lua:1: consumer 'c': option 'dedup': option 'store' must be "memory", "sqlite:PATH" or "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]", got 'mysql']],
         app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, dedup = { store = "mysql" } }]]))
+    end)
+  end)
+
+  describe("dedup store URLs", function()
+    it("takes a Redis URL with a user and a password", function()
+      for _, url in ipairs({ "redis://:s3cret@127.0.0.1:6379/0", "redis://app:s3cret@redis.internal:6380",
+                             "redis://app:p%40ss@redis/2" }) do
+        local e = app(([[luka.consumer "c" { topics = { "t" }, handle = function() end, dedup = { store = %q } }]])
+          :format(url)).endpoints[1]
+        assert.equal(url, e.dedup.store)
+      end
+    end)
+
+    it("never shows the password of a store URL it refuses", function()
+      local err = app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, dedup = { store = "redis://:s3cret@host:6379/0x" } }]])
+      assert.truthy(err:find("got 'redis://:********@host:6379/0x'", 1, true), err)
+      assert.falsy(err:find("s3cret", 1, true), err)
+      err = app_error([[luka.consumer "c" { topics = { "t" }, handle = function() end, dedup = { store = "redis://u:p@ss@host:port" } }]])
+      assert.truthy(err:find("got 'redis://u:********@host:port'", 1, true), err)
+    end)
+
+    it("redacts only a password", function()
+      assert.equal("redis://host:6379/0", dsl.redact_url("redis://host:6379/0"))
+      assert.equal("redis://user@host", dsl.redact_url("redis://user@host"))
+      assert.equal("redis://user:********@host/1", dsl.redact_url("redis://user:pw@host/1"))
+      assert.equal("sqlite:/var/lib/a@b:c.db", dsl.redact_url("sqlite:/var/lib/a@b:c.db"))
     end)
   end)
 

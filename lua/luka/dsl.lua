@@ -200,12 +200,27 @@ local TEXT_OR_FUNCTION = { doc = "a topic or publisher name, or a function(msg, 
     return TEXT.check(v, opt)
   end }
 
-local STORE = { doc = '"memory", "sqlite:PATH" or "redis://HOST:PORT[/DB]"', check = function(v)
+-- url with the password of its userinfo (redis://user:PASSWORD@host)
+-- written as ********, for every message that shows a store.  The userinfo
+-- ends at the last '@', so a password with an unescaped '@' goes whole.
+function M.redact_url(url)
+  local scheme = url:find("://", 1, true)
+  local at = url:match(".*()@")
+  if not scheme or not at or at < scheme then return url end
+  local colon = url:find(":", scheme + 3, true)
+  if not colon or colon > at then return url end
+  return url:sub(1, colon) .. "********" .. url:sub(at)
+end
+
+local STORE_DOC = '"memory", "sqlite:PATH" or "redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]"'
+local STORE = { doc = STORE_DOC, check = function(v)
   if v == "memory" then return v end
   if type(v) ~= "string" then return nil end
   if v:match("^sqlite:.+") then return v end
-  if v:match("^redis://[^:/]+:%d+/?%d*$") or v:match("^redis://[^:/]+/?%d*$") then return v end
-  return nil, ("option 'store' must be \"memory\", \"sqlite:PATH\" or \"redis://HOST:PORT[/DB]\", got '%s'"):format(v)
+  local rest = v:match("^redis://(.*)$")
+  local host = rest and (rest:match("^.*@(.*)$") or rest)
+  if host and (host:match("^[^:/@]+:%d+/?%d*$") or host:match("^[^:/@]+/?%d*$")) then return v end
+  return nil, ("option 'store' must be %s, got '%s'"):format(STORE_DOC, M.redact_url(v))
 end }
 
 -- A table option checked against a schema of its own (retry, dedup...);

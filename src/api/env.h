@@ -11,7 +11,7 @@
 #include "flow/flow.h"
 
 typedef struct api_env {
-    uv_loop_t *loop;
+    uv_loop_t *loop; /* NULL: timers wait on a virtual clock (api/timer.h) */
     const sinks_t *sinks;
 } api_env_t;
 

@@ -1,7 +1,8 @@
 /* timer.c - timers for Lua callbacks.  A timer made while the app script
  * loads waits until the state is bound to a loop; its callback runs
  * through script_call() under the app's runtime timeout, and an error in
- * it is logged, not fatal.
+ * it is logged, not fatal.  A state bound without a loop (the test kit)
+ * keeps its timers on a virtual clock that only timer_advance moves.
  *
  * Live timers are kept in a registry table, which anchors their userdata;
  * a finalizer of that table's stops them all when the state closes, so
@@ -22,6 +23,7 @@
 #define TIMERS_MT "luka.timers"
 
 static const char TIMERS_KEY = 't';
+static const char CLOCK_KEY = 'c';
 
 typedef struct ltimer {
     uv_timer_t h;
@@ -30,7 +32,25 @@ typedef struct ltimer {
     uint64_t ms;
     int repeat;
     int started, stopped;
+    int manual;   /* on the virtual clock: only timer_advance fires it */
+    int firing;   /* its callback runs: stop() leaves the freeing to the firer */
+    int64_t due;  /* when manual: the virtual time it is due at */
+    uint64_t seq; /* creation order, which fires timers due together */
 } ltimer_t;
+
+/* The virtual clock of a state bound without a loop, in ms from binding. */
+static int64_t clock_now(lua_State *L) {
+    int64_t now;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &CLOCK_KEY);
+    now = lua_tointeger(L, -1);
+    lua_pop(L, 1);
+    return now;
+}
+
+static void clock_set(lua_State *L, int64_t now) {
+    lua_pushinteger(L, now);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &CLOCK_KEY);
+}
 
 static int close_all(lua_State *L);
 
@@ -59,22 +79,35 @@ static void stop(ltimer_t *t) {
     lua_pushnil(L);
     lua_rawsetp(L, -2, t);
     lua_pop(L, 1);
-    if (t->started) uv_close((uv_handle_t *)&t->h, free_timer);
-    else free(t);
+    if (t->manual) {
+        if (!t->firing) free(t);
+    } else if (t->started) {
+        uv_close((uv_handle_t *)&t->h, free_timer);
+    } else {
+        free(t);
+    }
+}
+
+/* The one way a timer's callback runs, on a loop or on the virtual clock. */
+static int fire(ltimer_t *t, script_err_t *err) {
+    lua_rawgeti(t->L, LUA_REGISTRYINDEX, t->fn);
+    return script_call(t->L, 0, 0, app_timeout(t->L), err);
 }
 
 static void on_timer(uv_timer_t *h) {
     ltimer_t *t = h->data;
-    lua_State *L = t->L;
     script_err_t err;
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->fn);
-    if (script_call(L, 0, 0, app_timeout(L), &err) != 0)
-        log_error("timer", "callback failed: %s\n%s", err.msg, err.traceback);
+    if (fire(t, &err) != 0) log_error("timer", "callback failed: %s\n%s", err.msg, err.traceback);
     if (!t->repeat) stop(t);
 }
 
 static void start(ltimer_t *t, uv_loop_t *loop) {
+    if (!loop) {
+        t->manual = t->started = 1;
+        t->due = clock_now(t->L) + (int64_t)t->ms;
+        return;
+    }
     uv_timer_init(loop, &t->h);
     t->h.data = t;
     t->started = 1;
@@ -91,6 +124,9 @@ static int l_stop(lua_State *L) {
     return 0;
 }
 
+/* Timers made so far, in every state: their creation order. */
+static uint64_t created;
+
 /* timer(ms, repeat, fn) -> timer object with :stop() */
 static int l_timer(lua_State *L) {
     lua_Integer ms = luaL_checkinteger(L, 1);
@@ -101,6 +137,7 @@ static int l_timer(lua_State *L) {
     luaL_argcheck(L, ms > 0, 1, "the interval must be positive");
     luaL_checktype(L, 3, LUA_TFUNCTION);
     t = calloc(1, sizeof(*t));
+    t->seq = ++created;
     /* Not L: that may be the coroutine a limited call runs in, and the
      * callback must run on the state's main thread. */
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
@@ -132,6 +169,42 @@ void timer_start_all(lua_State *L, uv_loop_t *loop) {
         lua_pop(L, 1);
     }
     lua_pop(L, 1);
+}
+
+/* The live manual timer due first, at or before until; NULL if none. */
+static ltimer_t *next_due(lua_State *L, int64_t until) {
+    ltimer_t *next = NULL;
+    push_timers(L);
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        ltimer_t *t = lua_touserdata(L, -2);
+        if (t->manual && !t->stopped && t->due <= until &&
+            (!next || t->due < next->due || (t->due == next->due && t->seq < next->seq)))
+            next = t;
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return next;
+}
+
+int timer_advance(lua_State *L, int64_t ms, timer_error_cb on_error, void *ud) {
+    int64_t until = clock_now(L) + ms;
+    int fired = 0;
+    ltimer_t *t;
+
+    while ((t = next_due(L, until))) {
+        script_err_t err;
+        clock_set(L, t->due);
+        t->firing = 1;
+        if (fire(t, &err) != 0 && on_error) on_error(ud, &err);
+        t->firing = 0;
+        fired++;
+        if (t->stopped) free(t); /* its callback stopped it */
+        else if (t->repeat) t->due += (int64_t)t->ms;
+        else stop(t);
+    }
+    clock_set(L, until);
+    return fired;
 }
 
 void timer_stop_all(lua_State *L) {

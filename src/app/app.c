@@ -456,31 +456,3 @@ int app_check_property(const app_t *app, const char *clients, const char *key, c
     lua_pop(L, 1);
     return rc;
 }
-
-static void print_config(FILE *out, const kvlist_t *l) {
-    for (int i = 0; i < l->n; i++)
-        fprintf(out, "      %s = %s\n", l->items[i].key,
-                log_is_secret(l->items[i].key) ? "********" : l->items[i].value);
-}
-
-void app_print(const app_t *app, FILE *out) {
-    fprintf(out, "app %s\n", app->path);
-    fprintf(out, "  broker %s, client_id %s\n", app->brokers ? app->brokers : "(from --brokers, KAFKA_BROKERS or localhost:9092)",
-            app->client_id ? app->client_id : "luka");
-    print_config(out, &app->broker_config);
-    for (int i = 0; i < app->npubs; i++) {
-        const publisher_conf_t *p = &app->pubs[i];
-        fprintf(out, "  publisher %s -> topic %s, key %s%s%s   (%s)\n", p->name, p->topic,
-                p->key_field ? "from field " : (p->key_fn != LUA_NOREF ? "from a function" : "message id"),
-                p->key_field ? p->key_field : "", p->channel ? ", channel" : "", p->where);
-        print_config(out, &p->config);
-    }
-    for (int i = 0; i < app->neps; i++) {
-        const endpoint_conf_t *e = &app->eps[i];
-        fprintf(out, "  %s %s <- topics ", e->channel ? "channel" : "consumer", e->name);
-        for (int t = 0; t < e->ntopics; t++) fprintf(out, "%s%s", t ? "," : "", e->topics[t]);
-        fprintf(out, ", group %s, format %s   (%s)\n", e->group,
-                e->format == FORMAT_RAW ? "raw" : "json", e->where);
-        print_config(out, &e->config);
-    }
-}

@@ -110,11 +110,40 @@ static int value_end(char c) {
            c == '"' || c == '\'' || c == '&' || c == ')' || c == '}' || c == ']';
 }
 
+/* If p starts "://" with userinfo that holds a password before the host
+ * (redis://user:PASSWORD@host), the password's start and end; else 0.  The
+ * userinfo ends at the last '@' before the URL does, so a password with an
+ * unescaped '@' is blanked whole. */
+static int url_password(const char *p, const char **from, const char **to) {
+    const char *colon = NULL, *at = NULL;
+    if (strncmp(p, "://", 3) != 0) return 0;
+    for (const char *q = p + 3; !value_end(*q); q++) {
+        if (*q == '@') at = q;
+        else if (*q == ':' && !colon && !at) colon = q;
+        else if (*q == '/' && at) break;
+    }
+    if (!colon || !at || colon > at) return 0;
+    *from = colon + 1;
+    *to = at;
+    return 1;
+}
+
+const char *log_redact_url(const char *url, char *out, size_t cap) {
+    const char *scheme = strstr(url, "://"), *from, *to;
+    if (!scheme || !url_password(scheme, &from, &to)) {
+        snprintf(out, cap, "%s", url);
+    } else {
+        snprintf(out, cap, "%.*s%s%s", (int)(from - url), url, MASK, to);
+    }
+    return out;
+}
+
 /* Copy in to out (cap bytes, NUL-terminated, cut if need be), with every
- * remembered secret and every value of a secret KEY=VALUE blanked. */
+ * remembered secret, every value of a secret KEY=VALUE and every password
+ * in a URL's userinfo blanked. */
 static void redact(const char *in, char *out, size_t cap) {
     size_t o = 0;
-    const char *p = in;
+    const char *p = in, *from, *to;
 
 #define PUT(c)                         \
     do {                               \
@@ -127,6 +156,10 @@ static void redact(const char *in, char *out, size_t cap) {
         if (len) {
             for (const char *m = MASK; *m; m++) PUT(*m);
             p += len;
+        } else if (*p == ':' && url_password(p, &from, &to)) {
+            while (p < from) PUT(*p++);
+            for (const char *m = MASK; *m; m++) PUT(*m);
+            p = to;
         } else if (*p == '=' && secret_key_before(in, p)) {
             const char *v;
             PUT(*p++);

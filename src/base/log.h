@@ -38,6 +38,11 @@ void log_write(int level, const char *component, const log_ctx_t *ctx,
 #define LOG_REDACT_MIN 4
 void log_redact(const char *value);
 
+/* Copy url into out (cap bytes) with the password of its userinfo, as in
+ * redis://user:PASSWORD@host, written as ********; returns out.  Log lines
+ * get the same treatment by themselves; this is for other output. */
+const char *log_redact_url(const char *url, char *out, size_t cap);
+
 /* Whether a librdkafka property (or any KEY=VALUE key) names a secret that
  * must never be shown. */
 int log_is_secret(const char *key);

@@ -189,7 +189,8 @@ static const clicmd_t test_cmd = {
              "require \"luka.test\" available to load an app without Kafka.  Every\n"
              "argument, from the first that is not -h/--help, is busted's: see\n"
              "busted --help for its options (-o TAP, --filter PATTERN, ...).\n"
-             "Handler logs are off unless --log-level is given.",
+             "Handler logs are off unless --log-level is given.  stdout is busted's\n"
+             "report: what the app under test prints goes to stderr.",
     .pass_through = 1,
 };
 

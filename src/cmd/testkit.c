@@ -1,15 +1,16 @@
 /* testkit.c - require "luka.test": load an app into a harness, deliver
- * messages to its endpoints through the real pipeline, and look at what
- * happened.  The harness is a host without Kafka: its publishers record
- * instead of producing, and a delayed retry is delivered again at once
- * (its backoff is recorded).  The app runs in its own Lua state, as in
- * production; payloads cross as JSON or strings. */
+ * messages to its endpoints through the real pipeline, run its timers on a
+ * virtual clock, and look at what happened.  The harness is a host without
+ * Kafka: its publishers record instead of producing, and a delayed retry
+ * is delivered again at once (its backoff is recorded).  The app runs in
+ * its own Lua state, as in production; payloads cross as JSON or strings. */
 #include "cmd/testkit.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 #include <lualib.h>
@@ -68,7 +69,6 @@ typedef struct tflow {
 } tflow_t;
 
 struct testkit {
-    uv_loop_t loop;
     app_t *app;
     sinks_t sinks;
     api_env_t api;
@@ -81,6 +81,7 @@ struct testkit {
     ack_t *acks;
     int nacks, capacks;
     int fail_next; /* publishes the pretend broker rejects */
+    int64_t now;   /* the virtual clock: ms advanced since load */
     part_t *parts;
     int nparts;
     /* What the delivery in progress did. */
@@ -189,10 +190,8 @@ static struct testkit *check(lua_State *L) {
 
 static void close_kit(struct testkit *tk) {
     for (int i = 0; i < tk->nflows; i++) pipeline_close(&tk->flows[i].flow);
-    /* Closing the state stops its timers; the loop then lets them go. */
+    /* Closing the state stops its timers (on the virtual clock: freed). */
     app_free(tk->app);
-    uv_run(&tk->loop, UV_RUN_NOWAIT);
-    uv_loop_close(&tk->loop);
     for (int i = 0; i < tk->nrecs; i++) {
         record_t *r = &tk->recs[i];
         free(r->target), free(r->topic), free(r->key), free(r->value);
@@ -207,16 +206,41 @@ static void close_kit(struct testkit *tk) {
     free(tk);
 }
 
+/* Push the app script test.load means: path as it is when absolute, else
+ * from the directory of the Lua file that called test.load (the spec), else
+ * from the current directory (the project root).  Raises naming both when
+ * neither has it. */
+static const char *resolve(lua_State *L, const char *path) {
+    const char *spec = NULL, *slash;
+    lua_Debug ar;
+
+    if (path[0] == '/') return lua_pushstring(L, path);
+    /* The nearest caller written in a file, past pcall and the like. */
+    for (int level = 1; !spec && lua_getstack(L, level, &ar); level++)
+        if (lua_getinfo(L, "S", &ar) && ar.source[0] == '@') spec = ar.source + 1;
+    if (spec) {
+        slash = strrchr(spec, '/');
+        lua_pushlstring(L, spec, slash ? (size_t)(slash - spec + 1) : 0);
+        lua_pushstring(L, path);
+        lua_concat(L, 2);
+        if (access(lua_tostring(L, -1), R_OK) == 0) return lua_tostring(L, -1);
+        lua_pop(L, 1);
+    }
+    if (access(path, R_OK) == 0) return lua_pushstring(L, path);
+    luaL_error(L, "luka.test.load: no app script '%s' beside %s or in the current directory", path,
+               spec ? spec : "the spec");
+    return NULL;
+}
+
 /* test.load(app_path) -> harness */
 static int l_load(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
+    const char *path = resolve(L, luaL_checkstring(L, 1));
     struct testkit *tk = calloc(1, sizeof(*tk)), **ud;
     char err[2048];
 
     ud = lua_newuserdatauv(L, sizeof(*ud), 0);
     *ud = NULL;
     luaL_setmetatable(L, HARNESS_MT);
-    uv_loop_init(&tk->loop);
     if (!(tk->app = app_load(path, NULL, lapi_open, err, sizeof(err)))) {
         close_kit(tk);
         return luaL_error(L, "luka.test.load: %s", err);
@@ -229,7 +253,8 @@ static int l_load(lua_State *L) {
     }
     tk->npubs = tk->app->npubs + 1;
     tk->sinks = (sinks_t){find_sink, internal_sink, tk};
-    tk->api = (api_env_t){&tk->loop, &tk->sinks};
+    /* No loop: the app's timers wait on the virtual clock harness:advance moves. */
+    tk->api = (api_env_t){NULL, &tk->sinks};
     tk->flows = calloc(tk->app->neps + 1, sizeof(*tk->flows));
     for (int i = 0; i < tk->app->neps; i++) {
         /* The kit keeps its dedup record in memory, whatever the app says. */
@@ -483,6 +508,54 @@ static int l_counters(lua_State *L) {
     return 1;
 }
 
+/* Collects the failures of timer callbacks into the table at index t. */
+typedef struct timer_errors {
+    lua_State *L;
+    int t;
+} timer_errors_t;
+
+static void timer_failed(void *ud, const script_err_t *err) {
+    timer_errors_t *e = ud;
+    lua_pushstring(e->L, err->msg);
+    lua_rawseti(e->L, e->t, (lua_Integer)luaL_len(e->L, e->t) + 1);
+}
+
+/* harness:advance(ms or duration) -> { fired, errors, published, now } */
+static int l_advance(lua_State *L) {
+    struct testkit *tk = check(L);
+    int first = tk->nrecs, fired;
+    lua_Integer ms;
+    timer_errors_t errors;
+
+    /* Stack: harness, interval; luka.dsl reads a duration as the app would. */
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "luka.dsl");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "duration");
+    lua_pushvalue(L, 2);
+    lua_call(L, 1, 2);
+    if (!lua_isinteger(L, -2)) return luaL_argerror(L, 2, lua_tostring(L, -1));
+    ms = lua_tointeger(L, -2);
+    lua_settop(L, 1);
+    lua_createtable(L, 0, 4);
+    lua_newtable(L);
+    errors = (timer_errors_t){L, lua_gettop(L)};
+    fired = timer_advance(tk->app->L, ms, timer_failed, &errors);
+    ack_all(tk);
+    lua_setfield(L, -2, "errors");
+    lua_pushinteger(L, fired);
+    lua_setfield(L, -2, "fired");
+    lua_createtable(L, tk->nrecs - first, 0);
+    for (int i = first; i < tk->nrecs; i++) {
+        push_record(L, &tk->recs[i]);
+        lua_rawseti(L, -2, i - first + 1);
+    }
+    lua_setfield(L, -2, "published");
+    lua_pushinteger(L, tk->now += ms);
+    lua_setfield(L, -2, "now");
+    return 1;
+}
+
 static int l_close(lua_State *L) {
     struct testkit **ud = luaL_checkudata(L, 1, HARNESS_MT);
     if (*ud) close_kit(*ud);
@@ -493,7 +566,7 @@ static int l_close(lua_State *L) {
 int testkit_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"deliver", l_deliver}, {"published", l_published}, {"fail_publishes", l_fail_publishes},
-        {"counters", l_counters}, {"close", l_close}, {NULL, NULL}};
+        {"counters", l_counters}, {"advance", l_advance}, {"close", l_close}, {NULL, NULL}};
     json_init(L);
     if (luaL_newmetatable(L, HARNESS_MT)) {
         luaL_newlib(L, methods);
@@ -511,44 +584,4 @@ int testkit_open(lua_State *L) {
     json_inject_api(L);
     lua_setfield(L, -2, "json");
     return 1;
-}
-
-int testkit_main(int argc, char **argv) {
-    lua_State *L = state_new();
-    script_err_t err;
-    int rc = 0;
-
-    luaL_openlibs(L);
-    script_init(L);
-    json_init(L);
-    app_open_modules(L, lapi_open);
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "preload");
-    lua_pushcfunction(L, testkit_open);
-    lua_setfield(L, -2, "luka.test");
-    lua_pop(L, 2);
-    /* busted reads its command line from the global arg. */
-    lua_createtable(L, argc, 1);
-    lua_pushliteral(L, "luka test");
-    lua_rawseti(L, -2, 0);
-    for (int i = 1; i < argc; i++) {
-        lua_pushstring(L, argv[i]);
-        lua_rawseti(L, -2, i);
-    }
-    if (argc < 2) {
-        lua_pushliteral(L, "spec");
-        lua_rawseti(L, -2, 1);
-    }
-    lua_setglobal(L, "arg");
-    /* A chunk that fails to load leaves only its message on the stack; a
-     * call that fails fills err, traceback included. */
-    if (luaL_loadstring(L, "require('busted.runner')({ standalone = false })") != LUA_OK) {
-        fprintf(stderr, "luka test: %s\n", lua_tostring(L, -1));
-        rc = 1;
-    } else if (script_call(L, 0, 0, 0, &err) != 0) {
-        fprintf(stderr, "luka test: %s\n%s\n", err.msg, err.traceback);
-        rc = 1;
-    }
-    state_close(L);
-    return rc;
 }

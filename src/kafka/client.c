@@ -51,6 +51,15 @@ static const char *env_property(const char *entry, char name[static 256]) {
     return eq + 1;
 }
 
+void kafka_env_each(kafka_env_cb cb, void *ud) {
+    extern char **environ;
+    for (char **e = environ; *e; e++) {
+        char name[256];
+        const char *value = env_property(*e, name);
+        if (value) cb(ud, *e, (size_t)(value - 1 - *e), name, value);
+    }
+}
+
 static int env_kafka_conf(rd_kafka_conf_t *conf, char *errbuf, size_t errlen) {
     extern char **environ;
     for (char **e = environ; *e; e++) {

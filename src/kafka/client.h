@@ -50,6 +50,13 @@ rd_kafka_conf_t *kafka_conf(const kafka_env_t *env, const kvlist_t *extra, char 
  * or -1 with errbuf naming the client and the property. */
 int kafka_check_config(const kafka_env_t *env, char *errbuf, size_t errlen);
 
+/* Call cb for each LUKA_KAFKA_* variable of the environment with the
+ * variable's name (varlen bytes of var), the librdkafka property it sets
+ * and its value, in the environment's order. */
+typedef void (*kafka_env_cb)(void *ud, const char *var, size_t varlen, const char *property,
+                             const char *value);
+void kafka_env_each(kafka_env_cb cb, void *ud);
+
 /* The brokers to use (malloc'd): flag (--brokers), else the app's
  * luka.broker, else KAFKA_BROKERS, else localhost:9092. */
 char *kafka_brokers(const char *flag, const app_t *app);

@@ -320,6 +320,44 @@ done:
     return rc;
 }
 
+/* The LUKA_KAFKA_* properties, as `luka check` lists them. */
+typedef struct env_lines {
+    char **lines;
+    int n, cap;
+} env_lines_t;
+
+static void add_env_line(void *ud, const char *var, size_t varlen, const char *property,
+                         const char *value) {
+    env_lines_t *l = ud;
+    char line[1024];
+    snprintf(line, sizeof(line), "      %s = %s   (%.*s)", property,
+             log_is_secret(property) ? "********" : value, (int)varlen, var);
+    if (l->n == l->cap) {
+        char **grown = realloc(l->lines, (l->cap = l->cap ? l->cap * 2 : 8) * sizeof(char *));
+        if (!grown) return;
+        l->lines = grown;
+    }
+    if ((l->lines[l->n] = strdup(line))) l->n++;
+}
+
+static int by_text(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every client gets these after its own config, so they are listed apart. */
+static void print_env_properties(FILE *out) {
+    env_lines_t l = {0};
+    kafka_env_each(add_env_line, &l);
+    if (!l.n) return;
+    fputs("  librdkafka properties from LUKA_KAFKA_*, on every client:\n", out);
+    qsort(l.lines, (size_t)l.n, sizeof(char *), by_text);
+    for (int i = 0; i < l.n; i++) {
+        fprintf(out, "%s\n", l.lines[i]);
+        free(l.lines[i]);
+    }
+    free(l.lines);
+}
+
 int host_check(const run_opts_t *o) {
     kafka_env_t env = {0};
     char err[2048];
@@ -337,6 +375,7 @@ int host_check(const run_opts_t *o) {
         goto done;
     }
     app_print(app, stdout);
+    print_env_properties(stdout);
     printf("ok\n");
     rc = 0;
 done:

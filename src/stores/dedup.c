@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/log.h"
+
 int64_t dedup_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -27,7 +29,9 @@ dedup_t *dedup_open(const char *spec, const char *scope, int64_t ttl_ms, int max
     } else if (strncmp(spec, "redis://", 8) == 0) {
         d = dedup_redis_open(spec, errbuf, errlen);
     } else {
-        snprintf(errbuf, errlen, "unknown dedup store '%s'", spec);
+        char shown[512];
+        snprintf(errbuf, errlen, "unknown dedup store '%s'",
+                 log_redact_url(spec, shown, sizeof(shown)));
         return NULL;
     }
     if (!d) return NULL;
