@@ -398,12 +398,18 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
         set(kconf, "enable.auto.offset.store", "false", why, sizeof(why)) ||
         set(kconf, "auto.commit.interval.ms", "1000", why, sizeof(why)))
         goto fail;
-    /* librdkafka 2.0 stops fetching for a whole second once its queue holds
-     * queued.min.messages (100,000 by default, counted over all partitions
-     * of the consumer queue).  Half a million is a few seconds of handler
-     * work, so the fetcher never idles while handlers are busy; the bytes
-     * stay capped by queued.max.messages.kbytes. */
-    if (set(kconf, "queued.min.messages", "500000", why, sizeof(why))) goto fail;
+    /* librdkafka 2.0 stops fetching for up to a second once its queue
+     * holds queued.min.messages (100,000 by default, counted over all
+     * partitions of the consumer queue): its broker thread sleeps until
+     * something else wakes it.  The queue must hold about a second of
+     * handler work or handlers wait; each queued message costs about
+     * 460 bytes of RSS, and a fetch response is held until its last
+     * message goes, so fetches are kept to 1 MiB.  The figures behind
+     * these two numbers, and how to trade memory for speed, are in
+     * README.md, "Performance"; an app's config overrides both. */
+    if (set(kconf, "queued.min.messages", "190000", why, sizeof(why)) ||
+        set(kconf, "fetch.max.bytes", "1048576", why, sizeof(why)))
+        goto fail;
     for (int i = 0; i < conf->config.n; i++)
         if (set(kconf, conf->config.items[i].key, conf->config.items[i].value, why, sizeof(why)))
             goto fail;
