@@ -18,6 +18,11 @@
 /* Messages in flight (handled, publishes unacknowledged) before the
  * endpoint stops taking more. */
 #define MAX_INFLIGHT 10000
+/* Done offsets are handed to librdkafka at most this often (it commits
+ * them every auto.commit.interval.ms, a second): each hand-over walks every
+ * partition, which cost a few percent of a raw handler's time when done
+ * after every loop turn. */
+#define STORE_MS 100
 
 /* Log lines carry the endpoint as a field (text logs show it as [name]). */
 #define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
@@ -49,6 +54,7 @@ static void store_offsets(endpoint_t *ep) {
     rd_kafka_resp_err_t err;
 
     uv_check_stop(&ep->store);
+    ep->stored_at = uv_now(ep->client.env->loop);
     if (ep->left) {
         rd_kafka_topic_partition_list_destroy(l);
         return;
@@ -68,7 +74,12 @@ static void store_offsets(endpoint_t *ep) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-static void on_store(uv_check_t *c) { store_offsets(c->data); }
+/* Runs after each loop turn while offsets wait; the one-second tick
+ * makes sure another turn comes. */
+static void on_store(uv_check_t *c) {
+    endpoint_t *ep = c->data;
+    if (uv_now(ep->client.env->loop) - ep->stored_at >= STORE_MS) store_offsets(ep);
+}
 
 /* One message from librdkafka into the flow, unless it was fetched before
  * a revoke, a pause or a seek: then it comes again, to whoever owns its
@@ -387,12 +398,18 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
         set(kconf, "enable.auto.offset.store", "false", why, sizeof(why)) ||
         set(kconf, "auto.commit.interval.ms", "1000", why, sizeof(why)))
         goto fail;
-    /* librdkafka 2.0 stops fetching for a whole second once its queue holds
-     * queued.min.messages (100,000 by default, counted over all partitions
-     * of the consumer queue).  Half a million is a few seconds of handler
-     * work, so the fetcher never idles while handlers are busy; the bytes
-     * stay capped by queued.max.messages.kbytes. */
-    if (set(kconf, "queued.min.messages", "500000", why, sizeof(why))) goto fail;
+    /* librdkafka 2.0 stops fetching for up to a second once its queue
+     * holds queued.min.messages (100,000 by default, counted over all
+     * partitions of the consumer queue): its broker thread sleeps until
+     * something else wakes it.  The queue must hold about a second of
+     * handler work or handlers wait; each queued message costs about
+     * 460 bytes of RSS, and a fetch response is held until its last
+     * message goes, so fetches are kept to 1 MiB.  The figures behind
+     * these two numbers, and how to trade memory for speed, are in
+     * README.md, "Performance"; an app's config overrides both. */
+    if (set(kconf, "queued.min.messages", "190000", why, sizeof(why)) ||
+        set(kconf, "fetch.max.bytes", "1048576", why, sizeof(why)))
+        goto fail;
     for (int i = 0; i < conf->config.n; i++)
         if (set(kconf, conf->config.items[i].key, conf->config.items[i].value, why, sizeof(why)))
             goto fail;
@@ -461,8 +478,11 @@ static void leave(endpoint_t *ep) {
     int dropped;
 
     if (ep->left) return;
-    ep->left = 1;
+    /* Before left is set: store_offsets does nothing after (the revoke
+     * that the close below makes must not store for partitions it gives
+     * back), and done offsets wait up to STORE_MS for a loop turn. */
     if (ep->rk) store_offsets(ep);
+    ep->left = 1;
     /* What is still in flight lets go of its librdkafka message before the
      * consumer closes, or the close would wait for it. */
     dropped = pipeline_close(&ep->flow);

@@ -35,7 +35,8 @@ typedef struct endpoint {
     kafka_wake_t wake;
     uv_idle_t idle;   /* continues a drain cut short by the batch budget */
     uv_timer_t tick;  /* polls now and then, so paused partitions keep us in the group */
-    uv_check_t store; /* hands done offsets to librdkafka once per loop turn */
+    uv_check_t store; /* hands done offsets to librdkafka after a loop turn */
+    uint64_t stored_at; /* the loop's time (ms) they were last handed over */
     partition_t **parts;
     int nparts, capparts;
     int last; /* index of the last partition looked up */

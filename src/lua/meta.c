@@ -30,7 +30,12 @@ static void push_mt(lua_State *L) {
 }
 
 void meta_push(lua_State *L, const message_t *m, int attempt) {
-    lua_createtable(L, 0, 9);
+    int headers = m->headers && rd_kafka_header_cnt(m->headers) > 0;
+
+    /* Sized for the fields it gets, so that no field rehashes it: a table
+     * per message is most of what a raw handler costs, and its nodes are
+     * most of the garbage it leaves. */
+    lua_createtable(L, 0, 4 + (m->key != NULL) + (m->timestamp >= 0) + 2 * headers);
     lua_pushstring(L, m->topic);
     lua_setfield(L, -2, "topic");
     lua_pushinteger(L, m->partition);
@@ -48,7 +53,7 @@ void meta_push(lua_State *L, const message_t *m, int attempt) {
     lua_pushinteger(L, attempt);
     lua_setfield(L, -2, "attempt");
 
-    if (!m->headers || rd_kafka_header_cnt(m->headers) == 0) {
+    if (!headers) {
         push_mt(L);
         lua_setmetatable(L, -2);
         return;

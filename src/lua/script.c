@@ -173,28 +173,54 @@ static void copy(char *dst, size_t len, const char *src) {
 }
 
 /* A call under a time limit runs in a coroutine, so that the hook can end
- * it with a yield.  One idle coroutine per state is kept for reuse; it is
- * always handed back with an empty stack. */
+ * it with a yield.  Each state has one for reuse, anchored in its registry
+ * and always handed back with an empty stack.  The coroutine of the state
+ * called last is also kept here, keyed by the state's allocator data, so
+ * that a call per message costs no registry lookups.  A nested call finds
+ * it busy and runs in a coroutine of its own. */
+static struct {
+    void *ud;      /* whose: the state's allocator data, or NULL */
+    lua_State *co; /* anchored in that state's registry */
+    int busy;      /* a call runs in it: nothing may take or evict it */
+} cached;
+
+void script_forget(lua_State *L) {
+    void *ud;
+    lua_getallocf(L, &ud);
+    if (cached.ud == ud) cached.ud = NULL, cached.co = NULL;
+}
+
 static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
                         script_err_t *err) {
-    int base = lua_gettop(L) - nargs, status, nres = 0;
+    int base = lua_gettop(L) - nargs, status, nres = 0, own = 0;
     int64_t saved_deadline = deadline_ms, saved_limit = limit_ms;
     int saved_timed_out = timed_out;
     lua_State *saved_co = call_co;
     void *saved_active = script_active;
     lua_State *co = NULL;
+    void *ud;
 
-    if (lua_rawgetp(L, LUA_REGISTRYINDEX, &THREAD_KEY) == LUA_TTHREAD) {
-        co = lua_tothread(L, -1);
-        /* Take it out of the registry: a nested call makes its own. */
-        lua_pushnil(L);
-        lua_rawsetp(L, LUA_REGISTRYINDEX, &THREAD_KEY);
-    } else {
+    lua_getallocf(L, &ud);
+    if (cached.ud != ud && !cached.busy) {
+        if (lua_rawgetp(L, LUA_REGISTRYINDEX, &THREAD_KEY) != LUA_TTHREAD) {
+            lua_pop(L, 1);
+            lua_newthread(L);
+            lua_pushvalue(L, -1);
+            lua_rawsetp(L, LUA_REGISTRYINDEX, &THREAD_KEY);
+        }
+        cached.ud = ud;
+        cached.co = lua_tothread(L, -1);
         lua_pop(L, 1);
-        co = lua_newthread(L);
     }
-    lua_insert(L, base);          /* Stack: ..., co, fn, args */
-    lua_xmove(L, co, nargs + 1);  /* Stack: ..., co; co: fn, args */
+    if (cached.ud == ud && !cached.busy) {
+        co = cached.co;
+        cached.busy = 1;
+    } else {
+        co = lua_newthread(L); /* Stack: ..., fn, args, co */
+        lua_insert(L, base);   /* Stack: ..., co, fn, args */
+        own = 1;
+    }
+    lua_xmove(L, co, nargs + 1); /* co: fn, args */
     deadline_ms = now_ms() + timeout_ms;
     limit_ms = timeout_ms;
     timed_out = 0;
@@ -252,10 +278,9 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
      * the next call's results would be miscounted. */
     if (status != LUA_OK) lua_resetthread(co);
     lua_settop(co, 0);
-    /* Stack: ..., co, results: keep co for the next call. */
-    lua_pushvalue(L, base);
-    lua_rawsetp(L, LUA_REGISTRYINDEX, &THREAD_KEY);
-    lua_remove(L, base);
+    /* Stack: ..., co (when own), results */
+    if (own) lua_remove(L, base);
+    else cached.busy = 0;
     if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT); /* give the memory back now */
     return status == LUA_OK && !timed_out ? 0 : -1;
 }

@@ -31,6 +31,9 @@ void script_push_fatal(lua_State *L, int msg_idx);
  * running now, or NULL: memory limits apply to it alone. */
 extern void *script_active;
 
+/* Forget what script.c keeps of L between calls.  Before L is closed. */
+void script_forget(lua_State *L);
+
 /* Register the metatable of fatal errors.  Once per state. */
 void script_init(lua_State *L);
 

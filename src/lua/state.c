@@ -53,6 +53,7 @@ lua_State *state_new(void) {
 void state_close(lua_State *L) {
     void *ud;
     lua_getallocf(L, &ud);
+    script_forget(L);
     lua_close(L);
     free(ud);
 }
