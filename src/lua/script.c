@@ -192,7 +192,7 @@ void script_forget(lua_State *L) {
 
 static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
                         script_err_t *err) {
-    int base = lua_gettop(L) - nargs, status, nres = 0, own = 0;
+    int base = lua_gettop(L) - nargs, status, nres = 0, own = 0, failed;
     int64_t saved_deadline = deadline_ms, saved_limit = limit_ms;
     int saved_timed_out = timed_out;
     lua_State *saved_co = call_co;
@@ -268,6 +268,9 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
         copy(err->traceback, sizeof(err->traceback), lua_tostring(L, -1));
         lua_pop(L, 1);
     }
+    /* Decided before the nested call's state is restored: a handler whose
+     * own coroutine ran past the limit and returned still failed. */
+    failed = status != LUA_OK || timed_out;
     deadline_ms = saved_deadline;
     limit_ms = saved_limit;
     timed_out = saved_timed_out;
@@ -282,7 +285,7 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
     if (own) lua_remove(L, base);
     else cached.busy = 0;
     if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT); /* give the memory back now */
-    return status == LUA_OK && !timed_out ? 0 : -1;
+    return failed ? -1 : 0;
 }
 
 int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
