@@ -25,6 +25,7 @@ end
 
 setup(function()
   broker = H.broker_start { topics = { "events:4", "order:4", "meta:4", "types:1", "graceful:4",
+    "firstcommit:1",
     "fail:1", "pub_in:2", "pub_out:2", "pub_plain:2", "js_in:4", "only:1" } }
 end)
 
@@ -180,6 +181,47 @@ describe("luka run", function()
     local bad = H.run(("OUT=/dev/null %s run %s --brokers %s nosuch"):format(H.luka, app, broker.bootstrap))
     assert.equal(2, bad.code)
     assert.truthy(bad.stderr:find("no endpoint named 'nosuch'", 1, true))
+  end)
+end)
+
+describe("the first commit of an assignment", function()
+  -- librdkafka's commit timer runs from the assignment, so its first
+  -- commit lands up to two intervals after it; luka commits a partition's
+  -- first done offset at once, unless the app chose its own interval.
+  local function start(out, group, extra)
+    local env = { OUT = out, TOPIC = "firstcommit", GROUP = group }
+    for k, v in pairs(extra or {}) do env[k] = v end
+    return run("spec/fixtures/record.lua", env, "--log-level debug")
+  end
+
+  it("is made as soon as the partition's first message is done, so a crash right after replays nothing", function()
+    local out = H.tmpdir() .. "/out.jsonl"
+    H.kcat_produce(broker.bootstrap, "firstcommit", { '{"n":1}' })
+    local p = start(out, "firstcommit1")
+    wait_records(out, 1)
+    p.wait_output("committing the first done offsets of the assignment", 10, "the first commit")
+    -- The group's committed offset, as kafka-consumer-groups would show it.
+    H.wait_until(function()
+      local r = H.run(("OUT=/dev/null TOPIC=firstcommit GROUP=firstcommit1 %s lag spec/fixtures/record.lua --brokers %s")
+        :format(H.luka, broker.bootstrap))
+      return r.stdout:match("firstcommit%s+0%s+1%s")
+    end, 10, "offset 1 committed for firstcommit[0]")
+    p.kill("KILL")
+    p.wait()
+    local again = start(out, "firstcommit1")
+    again.wait_output("assigned firstcommit%[0%]", 20, "the restart's assignment")
+    H.sleep(2)
+    again.stop()
+    assert.equal(1, #records(out), "message 1 was handled again after the crash")
+  end)
+
+  it("keeps an interval the app chose", function()
+    local out = H.tmpdir() .. "/out.jsonl"
+    local p = start(out, "firstcommit2", { LUKA_KAFKA_AUTO_COMMIT_INTERVAL_MS = "60000" })
+    wait_records(out, 1)
+    H.sleep(1)
+    p.stop()
+    assert.falsy(p.output():find("committing the first done offsets", 1, true), p.output())
   end)
 end)
 

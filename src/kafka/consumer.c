@@ -52,6 +52,7 @@ static void on_tick(uv_timer_t *t) { drain(t->data); }
 static void store_offsets(endpoint_t *ep) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
     rd_kafka_resp_err_t err;
+    int first = 0;
 
     uv_check_stop(&ep->store);
     ep->stored_at = uv_now(ep->client.env->loop);
@@ -62,6 +63,7 @@ static void store_offsets(endpoint_t *ep) {
     for (int i = 0; i < ep->nparts; i++) {
         offsets_t *o = ep->parts[i]->offsets;
         if (o->commit <= o->stored) continue;
+        first |= o->stored < 0;
         rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = o->commit;
     }
     if (l->cnt && ep->rk && (err = rd_kafka_offsets_store(ep->rk, l)) != 0)
@@ -72,6 +74,15 @@ static void store_offsets(endpoint_t *ep) {
         if (l->elems[i].err == 0) pt->offsets->stored = l->elems[i].offset;
     }
     rd_kafka_topic_partition_list_destroy(l);
+    /* librdkafka's commit timer runs from the assignment, so its first
+     * commit lands up to two intervals after it.  With luka's own 1 s
+     * interval, the first done offsets of a partition are committed at
+     * once instead; an app that chose its interval keeps it. */
+    if (first && ep->commit_first && ep->rk) {
+        log_at(LOG_DEBUG, "consumer", EP_CTX(ep->flow.conf),
+               "committing the first done offsets of the assignment");
+        rd_kafka_commit(ep->rk, NULL, 1);
+    }
 }
 
 /* Runs after each loop turn while offsets wait; the one-second tick
@@ -398,6 +409,9 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
         set(kconf, "enable.auto.offset.store", "false", why, sizeof(why)) ||
         set(kconf, "auto.commit.interval.ms", "1000", why, sizeof(why)))
         goto fail;
+    ep->commit_first = !kvlist_get(&conf->config, "auto.commit.interval.ms") &&
+                       !kvlist_get(&env->app->broker_config, "auto.commit.interval.ms") &&
+                       !getenv("LUKA_KAFKA_AUTO_COMMIT_INTERVAL_MS");
     /* librdkafka 2.0 stops fetching for up to a second once its queue
      * holds queued.min.messages (100,000 by default, counted over all
      * partitions of the consumer queue): its broker thread sleeps until

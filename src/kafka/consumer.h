@@ -45,6 +45,7 @@ typedef struct endpoint {
     int closing; /* handles still to be closed */
     int halted;  /* stopped by a final failure (the rest of the process goes on) */
     int left;    /* has left its group (consumer_leave) */
+    int commit_first; /* commit a partition's first done offsets at once (store_offsets) */
 } endpoint_t;
 
 /* Open the endpoint conf, whose calls run in L and whose publishes go to
