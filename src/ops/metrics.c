@@ -196,6 +196,20 @@ static void endpoint_counter(sbuf_t *b, const host_t *h, const char *name, size_
     }
 }
 
+/* One 0/1 gauge family with a sample per endpoint; off is the offset of
+ * the int flag in endpoint_t. */
+static void endpoint_flag(sbuf_t *b, const host_t *h, const char *name, size_t off,
+                          const char *help) {
+    family(b, name, "gauge", help);
+    for (int i = 0; i < h->neps; i++) {
+        const endpoint_t *ep = h->eps[i];
+        sb_printf(b, "%s{", name);
+        sb_label(b, "endpoint", ep->flow.conf->name, 1);
+        sb_label(b, "group", ep->flow.conf->group, 0);
+        sb_printf(b, "} %d\n", *(const int *)((const char *)ep + off) ? 1 : 0);
+    }
+}
+
 static void publisher_counter(sbuf_t *b, const host_t *h, const char *name, size_t off,
                               const char *help) {
     family(b, name, "counter", help);
@@ -244,21 +258,10 @@ static void render(struct metrics *m, int ready) {
     endpoint_counter(b, h, "luka_rebalances_total", EP(rebalances),
                      "Partition assignments and revocations.");
 
-    family(b, "luka_endpoint_joined", "gauge", "1 once the endpoint has joined its group.");
-    for (int i = 0; i < h->neps; i++) {
-        sb_printf(b, "luka_endpoint_joined{");
-        sb_label(b, "endpoint", h->eps[i]->flow.conf->name, 1);
-        sb_label(b, "group", h->eps[i]->flow.conf->group, 0);
-        sb_printf(b, "} %d\n", h->eps[i]->joined ? 1 : 0);
-    }
-    family(b, "luka_endpoint_stopped", "gauge",
-           "1 once a final failure (\"stop\") stopped the endpoint; the others keep serving.");
-    for (int i = 0; i < h->neps; i++) {
-        sb_printf(b, "luka_endpoint_stopped{");
-        sb_label(b, "endpoint", h->eps[i]->flow.conf->name, 1);
-        sb_label(b, "group", h->eps[i]->flow.conf->group, 0);
-        sb_printf(b, "} %d\n", h->eps[i]->halted ? 1 : 0);
-    }
+    endpoint_flag(b, h, "luka_endpoint_joined", offsetof(endpoint_t, joined),
+                  "1 once the endpoint has joined its group.");
+    endpoint_flag(b, h, "luka_endpoint_stopped", offsetof(endpoint_t, halted),
+                  "1 once a final failure (\"stop\") stopped the endpoint; the others keep serving.");
 
     family(b, "luka_handler_duration_seconds", "histogram", "Time spent in the handler per call.");
     for (int i = 0; i < h->neps; i++) {
