@@ -78,7 +78,7 @@ asan: setup-test
 	    EXTRA_LDFLAGS='-fsanitize=address,undefined'
 
 test-asan: asan
-	LUKA=./luka-asan scripts/test
+	LUKA=./luka-asan TEST_NO_CHAOS=1 scripts/test
 
 bench: setup-test
 	$(MAKE) $(BIN)
