@@ -1,12 +1,10 @@
 /* httpc.c - luka.http.request{ method, url, headers, body, timeout }.
  *
- * The handler's task parks (task_wait) while libcurl runs its request on
- * the multi handle of the task's loop.  curl says which sockets to watch
- * (CURLMOPT_SOCKETFUNCTION: a uv_poll each) and when to call it anyway
- * (CURLMOPT_TIMERFUNCTION: one uv_timer); a transfer it reports done
- * through curl_multi_info_read wakes its task with the response.  One
- * multi per loop, so keep-alive connections are shared by every handler.
- * Bad arguments raise; a request that fails returns nil, err. */
+ * Reads the call's table (bad arguments raise), makes a libcurl easy
+ * handle of it and parks the handler's task (task_wait) while the loop's
+ * multi handle runs it (httpc_multi.c).  When curl is done, the response,
+ * or nil and an error, goes to the task's coroutine and task_wake resumes
+ * it; a task that ends first cancels the request. */
 #include "api/httpc.h"
 
 #include <stdint.h>
@@ -18,6 +16,7 @@
 #include <lauxlib.h>
 #include <uv.h>
 
+#include "api/httpc_multi.h"
 #include "base/cliopt.h"
 #include "base/log.h"
 #include "lua/task.h"
@@ -35,34 +34,9 @@
 /* A response is held whole in memory; past this it fails instead. */
 #define MAX_BODY (64L << 20)
 
-#define LINK(head, x)                          \
-    do {                                       \
-        (x)->prev = NULL;                      \
-        (x)->next = (head);                    \
-        if (head) (head)->prev = (x);          \
-        (head) = (x);                          \
-    } while (0)
-#define UNLINK(head, x)                                 \
-    do {                                                \
-        if ((x)->prev) (x)->prev->next = (x)->next;     \
-        else (head) = (x)->next;                        \
-        if ((x)->next) (x)->next->prev = (x)->prev;     \
-    } while (0)
-
-typedef struct httpc httpc_t;
-
-/* A socket curl wants watched. */
-typedef struct sock {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    httpc_t *h;
-    struct sock *prev, *next;
-} sock_t;
-
 /* One request, from the call until its task is woken or lets go. */
 typedef struct req {
-    httpc_t *h; /* NULL once httpc_shutdown cut it off */
-    CURL *easy;
+    httpc_xfer_t x; /* first: the multi's callbacks get it */
     struct curl_slist *headers;
     task_t *task;
     lua_State *main; /* the state's main thread, which builds the response */
@@ -71,37 +45,11 @@ typedef struct req {
     int too_big;
     char *what; /* "GET http://host/path", for errors */
     char errbuf[CURL_ERROR_SIZE];
-    struct req *prev, *next;
 } req_t;
 
-/* One loop's multi handle and what drives it. */
-struct httpc {
-    uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    sock_t *socks; /* watched now */
-    req_t *reqs;   /* running now */
-    httpc_t *next;
-};
-
-static httpc_t *multis;
-static int curl_ready;
-
-/* ---- the multi handle on the loop ---- */
-
-static void free_data(uv_handle_t *handle) { free(handle->data); }
-
-static void sock_close(sock_t *s) {
-    UNLINK(s->h->socks, s);
-    uv_close((uv_handle_t *)&s->poll, free_data);
-}
-
 static void req_free(req_t *r) {
-    if (r->h) {
-        curl_multi_remove_handle(r->h->multi, r->easy);
-        UNLINK(r->h->reqs, r);
-    }
-    if (r->easy) curl_easy_cleanup(r->easy);
+    httpc_multi_remove(&r->x);
+    if (r->x.easy) curl_easy_cleanup(r->x.easy);
     curl_slist_free_all(r->headers);
     free(r->body);
     free(r->what);
@@ -124,14 +72,14 @@ static int push_result(lua_State *L) {
                                        : curl_easy_strerror(rc));
         return 2;
     }
-    curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(r->x.easy, CURLINFO_RESPONSE_CODE, &status);
     lua_createtable(L, 0, 3);
     lua_pushinteger(L, status);
     lua_setfield(L, -2, "status");
     lua_newtable(L);
     /* The last response's headers (not a redirect's), each name once in
      * lower case, its values joined. */
-    while ((hd = curl_easy_nextheader(r->easy, CURLH_HEADER, -1, hd))) {
+    while ((hd = curl_easy_nextheader(r->x.easy, CURLH_HEADER, -1, hd))) {
         luaL_Buffer b;
         size_t n = strlen(hd->name);
         char *name = luaL_buffinitsize(L, &b, n);
@@ -156,7 +104,8 @@ static int push_result(lua_State *L) {
 }
 
 /* r's transfer ended with rc: hand the result to its task and let go. */
-static void finish(req_t *r, CURLcode rc) {
+static void on_done(httpc_xfer_t *x, CURLcode rc) {
+    req_t *r = (req_t *)x;
     lua_State *L = r->main, *co = task_thread(r->task);
     int base = lua_gettop(L), n;
 
@@ -175,138 +124,6 @@ static void finish(req_t *r, CURLcode rc) {
     task_wake(r->task, n);
     req_free(r);
 }
-
-/* Wake the task of every transfer curl has finished. */
-static void check_done(httpc_t *h) {
-    CURLMsg *m;
-    int left;
-
-    while ((m = curl_multi_info_read(h->multi, &left))) {
-        char *r;
-        if (m->msg != CURLMSG_DONE) continue;
-        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &r);
-        finish((req_t *)r, m->data.result);
-    }
-}
-
-static void on_poll(uv_poll_t *p, int status, int events) {
-    sock_t *s = p->data;
-    httpc_t *h = s->h;
-    int flags = 0, running;
-
-    if (status < 0) flags |= CURL_CSELECT_ERR;
-    if (events & UV_READABLE) flags |= CURL_CSELECT_IN;
-    if (events & UV_WRITABLE) flags |= CURL_CSELECT_OUT;
-    /* s may be closed inside: curl can give the socket up. */
-    curl_multi_socket_action(h->multi, s->fd, flags, &running);
-    check_done(h);
-}
-
-static void on_timer(uv_timer_t *t) {
-    httpc_t *h = t->data;
-    int running;
-
-    curl_multi_socket_action(h->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(h);
-}
-
-/* CURLMOPT_SOCKETFUNCTION: watch fd for what curl waits on, or stop. */
-static int on_socket(CURL *easy, curl_socket_t fd, int what, void *ud, void *sockp) {
-    httpc_t *h = ud;
-    sock_t *s = sockp;
-    int events = 0;
-
-    (void)easy;
-    if (what == CURL_POLL_REMOVE) {
-        /* Stopped now, before curl closes fd, which may soon be reused. */
-        if (s) {
-            curl_multi_assign(h->multi, fd, NULL);
-            sock_close(s);
-        }
-        return 0;
-    }
-    if (!s) {
-        if (!(s = calloc(1, sizeof(*s)))) return -1;
-        if (uv_poll_init_socket(h->loop, &s->poll, fd) != 0) {
-            free(s);
-            return -1;
-        }
-        s->fd = fd;
-        s->h = h;
-        s->poll.data = s;
-        LINK(h->socks, s);
-        curl_multi_assign(h->multi, fd, s);
-    }
-    if (what & CURL_POLL_IN) events |= UV_READABLE;
-    if (what & CURL_POLL_OUT) events |= UV_WRITABLE;
-    return uv_poll_start(&s->poll, events, on_poll) == 0 ? 0 : -1;
-}
-
-/* CURLMOPT_TIMERFUNCTION: curl is never called from inside itself, so a
- * timeout of 0 too goes through the timer, on a later loop turn. */
-static int on_curl_timer(CURLM *multi, long ms, void *ud) {
-    httpc_t *h = ud;
-
-    (void)multi;
-    if (ms < 0) uv_timer_stop(&h->timer);
-    else uv_timer_start(&h->timer, on_timer, (uint64_t)ms, 0);
-    return 0;
-}
-
-/* The multi handle of loop, made on first use; NULL with err filled. */
-static httpc_t *multi_for(uv_loop_t *loop, char *err, size_t errlen) {
-    httpc_t *h;
-
-    for (h = multis; h; h = h->next)
-        if (h->loop == loop) return h;
-    if (!curl_ready) {
-        CURLcode rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-        if (rc != CURLE_OK) {
-            snprintf(err, errlen, "libcurl: %s", curl_easy_strerror(rc));
-            return NULL;
-        }
-        curl_ready = 1;
-    }
-    if (!(h = calloc(1, sizeof(*h))) || !(h->multi = curl_multi_init())) {
-        free(h);
-        snprintf(err, errlen, "libcurl: out of memory");
-        return NULL;
-    }
-    h->loop = loop;
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETFUNCTION, on_socket);
-    curl_multi_setopt(h->multi, CURLMOPT_SOCKETDATA, h);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
-    curl_multi_setopt(h->multi, CURLMOPT_TIMERDATA, h);
-    uv_timer_init(loop, &h->timer);
-    h->timer.data = h;
-    h->next = multis;
-    multis = h;
-    return h;
-}
-
-void httpc_shutdown(void) {
-    while (multis) {
-        httpc_t *h = multis;
-        multis = h->next;
-        while (h->reqs) {
-            req_t *r = h->reqs;
-            UNLINK(h->reqs, r);
-            curl_multi_remove_handle(h->multi, r->easy);
-            curl_easy_cleanup(r->easy);
-            r->easy = NULL;
-            r->h = NULL; /* now only its task's cancel frees it */
-            log_warn("http", "%s: cut off by the shutdown", r->what);
-        }
-        /* Closing its connections may still call on_socket. */
-        curl_multi_cleanup(h->multi);
-        while (h->socks) sock_close(h->socks);
-        uv_close((uv_handle_t *)&h->timer, free_data);
-    }
-    if (curl_ready) curl_global_cleanup();
-    curl_ready = 0;
-}
-
-/* ---- one request ---- */
 
 static size_t on_data(char *data, size_t size, size_t nmemb, void *ud) {
     req_t *r = ud;
@@ -339,11 +156,10 @@ static void on_cancel(void *req) { req_free(req); }
 
 static CURLcode setup(req_t *r, const char *url, const char *method, const char *body,
                       size_t blen, int64_t timeout_ms) {
-    CURL *e = r->easy;
+    CURL *e = r->x.easy;
     CURLcode rc = CURLE_OK;
 
     SET(CURLOPT_URL, url);
-    SET(CURLOPT_PRIVATE, (char *)r);
     SET(CURLOPT_ERRORBUFFER, r->errbuf);
     SET(CURLOPT_WRITEFUNCTION, on_data);
     SET(CURLOPT_WRITEDATA, r);
@@ -477,7 +293,7 @@ static int l_request(lua_State *L) {
     const char *url, *body = NULL, *what, *why;
     size_t ulen, mlen = 0, blen = 0;
     int64_t timeout_ms;
-    httpc_t *h;
+    CURLcode rc;
     task_t *t;
     req_t *r;
 
@@ -517,13 +333,12 @@ static int l_request(lua_State *L) {
     }
 
     if (!(t = task_self(L, &why))) return fail(L, what, why);
-    if (!(h = multi_for(task_loop(t), err, sizeof(err)))) return fail(L, what, err);
-    if (!(r = calloc(1, sizeof(*r))) || !(r->what = strdup(what)) ||
-        !(r->easy = curl_easy_init())) {
-        if (r) free(r->what);
-        free(r);
+    if (!(r = calloc(1, sizeof(*r)))) return fail(L, what, "out of memory");
+    if (!(r->what = strdup(what)) || !(r->x.easy = curl_easy_init())) {
+        req_free(r);
         return fail(L, what, "out of memory");
     }
+    r->x.done = on_done;
     r->task = t;
     lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
     r->main = lua_tothread(L, -1);
@@ -539,18 +354,20 @@ static int l_request(lua_State *L) {
         }
         r->headers = more;
     }
-    CURLcode rc = setup(r, url, method, body, blen, timeout_ms);
-    CURLMcode mrc = rc == CURLE_OK ? curl_multi_add_handle(h->multi, r->easy) : CURLM_OK;
-    if (rc != CURLE_OK || mrc != CURLM_OK) {
-        snprintf(err, sizeof(err), "%s",
-                 rc != CURLE_OK ? curl_easy_strerror(rc) : curl_multi_strerror(mrc));
+    if ((rc = setup(r, url, method, body, blen, timeout_ms)) != CURLE_OK) {
+        req_free(r);
+        return fail(L, what, curl_easy_strerror(rc));
+    }
+    if (httpc_multi_add(task_loop(t), &r->x, err, sizeof(err))) {
         req_free(r);
         return fail(L, what, err);
     }
-    r->h = h; /* added: req_free removes it again */
-    LINK(h->reqs, r);
     return task_wait(L, t, what, on_cancel, r);
 }
+
+void httpc_close_loop(uv_loop_t *loop) { httpc_multi_close_loop(loop); }
+
+void httpc_shutdown(void) { httpc_multi_shutdown(); }
 
 void httpc_inject_api(lua_State *L) {
     lua_createtable(L, 0, 1);
