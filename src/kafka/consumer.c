@@ -44,7 +44,12 @@ static void on_idle(uv_idle_t *w) { drain(w->data); }
 /* librdkafka leaves the group when the consumer is not polled for
  * max.poll.interval.ms.  With every partition paused for a long backoff no
  * message wakes us, so poll once a second regardless. */
-static void on_tick(uv_timer_t *t) { drain(t->data); }
+static void on_tick(uv_timer_t *t) {
+    endpoint_t *ep = t->data;
+    partitions_held_long(ep);
+    ep->ticked = 1;
+    drain(ep);
+}
 
 /* Runs after each loop turn while offsets wait; the one-second tick
  * makes sure another turn comes. */
@@ -79,7 +84,11 @@ static void drain(endpoint_t *ep) {
     uint64_t deadline = uv_hrtime() + BATCH_NS;
     int n = 0, more = 0;
     while (!ep->flow.stopped && ep->flow.ninflight < MAX_INFLIGHT) {
-        if (!ep->held && pipeline_waiting(&ep->flow) >= ep->flow.conf->buffer) partitions_hold(ep);
+        if (pipeline_waiting(&ep->flow) >= ep->flow.conf->buffer) {
+            if (!ep->held) partitions_hold(ep);
+            /* Held: one poll a second still, for the group's sake. */
+            if (!ep->ticked || n > 0) break;
+        }
         rd_kafka_message_t *rkm;
         /* One handler call may take seconds, so the clock is read after
          * every message (uv_hrtime costs nanoseconds): signals, timers and
@@ -100,6 +109,7 @@ static void drain(endpoint_t *ep) {
         }
         handle(ep, rkm);
     }
+    ep->ticked = 0;
     /* A batch cut short means more may be waiting, and the pipe will not
      * tell us again: keep going on the next loop iteration. */
     if (more && !ep->flow.stopped)
@@ -192,7 +202,7 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
     /* librdkafka 2.0 stops fetching for up to a second once its queue
      * holds queued.min.messages (100,000 by default, counted over all
      * partitions of the consumer queue): its broker thread sleeps until
-     * something else wakes it.  The queue must partitions_hold about a second of
+     * something else wakes it.  The queue must hold about a second of
      * handler work or handlers wait; each queued message costs about
      * 460 bytes of RSS, and a fetch response is held until its last
      * message goes, so fetches are kept to 1 MiB.  The figures behind
@@ -220,6 +230,7 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
     uv_check_init(env->loop, &ep->room);
     uv_timer_init(env->loop, &ep->revoke_timer);
     ep->idle.data = ep->tick.data = ep->store.data = ep->room.data = ep->revoke_timer.data = ep;
+    ep->idle_cb = on_idle;
     uv_timer_start(&ep->tick, on_tick, 1000, 1000);
 
     topics = rd_kafka_topic_partition_list_new(conf->ntopics);

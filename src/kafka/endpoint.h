@@ -35,8 +35,12 @@ typedef struct endpoint {
     uv_timer_t tick;  /* polls now and then, so paused partitions keep us in the group */
     uv_check_t store; /* hands done offsets to librdkafka after a loop turn */
     uint64_t stored_at; /* the loop's time (ms) they were last handed over */
-    uv_check_t room;    /* while held: resumes once the buffer is half empty */
-    int held;           /* every partition paused: the buffer is full */
+    uv_check_t room;    /* while held: takes messages again once the buffer is half empty */
+    int held;           /* the buffer is full: no message is taken */
+    int held_paused;    /* held long enough that the partitions are paused too */
+    uint64_t held_at;   /* when it began (loop ms) */
+    uv_idle_cb idle_cb; /* what idle runs: the drain */
+    int ticked;         /* this drain is the one-second tick's */
     rd_kafka_topic_partition_list_t *revoking; /* a revoke waiting for handlers */
     uint64_t revoke_at;      /* when it began (loop ms) */
     uv_timer_t revoke_timer; /* checks on it */

@@ -50,10 +50,7 @@ void partitions_store(endpoint_t *ep) {
     }
 }
 
-/* The buffer of messages waiting behind busy lanes is full: pause every
- * partition, and resume them once it is half empty.  Polling goes on
- * meanwhile (the group needs it); librdkafka drops what it had fetched
- * for a paused partition and fetches it again after the resume. */
+/* Pause or resume every partition, but those a retry or a revoke holds. */
 static void set_paused(endpoint_t *ep, int pause) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
     for (int i = 0; i < ep->nparts; i++)
@@ -67,25 +64,45 @@ static void set_paused(endpoint_t *ep, int pause) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Runs after every loop turn while held. */
 static void on_room(uv_check_t *c) {
     endpoint_t *ep = c->data;
     if (ep->held && pipeline_waiting(&ep->flow) > ep->flow.conf->buffer / 2) return;
     uv_check_stop(c);
     if (!ep->held) return;
     ep->held = 0;
-    log_at(LOG_DEBUG, "consumer", EP_CTX(ep->flow.conf), "buffer has room again: resuming");
-    if (!ep->left) set_paused(ep, 0);
+    log_at(LOG_DEBUG, "consumer", EP_CTX(ep->flow.conf), "buffer has room again: taking messages");
+    if (ep->held_paused && !ep->left) set_paused(ep, 0);
+    ep->held_paused = 0;
+    uv_idle_start(&ep->idle, ep->idle_cb);
 }
 
+/* The buffer of messages waiting behind busy lanes is full: take no more
+ * from librdkafka (its prefetch queue holds them, bounded by its own
+ * limits) until half have gone.  Pausing the partitions instead would
+ * cost a second each time: librdkafka 2.0 drops what it prefetched for a
+ * paused partition and fetches it again only after its fetch backoff. */
 void partitions_hold(endpoint_t *ep) {
     ep->held = 1;
+    ep->held_at = uv_now(ep->client.env->loop);
     log_at(LOG_DEBUG, "consumer", EP_CTX(ep->flow.conf),
-           "%d message(s) wait behind busy %s (buffer %d): pausing until half have gone",
+           "%d message(s) wait behind busy %s (buffer %d): taking no more until half have gone",
            pipeline_waiting(&ep->flow),
            ep->flow.conf->ordering == ORDER_PARTITION ? "partitions" : "keys",
            ep->flow.conf->buffer);
-    set_paused(ep, 1);
     uv_check_start(&ep->room, on_room);
+}
+
+void partitions_held_long(endpoint_t *ep) {
+    if (!ep->held || ep->held_paused ||
+        uv_now(ep->client.env->loop) - ep->held_at < HOLD_PAUSE_MS)
+        return;
+    /* The consumer is polled once a second meanwhile, for the group's
+     * sake, and each poll may take a message: past this long, pause. */
+    log_at(LOG_DEBUG, "consumer", EP_CTX(ep->flow.conf),
+           "the buffer stayed full for %d s: pausing the partitions", HOLD_PAUSE_MS / 1000);
+    ep->held_paused = 1;
+    set_paused(ep, 1);
 }
 
 partition_t *partition_find(endpoint_t *ep, const char *topic, int32_t partition) {
@@ -337,7 +354,7 @@ void partitions_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (assign) {
         ep->joined = 1;
         assign_parts(ep, parts);
-        if (ep->held) rd_kafka_pause_partitions(rk, parts);
+        if (ep->held_paused) rd_kafka_pause_partitions(rk, parts);
     } else {
         if (start_revoke(ep, parts)) return;
         revoke_parts(ep, parts);

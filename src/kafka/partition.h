@@ -26,8 +26,13 @@ void partition_free(partition_t *pt);
  * them every auto.commit.interval.ms. */
 void partitions_store(endpoint_t *ep);
 
-/* The buffer is full: pause every partition until it is half empty. */
+/* The buffer is full: take no more messages until it is half empty. */
 void partitions_hold(endpoint_t *ep);
+
+/* Held for HOLD_PAUSE_MS: pause the partitions too (the tick's polls
+ * would otherwise take a message each). */
+#define HOLD_PAUSE_MS 10000
+void partitions_held_long(endpoint_t *ep);
 
 /* librdkafka's rebalance callback for ep (its opaque). */
 void partitions_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
