@@ -15,6 +15,8 @@ local luka = {
   null = host.null,
   json = host.json,
   now = host.now,
+  -- http.request{ method, url, headers, body, timeout }: waits, in a handler.
+  http = host.http,
   -- A table kept across hot reloads (as JSON: plain data only).
   state = host.state,
 }
@@ -49,6 +51,14 @@ function luka.redis(url, opts)
   local client, why = host.redis(url, o.timeout, o.pool)
   if not client then error("luka.redis: " .. why, 2) end
   return client
+end
+
+-- Wait for a duration inside a handler; other messages run meanwhile.
+-- Returns true, or nil and why not (outside a handler).
+function luka.sleep(value)
+  local ms, err = dsl.duration(value)
+  if not ms then error(("luka.sleep: %s"):format(err), 2) end
+  return host.sleep(ms)
 end
 
 return luka
