@@ -53,7 +53,7 @@ end
 
 setup(function()
   broker = H.broker_start { topics = { "basic:1", "auth:1", "down:1", "restart:1", "limit:1",
-    "own_timeout:1", "conc:1" } }
+    "own_timeout:1", "conc:1", "reload:1" } }
 end)
 teardown(function() broker.stop() end)
 
@@ -90,11 +90,11 @@ end }
     produce("basic", { '{"v":"hello"}' })
     local p = run(path, out)
     wait_named(out, "closed")
-    p.stop()
+    assert.equal(0, p.stop())
     local got = {}
     for _, r in ipairs(H.jsonl(out)) do got[r[1]] = r end
     assert.equal("<nil>", got.load[2])
-    assert.matches("cannot wait here", got.load[3])
+    assert.matches("^redis 127.0.0.1:%d+: PING: it can only wait inside a handler", got.load[3])
     assert.same({ "set", "OK" }, got.set)
     assert.same({ "get", "hello" }, got.get)
     assert.same({ "incrby", 5 }, got.incrby)
@@ -132,7 +132,7 @@ end }
     produce("auth", { "{}" })
     local p = run(path, out)
     wait_named(out, "none")
-    p.stop()
+    assert.equal(0, p.stop())
     local got = {}
     for _, r in ipairs(H.jsonl(out)) do got[r[1]] = r end
     assert.same({ "plain", "OK" }, got.plain)
@@ -162,7 +162,7 @@ end }
     local redis = H.redis_start { port = port }
     produce("down", { '{"n":2}' })
     local second = wait_named(out, "call", 2)[2]
-    p.stop()
+    assert.equal(0, p.stop())
     assert.same({ "call", 2, 1 }, second)
     assert.equal("1", redis.cli("GET", "n"))
   end)
@@ -193,7 +193,7 @@ end }
     produce("restart", { '{"n":2}' })
     local incr = wait_named(out, "incr")[1]
     assert.truthy(p.alive())
-    p.stop()
+    assert.equal(0, p.stop())
     assert.same({ "incr", 1 }, incr)
   end)
 
@@ -215,12 +215,12 @@ luka.consumer "c" { topics = { "limit" }, config = config, timeout = "1s",
     local get = wait_named(out, "get")[1]
     assert.truthy(p.alive())
     assert.equal(1, failed[2])
-    assert.matches("timed out", failed[3])
+    assert.matches("timed out after 1000 ms waiting for redis BLPOP at 127.0.0.1:" .. redis.port, failed[3])
     assert.same({ "get", 2, "v" }, get)
     -- The BLPOP's connection went with its call: nothing is blocked.
     H.wait_until(function() return not redis.cli("CLIENT", "LIST"):find("cmd=blpop", 1, true) end, 10,
       "the BLPOP's connection to close")
-    p.stop()
+    assert.equal(0, p.stop())
   end)
 
   it("returns nil, err for a call past the client's own timeout, and the client goes on", function()
@@ -237,11 +237,103 @@ end }
     produce("own_timeout", { "{}" })
     local p = run(path, out)
     local ping = wait_named(out, "ping")[1]
-    p.stop()
+    assert.equal(0, p.stop())
     local blpop = named(out, "blpop")[1]
     assert.equal("<nil>", blpop[2])
     assert.matches("redis 127.0.0.1:" .. redis.port .. ": BLPOP timed out after 300 ms", blpop[3])
     assert.is_true(blpop[4] >= 0.25 and blpop[4] < 3, tostring(blpop[4]))
     assert.same({ "ping", "PONG" }, ping)
+  end)
+
+  it("lets several handlers wait on BLPOP at once without holding each other or a GET up", function()
+    local redis = H.redis_start()
+    local path, out = app(([[
+local r = luka.redis("%s")
+luka.consumer "c" { topics = { "conc" }, config = config, concurrency = 4, handle = function(msg)
+  if msg.n == 4 then
+    record("get", msg.n, r:call("GET", "k"))
+  else
+    record("popped", msg.n, r:call("BLPOP", "q" .. msg.n, 20))
+  end
+end }
+]]):format(redis.url))
+    redis.cli("SET", "k", "v")
+    produce("conc", { '{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}' })
+    local p = run(path, out)
+    assert.same({ "get", 4, "v" }, wait_named(out, "get")[1])
+    H.wait_until(function()
+      return select(2, redis.cli("CLIENT", "LIST"):gsub("cmd=blpop", "")) == 3
+    end, 10, "three BLPOPs waiting at once")
+    for n = 3, 1, -1 do
+      redis.cli("RPUSH", "q" .. n, "v" .. n)
+      H.sleep(0.2)
+    end
+    local popped = wait_named(out, "popped", 3, 10)
+    assert.equal(0, p.stop())
+    assert.same({ { "popped", 3, { "q3", "v3" } }, { "popped", 2, { "q2", "v2" } },
+                  { "popped", 1, { "q1", "v1" } } }, popped)
+  end)
+
+  it("keeps a call of the old app answered across a reload, and closes the old app's connections", function()
+    local redis = H.redis_start()
+    local path, out = app(([[
+local r = luka.redis("%s")
+luka.consumer "c" { topics = { "reload" }, config = config, concurrency = 2, handle = function(msg)
+  if msg.n == 1 then
+    record("popped", r:call("BLPOP", "q", 20))
+  else
+    record("get", msg.n, r:call("GET", "k"))
+  end
+end }
+]]):format(redis.url))
+    local function clients()
+      return select(2, redis.cli("CLIENT", "LIST"):gsub("\n", "")) + 1
+    end
+    redis.cli("SET", "k", "v")
+    produce("reload", { '{"n":1}', '{"n":2}' })
+    local p = run(path, out)
+    wait_named(out, "get")
+    H.wait_until(function() return redis.cli("CLIENT", "LIST"):find("cmd=blpop", 1, true) end, 10,
+      "the BLPOP to reach the server")
+    -- Two connections of the app (the BLPOP's and an idle one), and the cli's.
+    assert.equal(3, clients())
+    p.kill("HUP")
+    p.wait_output("reloaded", 10)
+    redis.cli("RPUSH", "q", "x")
+    assert.same({ "popped", { "q", "x" } }, wait_named(out, "popped")[1])
+    produce("reload", { '{"n":3}' })
+    assert.same({ "get", 3, "v" }, wait_named(out, "get", 2)[2])
+    -- The old app closed with its last call: its connections went with it.
+    H.wait_until(function() return clients() == 2 end, 10, "the old app's connections to close")
+    assert.equal(0, p.stop())
+  end)
+
+  it("works in handlers under luka test, whose harness closes the client with the app", function()
+    local redis = H.redis_start()
+    redis.cli("SET", "greeting", "hi")
+    local r = H.luka_test(([[
+local luka = require "luka"
+local r = luka.redis("%s")
+luka.consumer "c" { topics = { "t" }, handle = function(msg)
+  local v, err = r:call("GET", msg.key)
+  if not v then error(err or "no value") end
+  luka.publish("out", { value = v })
+end }
+luka.publisher "out" {}
+]]):format(redis.url), [[
+local test = require "luka.test"
+describe("the app", function()
+  it("reads Redis", function()
+    local app = test.load("app.lua")
+    local r = app:deliver("c", { key = "greeting" })
+    assert.equal("handled", r.outcome)
+    assert.equal("hi", r.published[1].payload.value)
+    r = app:deliver("c", { key = "nothing" })
+    assert.matches("no value", tostring(r.error))
+    app:close()
+  end)
+end)
+]])
+    H.assert_luka_test_passed(r, 1)
   end)
 end)

@@ -17,6 +17,7 @@
 #include "api/redisc.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,13 +47,13 @@ typedef struct conn {
 
 struct client {
     redis_url_t url;
-    char where[300];  /* host:port, for every message */
-    lua_State *L;     /* the state's main thread, which converts replies */
+    char where[300];    /* host:port, for every message */
+    lua_State *L;       /* the state's main thread, which converts replies */
     int64_t timeout_ms; /* of each call; 0: only the handler's own limit */
-    int pool;         /* idle connections kept */
+    int pool;           /* idle connections kept */
     int nidle;
-    int closed;       /* close() or collected: calls are refused */
-    int refs;         /* the userdata and each connection */
+    int closed;         /* close() or collected: calls are refused */
+    int refs;           /* the userdata, each connection, each request */
     conn_t *conns;
 };
 
@@ -61,13 +62,14 @@ typedef struct req {
     conn_t *conn;  /* until hiredis answers */
     task_t *task;  /* NULL once woken or cancelled */
     uv_timer_t timer;
-    int timing;    /* the timer runs, or has not closed yet */
+    int timing;    /* the timer is started and not closed yet */
     int refs;      /* hiredis's answer and the timer's close */
     char cmd[32];  /* the command's name, for messages */
 } req_t;
 
-/* Commands whose effect outlives their call: the next call may get
- * another connection, or this one in another state. */
+/* Commands a call refuses, and why: their effect would outlive the call,
+ * whose connection the next call may not get, or they answer more than
+ * once. */
 static const struct {
     const char *name;
     const char *why;
@@ -354,12 +356,12 @@ static int l_call(lua_State *L) {
 
     if (!(t = task_self(L, &why))) {
         lua_pushnil(L);
-        lua_pushfstring(L, "luka.redis: %s cannot wait here: %s", argv[0], why);
+        lua_pushfstring(L, "redis %s: %s: %s", c ? c->where : "", argv[0], why);
         return 2;
     }
     if (!c || c->closed) {
         lua_pushnil(L);
-        lua_pushfstring(L, "luka.redis: %s: the client is closed", argv[0]);
+        lua_pushfstring(L, "redis %s: %s: the client is closed", c ? c->where : "", argv[0]);
         return 2;
     }
     if (!(conn = conn_get(c, task_loop(t), err, sizeof(err)))) {
