@@ -381,7 +381,8 @@ luka.channel "bad" { format = "xml", handle = function() end }
       local names = {}
       for i, opt in ipairs(dsl.options.consumer) do names[i] = opt.name end
       assert.same({ "topics", "group", "format", "config", "handle",
-                    "retry", "error_channel", "final_failure", "dedup", "timeout" }, names)
+                    "retry", "error_channel", "final_failure", "dedup", "timeout",
+                    "concurrency", "ordering", "buffer" }, names)
     end)
 
     it("lists the librdkafka properties luka sets itself in the reference it generates", function()

@@ -326,7 +326,14 @@ local POLICY = {
     help = "what happens when retries are exhausted and no error channel took the message" },
   { name = "dedup", type = nested("dedup", "a table { key | header, ttl, store, max_entries }"),
     help = "skip messages whose key was already handled within the ttl" },
-  { name = "timeout", type = DURATION, default = "30s", help = "longest a handler may run" },
+  { name = "timeout", type = DURATION, default = "30s",
+    help = "longest a handler may run, waiting on I/O included" },
+  { name = "concurrency", type = integer_at_least(1), default = 1,
+    help = "handler calls in flight at once; each runs in its own coroutine" },
+  { name = "ordering", type = one_of("key", "partition", "none"),
+    help = 'what runs one at a time under concurrency: "key" (the default), "partition" or "none"' },
+  { name = "buffer", type = integer_at_least(1), default = 1000,
+    help = "messages held behind busy keys or partitions before their partitions pause" },
 }
 for _, kind in ipairs({ "consumer", "channel" }) do
   for _, opt in ipairs(POLICY) do table.insert(M.options[kind], opt) end

@@ -38,4 +38,12 @@ function luka.after(value, fn)
   return host.timer(interval("after", value), false, fn)
 end
 
+-- Wait for a duration inside a handler; other messages run meanwhile.
+-- Returns true, or nil and why not (outside a handler).
+function luka.sleep(value)
+  local ms, err = dsl.duration(value)
+  if not ms then error(("luka.sleep: %s"):format(err), 2) end
+  return host.sleep(ms)
+end
+
 return luka

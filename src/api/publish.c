@@ -21,6 +21,7 @@
 #include "flow/call.h"
 #include "lua/script.h"
 #include "lua/state.h"
+#include "lua/task.h"
 
 /* Raise the unknown-target error with luka.dsl's suggestion. */
 static int unknown_target(lua_State *L, const char *target) {
@@ -115,7 +116,7 @@ static void read_headers(lua_State *L, int opts, char *id, guard_t *g) {
 /* Refuse an option luka.publish does not take, with the nearest it does:
  * a misspelt key must not silently pick another partition. */
 static void check_options(lua_State *L, int opts) {
-    static const char *known[] = {"key", "partition", "headers"};
+    static const char *known[] = {"key", "partition", "headers", "wait"};
     lua_pushnil(L);
     while (lua_next(L, opts)) {
         const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
@@ -124,15 +125,48 @@ static void check_options(lua_State *L, int opts) {
         for (size_t i = 0; name && i < sizeof(known) / sizeof(known[0]); i++)
             ok |= strcmp(name, known[i]) == 0;
         if (ok) continue;
-        if (!name) luaL_argerror(L, 3, "opts: option names are strings (key, partition, headers)");
+        if (!name)
+            luaL_argerror(L, 3, "opts: option names are strings (key, partition, headers, wait)");
         cliopt_near_t near = cliopt_near(name);
         for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
             cliopt_near_add(&near, known[i]);
         if (near.best)
             luaL_error(L, "luka.publish: unknown option '%s'; did you mean '%s'?", name, near.best);
-        luaL_error(L, "luka.publish: unknown option '%s'; it takes key, partition and headers", name);
+        luaL_error(L, "luka.publish: unknown option '%s'; it takes key, partition, headers and wait",
+                   name);
     }
 }
+
+/* A publish with opts.wait: its own tag, whose report resumes the handler
+ * that waits for it.  Outside the message's stage accounting: the handler
+ * hears how it went and decides. */
+typedef struct pubwait {
+    publish_tag_t tag;
+    task_t *task;
+    int cancelled; /* the handler stopped waiting: free it on the report */
+    char id[UUID_LEN + 1];
+} pubwait_t;
+
+static void waited(publish_tag_t *t, rd_kafka_resp_err_t err) {
+    pubwait_t *w = (pubwait_t *)t;
+    lua_State *co;
+    if (w->cancelled) {
+        free(w);
+        return;
+    }
+    co = task_thread(w->task);
+    if (err) {
+        lua_pushnil(co);
+        lua_pushfstring(co, "not delivered: %s", rd_kafka_err2str(err));
+        task_wake(w->task, 2);
+    } else {
+        lua_pushstring(co, w->id);
+        task_wake(w->task, 1);
+    }
+    free(w);
+}
+
+static void wait_cancel(void *req) { ((pubwait_t *)req)->cancelled = 1; }
 
 /* luka.publish(target, payload [, opts]) -> message id, or nil, error */
 static int l_publish(lua_State *L) {
@@ -145,6 +179,8 @@ static int l_publish(lua_State *L) {
     int32_t partition = RD_KAFKA_PARTITION_UA;
     char id[UUID_LEN + 1], err[512];
     publish_tag_t *tag;
+    pubwait_t *w = NULL;
+    task_t *task = NULL;
     sink_t *p;
     guard_t *g;
     char *value;
@@ -156,6 +192,16 @@ static int l_publish(lua_State *L) {
     }
     lua_settop(L, 3);
     uuid_v4(id);
+    if (opts) {
+        const char *why;
+        lua_getfield(L, 3, "wait");
+        if (lua_toboolean(L, -1) && !(task = task_self(L, &why))) {
+            lua_pushnil(L);
+            lua_pushfstring(L, "luka.publish('%s', ..., { wait = true }): %s", target, why);
+            return 2;
+        }
+        lua_pop(L, 1);
+    }
 
     if (!env) {
         /* The script is still loading: keep it until a host runs it. */
@@ -221,15 +267,28 @@ static int l_publish(lua_State *L) {
     }
     value = g->value;
     g->value = NULL; /* the sink's now, sent or not */
-    tag = current ? inflight_tag(current) : NULL;
+    if (task) {
+        w = calloc(1, sizeof(*w));
+        w->tag.reported = waited;
+        w->task = task;
+        memcpy(w->id, id, sizeof(w->id));
+        tag = &w->tag;
+    } else {
+        tag = current ? inflight_tag(current) : NULL;
+    }
     if (p->ops->send(p, NULL, partition, key, keylen, value, len, g->hdrs, tag, err,
                      sizeof(err))) {
-        if (current) outcome_send_failed(current, err);
+        free(w);
+        if (current && !task) outcome_send_failed(current, err);
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
     }
     g->hdrs = NULL; /* the sink's now */
+    if (task) {
+        snprintf(err, sizeof(err), "the acknowledgement of a publish to %s", target);
+        return task_wait(L, task, err, wait_cancel, w);
+    }
     if (tag) outcome_sent(tag);
     lua_pushstring(L, id);
     return 1;

@@ -17,6 +17,7 @@
 #include "app/app.h"
 #include "base/log.h"
 #include "lua/script.h"
+#include "lua/task.h"
 #include "lua/state.h"
 
 #define TIMER_MT "luka.timer"
@@ -226,6 +227,49 @@ static int close_all(lua_State *L) {
     return 0;
 }
 
+/* luka.sleep: a timer that resumes the handler waiting for it. */
+typedef struct sleeper {
+    uv_timer_t timer;
+    task_t *task;
+} sleeper_t;
+
+static void free_sleeper(uv_handle_t *h) { free(h->data); }
+
+static void on_slept(uv_timer_t *timer) {
+    sleeper_t *s = timer->data;
+    lua_pushboolean(task_thread(s->task), 1);
+    task_wake(s->task, 1);
+    uv_close((uv_handle_t *)timer, free_sleeper);
+}
+
+static void sleep_cancel(void *req) {
+    sleeper_t *s = req;
+    uv_close((uv_handle_t *)&s->timer, free_sleeper);
+}
+
+/* sleep(ms) -> true, or nil, err when the caller cannot wait */
+static int l_sleep(lua_State *L) {
+    lua_Integer ms = luaL_checkinteger(L, 1);
+    const char *why;
+    char what[64];
+    task_t *task = task_self(L, &why);
+    sleeper_t *s;
+
+    luaL_argcheck(L, ms >= 0, 1, "the duration must not be negative");
+    if (!task) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "luka.sleep: %s", why);
+        return 2;
+    }
+    s = malloc(sizeof(*s));
+    s->task = task;
+    uv_timer_init(task_loop(task), &s->timer);
+    s->timer.data = s;
+    uv_timer_start(&s->timer, on_slept, (uint64_t)ms, 0);
+    snprintf(what, sizeof(what), "luka.sleep(%lld ms)", (long long)ms);
+    return task_wait(L, task, what, sleep_cancel, s);
+}
+
 void timer_inject_api(lua_State *L) {
     if (luaL_newmetatable(L, TIMER_MT)) {
         lua_newtable(L);
@@ -236,4 +280,6 @@ void timer_inject_api(lua_State *L) {
     lua_pop(L, 1);
     lua_pushcfunction(L, l_timer);
     lua_setfield(L, -2, "timer");
+    lua_pushcfunction(L, l_sleep);
+    lua_setfield(L, -2, "sleep");
 }

@@ -237,6 +237,13 @@ static void read_topology(lua_State *L, app_t *app) {
         kvlist_read(L, -1, "config", &e->config);
         e->handle = field_ref(L, -1, "handle", LUA_TFUNCTION);
         read_policy(L, lua_gettop(L), app, &e->policy);
+        e->concurrency = (int)field_int(L, -1, "concurrency");
+        e->buffer = (int)field_int(L, -1, "buffer");
+        format = field_str(L, -1, "ordering");
+        e->ordering = !format || strcmp(format, "key") == 0 ? ORDER_KEY
+                      : strcmp(format, "partition") == 0   ? ORDER_PARTITION
+                                                           : ORDER_NONE;
+        free(format);
         lua_getfield(L, -1, "topics");
         e->ntopics = (int)luaL_len(L, -1);
         e->topics = calloc(e->ntopics + 1, sizeof(char *));

@@ -21,6 +21,7 @@ typedef struct kvlist {
 } kvlist_t;
 
 enum { FORMAT_JSON, FORMAT_RAW };
+enum { ORDER_KEY, ORDER_PARTITION, ORDER_NONE };
 
 typedef struct publisher_conf {
     char *name, *topic, *where;
@@ -64,6 +65,9 @@ typedef struct endpoint_conf {
     kvlist_t config;
     int handle; /* registry ref of the handler */
     policy_conf_t policy;
+    int concurrency; /* handler calls in flight at once */
+    int ordering;    /* ORDER_*: what runs one at a time */
+    int buffer;      /* messages held behind busy lanes before pausing */
 } endpoint_conf_t;
 
 /* A declared topic (luka.topic); -1 leaves a count to the cluster. */

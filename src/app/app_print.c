@@ -119,6 +119,12 @@ void app_print(const app_t *app, FILE *out) {
         fprintf(out, ", group %s, format %s   (%s)\n", e->group,
                 e->format == FORMAT_RAW ? "raw" : "json", e->where);
         print_policy(out, app, &e->policy);
+        if (e->concurrency > 1)
+            fprintf(out, "      concurrency: %d, one at a time per %s, buffer %d\n", e->concurrency,
+                    (const char *[]){"key", "partition", "message (no order)"}[e->ordering],
+                    e->buffer);
+        else
+            fputs("      concurrency: 1 (one handler call at a time)\n", out);
         print_config(out, &e->config);
     }
 }

@@ -22,11 +22,11 @@
 #include "base/offsets.h"
 #include "flow/flow.h"
 #include "flow/inflight.h"
-#include "flow/outcome.h"
 #include "flow/pipeline.h"
 #include "lua/meta.h"
 #include "lua/script.h"
 #include "lua/state.h"
+#include "lua/task.h"
 
 #define HARNESS_MT "luka.test.harness"
 /* A message delivered this many times in one call is given up on. */
@@ -91,6 +91,7 @@ struct testkit {
     int ndelays;
     int attempts, stage, done;
     char *error;
+    uv_loop_t loop; /* where handlers wait on I/O (timers stay virtual) */
 };
 
 static const publisher_conf_t internal_conf = {
@@ -177,7 +178,7 @@ static const source_ops_t kit_source = {source_redeliver, source_stop, source_pr
 static void ack_all(struct testkit *tk) {
     for (int i = 0; i < tk->nacks; i++) {
         ack_t a = tk->acks[i];
-        outcome_reported(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
+        pipeline_reported(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
     }
     tk->nacks = 0;
 }
@@ -188,10 +189,23 @@ static struct testkit *check(lua_State *L) {
     return *ud;
 }
 
+/* Run f's loop until no handler waits and nothing waits to start, the
+ * pretend broker answering every publish meanwhile. */
+static void settle(struct testkit *tk, flow_t *f) {
+    for (;;) {
+        ack_all(tk);
+        if (!pipeline_running(f, NULL) && !pipeline_waiting(f) && !tk->nacks) break;
+        uv_run(&tk->loop, UV_RUN_ONCE);
+    }
+}
+
 static void close_kit(struct testkit *tk) {
     for (int i = 0; i < tk->nflows; i++) pipeline_close(&tk->flows[i].flow);
     /* Closing the state stops its timers (on the virtual clock: freed). */
     app_free(tk->app);
+    task_close_loop(&tk->loop);
+    uv_run(&tk->loop, UV_RUN_DEFAULT); /* the closes */
+    uv_loop_close(&tk->loop);
     for (int i = 0; i < tk->nrecs; i++) {
         record_t *r = &tk->recs[i];
         free(r->target), free(r->topic), free(r->key), free(r->value);
@@ -241,6 +255,7 @@ static int l_load(lua_State *L) {
     ud = lua_newuserdatauv(L, sizeof(*ud), 0);
     *ud = NULL;
     luaL_setmetatable(L, HARNESS_MT);
+    uv_loop_init(&tk->loop);
     if (!(tk->app = app_load(path, NULL, lapi_open, err, sizeof(err)))) {
         close_kit(tk);
         return luaL_error(L, "luka.test.load: %s", err);
@@ -259,8 +274,8 @@ static int l_load(lua_State *L) {
     for (int i = 0; i < tk->app->neps; i++) {
         /* The kit keeps its dedup record in memory, whatever the app says. */
         tk->flows[i].tk = tk;
-        if (pipeline_open(&tk->flows[i].flow, &tk->app->eps[i], tk->app->L, tk->app->dir, "memory",
-                      &kit_source, &tk->sinks, err, sizeof(err))) {
+        if (pipeline_open(&tk->flows[i].flow, &tk->app->eps[i], tk->app->L, &tk->loop,
+                          tk->app->dir, "memory", &kit_source, &tk->sinks, err, sizeof(err))) {
             close_kit(tk);
             return luaL_error(L, "luka.test.load: %s", err);
         }
@@ -425,7 +440,7 @@ static int l_deliver(lua_State *L) {
         tk->redeliver = 0;
         build(&m, &src);
         pipeline_handle(f, &m, pt->offsets, again);
-        ack_all(tk);
+        settle(tk, f);
         /* release would deliver it forever: once shows the decision. */
         if (!tk->redeliver || f->stats.released > before.released) break;
         again = &tk->again;

@@ -1,8 +1,9 @@
 /* call.c - the one way the flow calls user code for a message: the
  * handler, a dedup key function, an error-channel function.  The payload
- * is decoded (or passed raw), meta built, the call made through
- * script_call() under the endpoint's time limit, and publishes made
- * meanwhile belong to the message. */
+ * is decoded (or passed raw), meta built, and the call made under the
+ * endpoint's time limit: the handler as a task that may wait on I/O, the
+ * others through script_call().  Publishes made meanwhile belong to the
+ * message. */
 #include "flow/call.h"
 
 #include <stdio.h>
@@ -12,11 +13,13 @@
 
 #include "base/json.h"
 #include "lua/meta.h"
+#include "lua/task.h"
 
-/* The message whose user code runs now. */
+/* The message whose user code runs now in a plain call; a handler's is
+ * its task's. */
 static inflight_t *current;
 
-inflight_t *call_current(void) { return current; }
+inflight_t *call_current(void) { return current ? current : task_running_data(); }
 
 /* Push the payload as the handler sees it (a decoded table, a string or
  * nil) on L, the thread the call runs in.  Returns 0, or -1 with a decode
@@ -91,6 +94,41 @@ static int trampoline(lua_State *L) {
     return c->nresults;
 }
 
+/* A publish that could not be queued fails the message too; a decode
+ * error has no traceback worth showing. */
+static int conclude(inflight_t *inf, int rc, script_err_t *err) {
+    if (rc == 0 && inf->error) {
+        snprintf(err->msg, sizeof(err->msg), "%s", inf->error);
+        err->traceback[0] = '\0';
+        err->fatal = 0;
+        rc = -1;
+    }
+    if (rc && strncmp(err->msg, "decode error:", 13) == 0) err->traceback[0] = '\0';
+    return rc;
+}
+
+static void ended(task_t *t, int rc, const script_err_t *terr, void *data) {
+    inflight_t *inf = data;
+    script_err_t err;
+    (void)t;
+    inf->task = NULL;
+    if (terr) err = *terr;
+    else err.msg[0] = err.traceback[0] = '\0', err.fatal = 0;
+    rc = conclude(inf, rc, &err);
+    inf->done(inf, rc, &err);
+}
+
+void call_start(inflight_t *inf, int fn, call_done_fn done) {
+    flow_t *f = inf->flow;
+    lua_State *L = f->L;
+    call_t c = {inf, fn, NULL, 0, 0, 0};
+
+    inf->done = done;
+    lua_pushcfunction(L, trampoline);
+    lua_pushlightuserdata(L, &c); /* read before the first wait only */
+    inf->task = task_start(L, f->loop, 1, f->conf->policy.timeout_ms, ended, inf);
+}
+
 int call_user(inflight_t *inf, int fn, const char *field, int with_err, int nresults,
                   script_err_t *err) {
     flow_t *f = inf->flow;
@@ -106,14 +144,7 @@ int call_user(inflight_t *inf, int fn, const char *field, int with_err, int nres
     current = inf;
     rc = script_call(L, 1, nresults, f->conf->policy.timeout_ms, err);
     current = outer;
-    if (rc == 0 && inf->error && !with_err) {
-        /* A publish could not be queued: that fails the message too. */
-        lua_pop(L, nresults);
-        snprintf(err->msg, sizeof(err->msg), "%s", inf->error);
-        err->traceback[0] = '\0';
-        err->fatal = 0;
-        rc = -1;
-    }
-    if (rc && strncmp(err->msg, "decode error:", 13) == 0) err->traceback[0] = '\0';
-    return rc;
+    if (with_err) return rc;
+    if (rc == 0 && inf->error) lua_pop(L, nresults);
+    return conclude(inf, rc, err);
 }

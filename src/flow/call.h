@@ -16,6 +16,12 @@
 int call_user(inflight_t *inf, int fn, const char *field, int with_err, int nresults,
               script_err_t *err);
 
+/* Call the handler fn (a registry ref) for inf as a task on the flow's
+ * loop: done runs when it ends, maybe before call_start returns; until
+ * then inf->task is set (it waits on I/O).  err as for call_user. */
+typedef void (*call_done_fn)(inflight_t *inf, int rc, const script_err_t *err);
+void call_start(inflight_t *inf, int fn, call_done_fn done);
+
 /* The message whose user code runs now, or NULL: what luka.publish
  * publishes on behalf of. */
 inflight_t *call_current(void);

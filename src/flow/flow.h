@@ -11,6 +11,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <lua.h>
+#include <uv.h>
 
 #include "app/app.h"
 #include "base/message.h"
@@ -18,6 +19,7 @@
 
 struct inflight;
 struct publish_tag;
+struct sched;
 typedef struct flow flow_t;
 typedef struct sink sink_t;
 
@@ -81,9 +83,13 @@ struct flow {
     dedup_t *dedup;              /* NULL without dedup */
     const source_ops_t *source;
     const sinks_t *sinks;
-    struct inflight *inflight; /* messages in flight, newest first */
+    uv_loop_t *loop;            /* where handlers wait; NULL: they cannot */
+    struct sched *sched;        /* which message runs next */
+    struct inflight *inflight;  /* messages in flight, newest first */
     int ninflight;
     int stopped; /* takes no more messages: failures are left uncommitted */
+    int retry_in_memory; /* a delayed retry waits in memory, not by a seek back */
+    int pumping, pump_again; /* starting what may run (pipeline.c) */
     endpoint_stats_t stats;
 };
 

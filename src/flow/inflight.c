@@ -26,7 +26,7 @@ static void recycle(inflight_t *inf) {
     nspare++;
 }
 
-inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o) {
+static inflight_t *record(flow_t *f, offsets_t *o) {
     inflight_t *inf = spare;
     if (inf) {
         spare = inf->next;
@@ -36,15 +36,37 @@ inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o) {
         inf = calloc(1, sizeof(*inf));
     }
     inf->flow = f;
-    inf->msg = *m; /* the record owns the message now */
     inf->offsets = o;
     offsets_ref(o);
-    inf->seq = offsets_track(o, m->offset);
     inf->next = f->inflight;
     if (f->inflight) f->inflight->prev = inf;
     f->inflight = inf;
     f->ninflight++;
     return inf;
+}
+
+inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o) {
+    inflight_t *inf = record(f, o);
+    inf->msg = *m; /* the record owns the message now */
+    inf->seq = offsets_track(o, m->offset);
+    return inf;
+}
+
+inflight_t *inflight_respawn(inflight_t *inf) {
+    inflight_t *again = record(inf->flow, inf->offsets);
+
+    again->msg = inf->msg;
+    memset(&inf->msg, 0, sizeof(inf->msg));
+    again->seq = inf->seq;
+    again->attempts = inf->attempts;
+    again->rounds = inf->rounds + 1;
+    again->dedup_key = inf->dedup_key;
+    again->dedup_len = inf->dedup_len;
+    again->error = inf->error;
+    again->traceback = inf->traceback;
+    inf->dedup_key = inf->error = inf->traceback = NULL;
+    inflight_finish(inf, 0);
+    return again;
 }
 
 void inflight_shutdown(void) {

@@ -15,6 +15,11 @@
 #include "base/offsets.h"
 #include "flow/flow.h"
 
+struct lane;
+struct script_err;
+struct task;
+struct uv_timer_s;
+
 /* Where a message in flight stands; when its last publish is acknowledged
  * the stage says what that means. */
 enum {
@@ -33,6 +38,9 @@ enum {
 typedef struct publish_tag {
     struct inflight *inf;
     int pending; /* publishes of this stage not yet reported */
+    /* Set for a publish a handler waits for (luka.publish's wait): its
+     * report goes here instead, and inf is unused. */
+    void (*reported)(struct publish_tag *t, rd_kafka_resp_err_t err);
 } publish_tag_t;
 
 typedef struct inflight {
@@ -50,10 +58,28 @@ typedef struct inflight {
     char *error, *traceback;    /* the last failure */
     char *error_channel_failed; /* why a publish of the error channel failed */
     struct inflight *prev, *next; /* the flow's list, or the lingering list */
+    /* While its handler runs or waits to. */
+    struct task *task;       /* the handler's call while it waits on I/O */
+    uint64_t started;        /* uv_hrtime() of the call's start */
+    int tries;               /* handler calls in this delivery (instant retries) */
+    struct uv_timer_s *timer; /* a retry's delay, waited in memory */
+    int64_t delay_ms;         /* that delay, as the policy decided it */
+    void (*done)(struct inflight *inf, int rc, const struct script_err *err); /* call_start's */
+    /* Kept by sched.c: the lane it holds or waits in, its queue link, and
+     * where it stands there. */
+    struct lane *lane;
+    struct inflight *qnext;
+    int sched;
 } inflight_t;
 
 /* A record for m (whose message it takes), tracked in o, on f's list. */
 inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o);
+
+/* A record that takes over inf's message, offset and attempts, to
+ * be delivered again from memory (rounds one more); inf ends, its offset
+ * neither done nor given up, and lingers for the reports of what it
+ * published. */
+inflight_t *inflight_respawn(inflight_t *inf);
 
 /* The end of inf as a message: its offset is done (done) or left for a
  * later delivery, the source hears of it, and the record lingers until

@@ -52,13 +52,21 @@ void outcome_settle(inflight_t *inf, int stage) {
     if (inf->tags[inf->tag].pending == 0) settled(inf);
 }
 
-/* Deliver the message again after delay_ms through its source; nothing
- * after it in its partition is handled first, and none of it commits. */
-static void redeliver(inflight_t *inf, int64_t delay_ms) {
+/* Deliver the message again after delay_ms.  Under concurrency it waits in
+ * memory, in a record of its own that the caller schedules (returned), and
+ * holds back its lane only.  Otherwise through its source: nothing after
+ * it in its partition is handled first, and none of it commits. */
+static inflight_t *redeliver(inflight_t *inf, int64_t delay_ms) {
     flow_t *f = inf->flow;
+    if (f->retry_in_memory && !f->stopped) {
+        inflight_t *again = inflight_respawn(inf);
+        again->delay_ms = delay_ms;
+        return again;
+    }
     offsets_void_from(inf->offsets, inf->seq);
     if (!f->stopped) f->source->redeliver(f, &inf->msg, inf->attempts, inf->rounds + 1, delay_ms);
     outcome_settle(inf, STAGE_DROP);
+    return NULL;
 }
 
 static void stop(inflight_t *inf) {
@@ -137,7 +145,7 @@ static int to_function(inflight_t *inf) {
 
 /* Carry out decision d for inf, whose publishes from now on belong to a
  * new stage: what earlier stages published no longer decides anything. */
-static void carry_out(inflight_t *inf, decision_t d) {
+static inflight_t *carry_out(inflight_t *inf, decision_t d) {
     flow_t *f = inf->flow;
     const policy_conf_t *pol = &f->conf->policy;
     char err[512];
@@ -148,46 +156,45 @@ static void carry_out(inflight_t *inf, decision_t d) {
         f->stats.retried++;
         log_at(LOG_WARN, "policy", CTX(inf), "retrying in %lld ms (delayed retry %d of %d)",
                (long long)d.delay_ms, inf->rounds + 1, pol->delayed);
-        redeliver(inf, d.delay_ms);
-        return;
+        return redeliver(inf, d.delay_ms);
     case POLICY_ERROR_CHANNEL:
         if ((pol->error_kind == ERRCH_FUNCTION ? to_function(inf) : to_topic(inf)) == 0) {
             outcome_settle(inf, STAGE_DEADLETTER);
-            return;
+            return NULL;
         }
-        carry_out(inf, policy_final(pol, inf->rounds));
-        return;
+        return carry_out(inf, policy_final(pol, inf->rounds));
     case POLICY_IGNORE:
         f->stats.ignored++;
         log_at(LOG_WARN, "policy", CTX(inf), "final failure: ignore; committed without handling");
         outcome_settle(inf, STAGE_IGNORE);
-        return;
+        return NULL;
     case POLICY_RELEASE:
         f->stats.released++;
         log_at(LOG_WARN, "policy", CTX(inf), "final failure: release; delivered again in %lld ms",
                (long long)d.delay_ms);
-        redeliver(inf, d.delay_ms);
-        return;
+        return redeliver(inf, d.delay_ms);
     case POLICY_RESEND: {
         sink_t *s = f->sinks->internal(f->sinks->ctx, err, sizeof(err));
         if (!s || send_copy(inf, s, inf->msg.topic,
                             policy_resend_headers(&inf->msg, inf->attempts), err, sizeof(err))) {
             log_at(LOG_ERROR, "policy", CTX(inf), "final failure: resend failed: %s", err);
             stop(inf);
-            return;
+            return NULL;
         }
         log_at(LOG_WARN, "policy", CTX(inf),
                "final failure: resend; published again to the end of %s", inf->msg.topic);
         outcome_settle(inf, STAGE_RESEND);
-        return;
+        return NULL;
     }
     case POLICY_STOP:
         stop(inf);
-        return;
+        return NULL;
     }
+    return NULL;
 }
 
-void outcome_failed(inflight_t *inf, const char *why, const char *traceback, int retryable) {
+inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceback,
+                           int retryable) {
     flow_t *f = inf->flow;
 
     free(inf->error);
@@ -202,9 +209,9 @@ void outcome_failed(inflight_t *inf, const char *why, const char *traceback, int
         inflight_new_stage(inf);
         offsets_void_from(inf->offsets, inf->seq);
         outcome_settle(inf, STAGE_DROP);
-        return;
+        return NULL;
     }
-    carry_out(inf, policy_decide(&f->conf->policy, inf->rounds, retryable));
+    return carry_out(inf, policy_decide(&f->conf->policy, inf->rounds, retryable));
 }
 
 void outcome_sent(publish_tag_t *t) { t->pending++; }
@@ -214,11 +221,11 @@ void outcome_send_failed(inflight_t *inf, const char *why) {
     if (!*slot) *slot = strdup(why);
 }
 
-void outcome_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
+inflight_t *outcome_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
     inflight_t *inf = inflight_reported(t);
     char why[300];
 
-    if (!inf) return; /* a stage already decided, or a message already ended */
+    if (!inf) return NULL; /* a stage already decided, or a message already ended */
     if ((err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) &&
         inf->flow->stopped) {
         /* Shutdown gave up waiting: uncommitted, delivered again later. */
@@ -230,12 +237,11 @@ void outcome_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
         case STAGE_HANDLE:
             /* The handler's call is not over: it fails when it returns. */
             if (!inf->error) inf->error = strdup(why);
-            return;
+            return NULL;
         case STAGE_ACKS:
             /* The policy takes it from here, in a stage of its own. */
             inf->stage = STAGE_HANDLE;
-            outcome_failed(inf, why, "", 1);
-            return;
+            return outcome_failed(inf, why, "", 1);
         case STAGE_DEADLETTER:
         case STAGE_RESEND:
             log_at(LOG_ERROR, "policy", CTX(inf), "%s: %s",
@@ -243,11 +249,11 @@ void outcome_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
             if (inf->stage == STAGE_RESEND) {
                 inflight_new_stage(inf);
                 stop(inf);
-            } else {
-                carry_out(inf, policy_final(&inf->flow->conf->policy, inf->rounds));
+                return NULL;
             }
-            return;
+            return carry_out(inf, policy_final(&inf->flow->conf->policy, inf->rounds));
         }
     }
     if (t->pending == 0 && inf->stage != STAGE_HANDLE) settled(inf);
+    return NULL;
 }

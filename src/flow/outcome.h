@@ -16,8 +16,11 @@
 void outcome_settle(inflight_t *inf, int stage);
 
 /* The handler failed on this delivery, instant retries included.
- * retryable is 0 for decode errors and luka.fatal(). */
-void outcome_failed(inflight_t *inf, const char *why, const char *traceback, int retryable);
+ * retryable is 0 for decode errors and luka.fatal().  Returns the record
+ * of a retry to wait in memory (flow.retry_in_memory) for its delay_ms,
+ * which the caller schedules, or NULL. */
+inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceback,
+                           int retryable);
 
 /* A publish tagged t was accepted by its sink. */
 void outcome_sent(publish_tag_t *t);
@@ -26,8 +29,9 @@ void outcome_sent(publish_tag_t *t);
 void outcome_send_failed(inflight_t *inf, const char *why);
 
 /* The publish tagged t was acknowledged (err 0) or failed for good.  A
- * report of a stage already decided changes nothing.  Sinks call it from
- * the loop, never inside user code. */
-void outcome_reported(publish_tag_t *t, rd_kafka_resp_err_t err);
+ * report of a stage already decided changes nothing.  Returns a retry to
+ * wait in memory, as outcome_failed.  Reached through pipeline_reported,
+ * from the loop, never inside user code. */
+inflight_t *outcome_reported(publish_tag_t *t, rd_kafka_resp_err_t err);
 
 #endif

@@ -1,7 +1,10 @@
-/* pipeline.c - one consumed message, from payload to outcome: skip it if
- * its dedup key was handled, decode it, build meta, call the handler
- * through script_call() (again at once for instant retries), then hand it
- * to outcome.c: to wait for its publishes, or to the policy. */
+/* pipeline.c - an endpoint's messages, from the consumer to their
+ * outcome: each is tracked on arrival (commits follow arrival order), waits
+ * for its lane and a slot (sched.c), is skipped if its dedup key was
+ * handled, and has its handler called as a task that may wait on I/O
+ * (again at once for instant retries); then outcome.c takes it: to wait
+ * for its publishes, or to the policy.  A retry decided under
+ * concurrency waits here in memory, holding its lane. */
 #include "flow/pipeline.h"
 
 #include <stdio.h>
@@ -15,10 +18,16 @@
 #include "flow/call.h"
 #include "flow/outcome.h"
 #include "flow/policy.h"
+#include "flow/sched.h"
 #include "lua/script.h"
+#include "lua/task.h"
 
 const double duration_bounds[DURATION_BUCKETS] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025,
                                                    0.05,   0.1,    0.25,  0.5,   1,    5};
+
+#define CTX(inf)                                                                           \
+    (&(log_ctx_t){(inf)->flow->conf->name, (inf)->msg.topic, (inf)->msg.partition,         \
+                  (inf)->msg.offset})
 
 /* Compute the dedup key of the message and look it up.  Returns 1 when it
  * was handled before; 0 otherwise, with inf->dedup_key set when it has one. */
@@ -69,27 +78,111 @@ static void observe(endpoint_stats_t *s, double seconds) {
     s->duration_sum += seconds;
 }
 
-/* Call the handler once.  Returns 0, or -1 with err filled and *retryable
- * set. */
-static int call_handler(inflight_t *inf, script_err_t *err, int *retryable) {
-    flow_t *f = inf->flow;
-    uint64_t start = uv_hrtime();
-    int rc;
+static void handled(inflight_t *inf, int rc, const script_err_t *err);
+static void pump(flow_t *f);
 
+/* Call the handler once; handled() hears how it went. */
+static void attempt(inflight_t *inf) {
     inf->attempts++;
+    inf->tries++;
     free(inf->error);
     inf->error = NULL;
-    rc = call_user(inf, f->conf->handle, NULL, 0, 0, err);
-    observe(&f->stats, (double)(uv_hrtime() - start) / 1e9);
-    *retryable = rc == 0 || !err->fatal;
-    return rc;
+    inf->started = uv_hrtime();
+    call_start(inf, inf->flow->conf->handle, handled);
+}
+
+/* Start a message that took its lane and a slot. */
+static void run(inflight_t *inf) {
+    flow_t *f = inf->flow;
+
+    if (f->dedup && !inf->dedup_key && seen_before(inf)) {
+        /* Info, with its key: a skip must never go unseen. */
+        log_at(LOG_INFO, "dedup", CTX(inf), "key '%.*s' already handled: skipped",
+               (int)inf->dedup_len, inf->dedup_key);
+        f->stats.deduplicated++;
+        sched_forget(f->sched, inf);
+        outcome_settle(inf, STAGE_IGNORE);
+        return;
+    }
+    attempt(inf);
+}
+
+static void free_timer(uv_handle_t *h) { free(h); }
+
+static void stop_timer(inflight_t *inf) {
+    if (!inf->timer) return;
+    uv_close((uv_handle_t *)inf->timer, free_timer);
+    inf->timer = NULL;
+}
+
+static void on_due(uv_timer_t *timer) {
+    inflight_t *inf = timer->data;
+    flow_t *f = inf->flow;
+    stop_timer(inf);
+    inf->tries = 0;
+    sched_due(f->sched, inf);
+    pump(f);
+}
+
+/* again, a retry the policy decided, waits in memory holding lane. */
+static void retry_later(flow_t *f, inflight_t *again, lane_t *lane) {
+    sched_hold(again, lane);
+    again->timer = malloc(sizeof(*again->timer));
+    uv_timer_init(f->loop, again->timer);
+    again->timer->data = again;
+    uv_timer_start(again->timer, on_due, (uint64_t)(again->delay_ms > 0 ? again->delay_ms : 0), 0);
+}
+
+static void handled(inflight_t *inf, int rc, const script_err_t *err) {
+    flow_t *f = inf->flow;
+    const policy_conf_t *pol = &f->conf->policy;
+    int retryable = rc == 0 || !err->fatal;
+    inflight_t *again;
+    lane_t *lane;
+
+    observe(&f->stats, (double)(uv_hrtime() - inf->started) / 1e9);
+    if (rc == 0) {
+        /* Its key may go on while its publishes are acknowledged. */
+        sched_forget(f->sched, inf);
+        outcome_settle(inf, STAGE_ACKS);
+        pump(f);
+        return;
+    }
+    if (retryable && inf->tries <= pol->instant && !f->stopped) {
+        f->stats.retried++;
+        log_at(LOG_WARN, "policy", CTX(inf), "attempt %d failed: %s; retrying at once (%d of %d)",
+               inf->attempts, err->msg, inf->tries, pol->instant);
+        attempt(inf);
+        return;
+    }
+    /* The lane is handed on to a retry waiting in memory, or freed; inf
+     * itself may end inside the policy. */
+    sched_done(f->sched, inf);
+    lane = sched_detach(inf);
+    again = outcome_failed(inf, err->msg, err->traceback, retryable);
+    if (again) retry_later(f, again, lane);
+    else sched_release(f->sched, lane);
+    pump(f);
+}
+
+/* Start what the scheduler lets run now.  Nested calls (a handler that
+ * ends inside another's start) leave the work to the outermost. */
+static void pump(flow_t *f) {
+    inflight_t *inf;
+    if (f->pumping) {
+        f->pump_again = 1;
+        return;
+    }
+    f->pumping = 1;
+    do {
+        f->pump_again = 0;
+        while (!f->stopped && (inf = sched_next(f->sched))) run(inf);
+    } while (f->pump_again);
+    f->pumping = 0;
 }
 
 void pipeline_handle(flow_t *f, message_t *m, offsets_t *o, const redelivery_t *again) {
-    const policy_conf_t *pol = &f->conf->policy;
-    script_err_t err;
     inflight_t *inf;
-    int retryable = 1;
 
     f->stats.consumed++;
     inf = inflight_new(f, m, o);
@@ -99,39 +192,82 @@ void pipeline_handle(flow_t *f, message_t *m, offsets_t *o, const redelivery_t *
     } else {
         inf->attempts = policy_header_attempts(&inf->msg);
     }
-
-    if (f->dedup && seen_before(inf)) {
-        /* Info, with its key: a skip must never go unseen. */
-        log_at(LOG_INFO, "dedup",
-               (&(log_ctx_t){f->conf->name, m->topic, m->partition, m->offset}),
-               "key '%.*s' already handled: skipped", (int)inf->dedup_len, inf->dedup_key);
-        f->stats.deduplicated++;
-        outcome_settle(inf, STAGE_IGNORE);
-        return;
-    }
-    for (int i = 0; i <= pol->instant; i++) {
-        if (call_handler(inf, &err, &retryable) == 0) {
-            outcome_settle(inf, STAGE_ACKS);
-            return;
+    if (sched_push(f->sched, inf)) {
+        if (f->pumping) {
+            run(inf);
+        } else {
+            f->pumping = 1;
+            run(inf);
+            f->pumping = 0;
+            if (f->pump_again) pump(f);
         }
-        if (!retryable || i == pol->instant) break;
-        f->stats.retried++;
-        log_at(LOG_WARN, "policy",
-               (&(log_ctx_t){f->conf->name, m->topic, m->partition, m->offset}),
-               "attempt %d failed: %s; retrying at once (%d of %d)", inf->attempts, err.msg, i + 1,
-               pol->instant);
     }
-    outcome_failed(inf, err.msg, err.traceback, retryable);
 }
 
-int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, const char *dir,
-                  const char *dedup_store, const source_ops_t *source, const sinks_t *sinks,
-                  char *errbuf, size_t errlen) {
+void pipeline_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
+    flow_t *f;
+    inflight_t *again;
+    if (t->reported) {
+        t->reported(t, err);
+        return;
+    }
+    f = t->inf->flow;
+    again = outcome_reported(t, err);
+    if (again) retry_later(again->flow, again, NULL);
+    if (f) pump(f);
+}
+
+int pipeline_waiting(const flow_t *f) { return f->sched->queued; }
+
+int pipeline_running(const flow_t *f, const offsets_t *o) {
+    int n = 0;
+    for (const inflight_t *inf = f->inflight; inf; inf = inf->next)
+        n += inf->task != NULL && (!o || inf->offsets == o);
+    return n;
+}
+
+/* inf goes without a commit: it is delivered again. */
+static void drop(inflight_t *inf) {
+    flow_t *f = inf->flow;
+    if (inf->task) {
+        log_at(LOG_WARN, "flow", CTX(inf),
+               "handler still running after the drain timeout: abandoned, uncommitted; the "
+               "message comes again");
+        task_abandon(inf->task);
+        inf->task = NULL;
+    }
+    stop_timer(inf);
+    sched_forget(f->sched, inf);
+    offsets_void_from(inf->offsets, inf->seq);
+    inflight_finish(inf, 0);
+}
+
+int pipeline_drop(flow_t *f, const offsets_t *o, int running_too) {
+    int n = 0;
+    for (inflight_t *inf = f->inflight, *next; inf; inf = next) {
+        next = inf->next;
+        if (o && inf->offsets != o) continue;
+        if (inf->task ? !running_too : inf->stage != STAGE_HANDLE) continue;
+        /* A record started but between calls (an instant retry) cannot
+         * be: calls are started at once. */
+        drop(inf);
+        n++;
+        next = f->inflight; /* the list changed under us */
+    }
+    return n;
+}
+
+int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_t *loop,
+                  const char *dir, const char *dedup_store, const source_ops_t *source,
+                  const sinks_t *sinks, char *errbuf, size_t errlen) {
     memset(f, 0, sizeof(*f));
     f->conf = conf;
     f->L = L;
+    f->loop = loop;
     f->source = source;
     f->sinks = sinks;
+    f->sched = malloc(sizeof(*f->sched));
+    sched_init(f->sched, conf->concurrency, conf->ordering);
     if (conf->policy.dedup) {
         char scope[512], why[512];
         snprintf(scope, sizeof(scope), "%s:%s", conf->group, conf->name);
@@ -140,6 +276,8 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, const ch
                               sizeof(why));
         if (!f->dedup) {
             snprintf(errbuf, errlen, "endpoint '%s' (%s): %s", conf->name, conf->where, why);
+            free(f->sched);
+            f->sched = NULL;
             return -1;
         }
     }
@@ -149,7 +287,17 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, const ch
 int pipeline_close(flow_t *f) {
     int n = 0;
     f->stopped = 1;
-    for (; f->inflight; n++) inflight_finish(f->inflight, 0);
+    for (; f->inflight; n++) {
+        inflight_t *inf = f->inflight;
+        if (inf->task) task_abandon(inf->task);
+        inf->task = NULL;
+        stop_timer(inf);
+        sched_forget(f->sched, inf);
+        inflight_finish(inf, 0);
+    }
+    if (f->sched) sched_free(f->sched);
+    free(f->sched);
+    f->sched = NULL;
     dedup_close(f->dedup);
     f->dedup = NULL;
     return n;

@@ -114,10 +114,49 @@ static void handle(endpoint_t *ep, rd_kafka_message_t *rkm) {
     pipeline_handle(&ep->flow, &m, pt->offsets, a); /* rkm is the pipeline's now */
 }
 
+/* The buffer of messages waiting behind busy lanes is full: pause every
+ * partition, and resume them once it is half empty.  Polling goes on
+ * meanwhile (the group needs it); librdkafka drops what it had fetched
+ * for a paused partition and fetches it again after the resume. */
+static void set_paused(endpoint_t *ep, int pause) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
+    for (int i = 0; i < ep->nparts; i++)
+        if (!ep->parts[i]->waiting && !ep->parts[i]->revoking)
+            rd_kafka_topic_partition_list_add(l, ep->parts[i]->offsets->topic,
+                                              ep->parts[i]->offsets->partition);
+    if (l->cnt) {
+        if (pause) rd_kafka_pause_partitions(ep->rk, l);
+        else rd_kafka_resume_partitions(ep->rk, l);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void on_room(uv_check_t *c) {
+    endpoint_t *ep = c->data;
+    if (ep->held && pipeline_waiting(&ep->flow) > ep->flow.conf->buffer / 2) return;
+    uv_check_stop(c);
+    if (!ep->held) return;
+    ep->held = 0;
+    log_at(LOG_DEBUG, "consumer", EP_CTX(ep->flow.conf), "buffer has room again: resuming");
+    if (!ep->left) set_paused(ep, 0);
+}
+
+static void hold(endpoint_t *ep) {
+    ep->held = 1;
+    log_at(LOG_DEBUG, "consumer", EP_CTX(ep->flow.conf),
+           "%d message(s) wait behind busy %s (buffer %d): pausing until half have gone",
+           pipeline_waiting(&ep->flow),
+           ep->flow.conf->ordering == ORDER_PARTITION ? "partitions" : "keys",
+           ep->flow.conf->buffer);
+    set_paused(ep, 1);
+    uv_check_start(&ep->room, on_room);
+}
+
 static void drain(endpoint_t *ep) {
     uint64_t deadline = uv_hrtime() + BATCH_NS;
     int n = 0, more = 0;
     while (!ep->flow.stopped && ep->flow.ninflight < MAX_INFLIGHT) {
+        if (!ep->held && pipeline_waiting(&ep->flow) >= ep->flow.conf->buffer) hold(ep);
         rd_kafka_message_t *rkm;
         /* One handler call may take seconds, so the clock is read after
          * every message (uv_hrtime costs nanoseconds): signals, timers and
@@ -185,7 +224,7 @@ static void skipped(partition_t *pt, int64_t offset) {
  * fetched while pt waits for a retry is dropped (it comes again after the
  * seek back). */
 static int accept_offset(partition_t *pt, int64_t offset) {
-    if (pt->waiting) return 0;
+    if (pt->waiting || pt->revoking) return 0;
     if (pt->expect >= 0) {
         /* A seek is a version barrier in librdkafka: nothing fetched before
          * it is returned after it.  So the first message after the seek is
@@ -316,6 +355,72 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
     ep->last = 0;
 }
 
+/* The revoke can go on: with abandon, handlers still running are given
+ * up (their messages come again to the next owner).  Then what is done
+ * is committed and the partitions go back to the group. */
+static void finish_revoke(endpoint_t *ep, int abandon) {
+    rd_kafka_topic_partition_list_t *parts = ep->revoking;
+    char why[512];
+
+    uv_timer_stop(&ep->revoke_timer);
+    ep->revoking = NULL;
+    if (abandon)
+        for (int i = 0; i < parts->cnt; i++) {
+            partition_t *pt = find_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
+            if (pt) pipeline_drop(&ep->flow, pt->offsets, 1);
+        }
+    revoke_parts(ep, parts);
+    if (kafka_rebalance_apply(ep->rk, RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS, parts, why, sizeof(why)))
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "unassigning: %s", why);
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+static int running_in(endpoint_t *ep, const rd_kafka_topic_partition_list_t *parts) {
+    int n = 0;
+    for (int i = 0; i < parts->cnt; i++) {
+        partition_t *pt = find_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
+        if (pt) n += pipeline_running(&ep->flow, pt->offsets);
+    }
+    return n;
+}
+
+static void on_revoke_wait(uv_timer_t *t) {
+    endpoint_t *ep = t->data;
+    int n = running_in(ep, ep->revoking);
+    if (n == 0) {
+        finish_revoke(ep, 0);
+    } else if (uv_now(ep->client.env->loop) - ep->revoke_at >=
+               (uint64_t)ep->client.env->drain_timeout_ms) {
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf),
+               "%d handler(s) of revoked partitions still running after the drain timeout "
+               "(%lld ms): abandoned, uncommitted",
+               n, (long long)ep->client.env->drain_timeout_ms);
+        finish_revoke(ep, 1);
+    }
+}
+
+/* A revoke: what waits to start in those partitions is let go at once;
+ * handlers already running may finish, up to the drain timeout, before
+ * the done prefix is committed and the partitions go.  librdkafka holds
+ * the rebalance until the unassign (finish_revoke). */
+static int start_revoke(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
+    int n;
+    for (int i = 0; i < parts->cnt; i++) {
+        partition_t *pt = find_partition(ep, parts->elems[i].topic, parts->elems[i].partition);
+        if (!pt) continue;
+        pt->revoking = 1;
+        pipeline_drop(&ep->flow, pt->offsets, 0);
+    }
+    if (!(n = running_in(ep, parts)) || ep->left) return 0;
+    log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf),
+           "waiting up to %lld ms for %d handler(s) of the revoked partitions",
+           (long long)ep->client.env->drain_timeout_ms, n);
+    ep->revoking = rd_kafka_topic_partition_list_copy(parts);
+    ep->revoke_at = uv_now(ep->client.env->loop);
+    uv_timer_start(&ep->revoke_timer, on_revoke_wait, 10, 10);
+    return 1;
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     endpoint_t *ep = opaque;
@@ -329,7 +434,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (assign) {
         ep->joined = 1;
         assign_parts(ep, parts);
+        if (ep->held) rd_kafka_pause_partitions(rk, parts);
     } else {
+        if (start_revoke(ep, parts)) return;
         revoke_parts(ep, parts);
     }
     if (kafka_rebalance_apply(rk, err, parts, why, sizeof(why)))
@@ -353,7 +460,10 @@ static void source_redeliver(flow_t *f, const message_t *m, int attempts, int ro
     endpoint_t *ep = EP(f);
     partition_t *pt = find_partition(ep, m->topic, m->partition);
     /* A partition revoked meanwhile: its next owner gets the message. */
-    if (pt) redeliver(pt, m->offset, attempts, rounds, delay_ms);
+    if (!pt) return;
+    redeliver(pt, m->offset, attempts, rounds, delay_ms);
+    /* What waited behind it comes again after the seek back. */
+    pipeline_drop(f, pt->offsets, 0);
 }
 
 static void source_stop(flow_t *f) {
@@ -395,11 +505,14 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
 
     ep->client.env = env;
     ep->wake.fds[0] = ep->wake.fds[1] = -1;
-    if (pipeline_open(&ep->flow, conf, L, env->app->dir, NULL, &consumer_source, sinks, errbuf,
-                  errlen)) {
+    if (pipeline_open(&ep->flow, conf, L, env->loop, env->app->dir, NULL, &consumer_source, sinks,
+                      errbuf, errlen)) {
         free(ep);
         return NULL;
     }
+    /* Under concurrency a delayed retry waits in memory, holding back its
+     * key alone; one at a time, the partition pauses and seeks back. */
+    ep->flow.retry_in_memory = conf->concurrency > 1;
     kconf = kafka_conf(env, NULL, why, sizeof(why));
     if (!kconf) goto fail;
     /* At-least-once: librdkafka commits in the background, but only the
@@ -440,7 +553,9 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
     uv_idle_init(env->loop, &ep->idle);
     uv_timer_init(env->loop, &ep->tick);
     uv_check_init(env->loop, &ep->store);
-    ep->idle.data = ep->tick.data = ep->store.data = ep;
+    uv_check_init(env->loop, &ep->room);
+    uv_timer_init(env->loop, &ep->revoke_timer);
+    ep->idle.data = ep->tick.data = ep->store.data = ep->room.data = ep->revoke_timer.data = ep;
     uv_timer_start(&ep->tick, on_tick, 1000, 1000);
 
     topics = rd_kafka_topic_partition_list_new(conf->ntopics);
@@ -471,6 +586,7 @@ void consumer_stop(endpoint_t *ep) {
     if (ep->idle.data) {
         uv_idle_stop(&ep->idle);
         uv_timer_stop(&ep->tick);
+        uv_check_stop(&ep->room);
     }
 }
 
@@ -492,6 +608,8 @@ static void leave(endpoint_t *ep) {
     int dropped;
 
     if (ep->left) return;
+    /* A revoke waiting for handlers: they are abandoned below anyway. */
+    if (ep->revoking) finish_revoke(ep, 1);
     /* Before left is set: store_offsets does nothing after (the revoke
      * that the close below makes must not store for partitions it gives
      * back), and done offsets wait up to STORE_MS for a loop turn. */
@@ -540,7 +658,7 @@ void consumer_close(endpoint_t *ep) {
     ep->nparts = 0;
     ep->closing = 0;
     if (ep->wake.poll.data) ep->closing++;
-    if (ep->idle.data) ep->closing += 3;
+    if (ep->idle.data) ep->closing += 5;
     if (ep->closing == 0) {
         kafka_wake_close_fds(&ep->wake);
         free(ep);
@@ -551,5 +669,7 @@ void consumer_close(endpoint_t *ep) {
         uv_close((uv_handle_t *)&ep->tick, free_ep);
         uv_close((uv_handle_t *)&ep->idle, free_ep);
         uv_close((uv_handle_t *)&ep->store, free_ep);
+        uv_close((uv_handle_t *)&ep->room, free_ep);
+        uv_close((uv_handle_t *)&ep->revoke_timer, free_ep);
     }
 }

@@ -23,6 +23,7 @@ typedef struct partition {
     int64_t retry_offset; /* -1 when none */
     int retry_attempts, retry_rounds;
     int waiting;     /* paused until the timer fires */
+    int revoking;    /* revoked: waits for its running handlers, takes nothing */
     int64_t expect;  /* the offset sought back to, until a message arrives; else -1 */
     uv_timer_t *timer;
 } partition_t;
@@ -37,6 +38,11 @@ typedef struct endpoint {
     uv_timer_t tick;  /* polls now and then, so paused partitions keep us in the group */
     uv_check_t store; /* hands done offsets to librdkafka after a loop turn */
     uint64_t stored_at; /* the loop's time (ms) they were last handed over */
+    uv_check_t room;    /* while held: resumes once the buffer is half empty */
+    int held;           /* every partition paused: the buffer is full */
+    rd_kafka_topic_partition_list_t *revoking; /* a revoke waiting for handlers */
+    uint64_t revoke_at;      /* when it began (loop ms) */
+    uv_timer_t revoke_timer; /* checks on it */
     partition_t **parts;
     int nparts, capparts;
     int last; /* index of the last partition looked up */

@@ -1,5 +1,5 @@
 /* delivery.c - a publisher's delivery reports, on the loop: each is handed
- * to the flow (outcome_reported) with the tag its publish carried.  A
+ * to the flow (pipeline_reported) with the tag its publish carried.  A
  * report served while a send waits for room in a full queue, inside a
  * handler or a policy, is deferred to the loop instead: its failure may
  * call an error-channel function, and nothing re-enters user code. */
@@ -8,7 +8,7 @@
 #include <stdlib.h>
 
 #include "base/log.h"
-#include "flow/outcome.h"
+#include "flow/pipeline.h"
 
 void delivery_report_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     publisher_t *p = opaque;
@@ -31,7 +31,7 @@ void delivery_report_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opa
         kafka_wake_kick(&p->wake);
         return;
     }
-    outcome_reported(rkm->_private, rkm->err);
+    pipeline_reported(rkm->_private, rkm->err);
 }
 
 /* Oldest first; those deferred meanwhile (a policy publishing into a full
@@ -42,7 +42,7 @@ void delivery_run_deferred(publisher_t *p) {
         int n = p->ndeferred;
         p->deferred = NULL;
         p->ndeferred = p->capdeferred = 0;
-        for (int i = 0; i < n; i++) outcome_reported(list[i].tag, list[i].err);
+        for (int i = 0; i < n; i++) pipeline_reported(list[i].tag, list[i].err);
         free(list);
     }
 }

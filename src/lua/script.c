@@ -190,13 +190,71 @@ void script_forget(lua_State *L) {
     if (cached.ud == ud) cached.ud = NULL, cached.co = NULL;
 }
 
+void script_enter(script_frame_t *saved, lua_State *L, lua_State *co, int64_t deadline,
+                  int64_t limit) {
+    saved->deadline_ms = deadline_ms;
+    saved->limit_ms = limit_ms;
+    saved->timed_out = timed_out;
+    saved->co = call_co;
+    saved->active = script_active;
+    deadline_ms = deadline;
+    limit_ms = limit;
+    timed_out = 0;
+    call_co = co;
+    lua_sethook(co, timeout_hook, LUA_MASKCOUNT, HOOK_COUNT);
+    lua_getallocf(L, &script_active);
+}
+
+int script_leave(const script_frame_t *saved, lua_State *co) {
+    int was = timed_out;
+    lua_sethook(co, NULL, 0, 0);
+    deadline_ms = saved->deadline_ms;
+    limit_ms = saved->limit_ms;
+    timed_out = saved->timed_out;
+    call_co = saved->co;
+    script_active = saved->active;
+    return was;
+}
+
+int64_t script_now_ms(void) { return now_ms(); }
+
+void script_failure(lua_State *L, lua_State *co, int status, int was_timed_out,
+                    int64_t timeout_ms, script_err_t *err) {
+    if (status == LUA_OK || status == LUA_YIELD) {
+        /* A handler that caught its generator's timeout error and returned
+         * still ran out of time: it fails as timed out, never succeeds. */
+        if (was_timed_out)
+            snprintf(err->msg, sizeof(err->msg), "%stimed out after %d ms", timeout_where,
+                     (int)timeout_ms);
+        else
+            copy(err->msg, sizeof(err->msg), "a handler must not yield outside a coroutine of its own");
+        err->fatal = 0;
+    } else {
+        err->fatal = luaL_testudata(co, -1, FATAL_MT) != NULL;
+        if (status == LUA_ERRMEM) {
+            copy(err->msg, sizeof(err->msg), NO_MEMORY);
+        } else {
+            /* Describe the error on L: co is dead until it is reset. */
+            lua_pushvalue(co, -1);
+            lua_xmove(co, L, 1);
+            if (err->fatal) {
+                lua_getiuservalue(L, -1, 1);
+                lua_remove(L, -2);
+            }
+            copy(err->msg, sizeof(err->msg), describe_safe(L, -1));
+            lua_pop(L, 2);
+        }
+    }
+    /* The coroutine's stack is still there to be walked. */
+    luaL_traceback(L, co, NULL, 0);
+    copy(err->traceback, sizeof(err->traceback), lua_tostring(L, -1));
+    lua_pop(L, 1);
+}
+
 static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,
                         script_err_t *err) {
-    int base = lua_gettop(L) - nargs, status, nres = 0, own = 0, failed;
-    int64_t saved_deadline = deadline_ms, saved_limit = limit_ms;
-    int saved_timed_out = timed_out;
-    lua_State *saved_co = call_co;
-    void *saved_active = script_active;
+    int base = lua_gettop(L) - nargs, status, nres = 0, own = 0, was_timed_out;
+    script_frame_t saved;
     lua_State *co = NULL;
     void *ud;
 
@@ -221,60 +279,20 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
         own = 1;
     }
     lua_xmove(L, co, nargs + 1); /* co: fn, args */
-    deadline_ms = now_ms() + timeout_ms;
-    limit_ms = timeout_ms;
-    timed_out = 0;
-    call_co = co;
-    lua_sethook(co, timeout_hook, LUA_MASKCOUNT, HOOK_COUNT);
-    lua_getallocf(L, &script_active);
+    script_enter(&saved, L, co, now_ms() + timeout_ms, timeout_ms);
     status = lua_resume(co, L, nargs, &nres);
-    script_active = saved_active;
-    lua_sethook(co, NULL, 0, 0);
+    /* Decided before the nested call's state is restored: a handler whose
+     * own coroutine ran past the limit and returned still failed. */
+    was_timed_out = script_leave(&saved, co);
 
-    if (status == LUA_OK && !timed_out) {
+    if (status == LUA_OK && !was_timed_out) {
         /* The results are the top nres values of co. */
         if (nres > nresults) lua_pop(co, nres - nresults), nres = nresults;
         lua_xmove(co, L, nres);
         for (; nres < nresults; nres++) lua_pushnil(L);
-    } else if (status == LUA_OK || status == LUA_YIELD) {
-        /* A handler that caught its generator's timeout error and returned
-         * still ran out of time: it fails as timed out, never succeeds. */
-        if (timed_out)
-            snprintf(err->msg, sizeof(err->msg), "%stimed out after %d ms", timeout_where,
-                     (int)timeout_ms);
-        else
-            copy(err->msg, sizeof(err->msg), "a handler must not yield outside a coroutine of its own");
-        luaL_traceback(L, co, NULL, 0);
-        copy(err->traceback, sizeof(err->traceback), lua_tostring(L, -1));
-        lua_pop(L, 1);
-        err->fatal = 0;
     } else {
-        err->fatal = luaL_testudata(co, -1, FATAL_MT) != NULL;
-        if (status == LUA_ERRMEM) {
-            copy(err->msg, sizeof(err->msg), NO_MEMORY);
-        } else {
-            /* Describe the error on L: co is dead until it is reset. */
-            lua_pushvalue(co, -1);
-            lua_xmove(co, L, 1);
-            if (err->fatal) {
-                lua_getiuservalue(L, -1, 1);
-                lua_remove(L, -2);
-            }
-            copy(err->msg, sizeof(err->msg), describe_safe(L, -1));
-            lua_pop(L, 2);
-        }
-        /* The coroutine's stack is still there to be walked. */
-        luaL_traceback(L, co, NULL, 0);
-        copy(err->traceback, sizeof(err->traceback), lua_tostring(L, -1));
-        lua_pop(L, 1);
+        script_failure(L, co, status, was_timed_out, timeout_ms, err);
     }
-    /* Decided before the nested call's state is restored: a handler whose
-     * own coroutine ran past the limit and returned still failed. */
-    failed = status != LUA_OK || timed_out;
-    deadline_ms = saved_deadline;
-    limit_ms = saved_limit;
-    timed_out = saved_timed_out;
-    call_co = saved_co;
     /* Back to a clean, reusable coroutine: one that failed or was stopped
      * may have left frames and to-be-closed variables behind, and Lua
      * 5.4.4's lua_resetthread leaves the error object on the stack, where
@@ -285,7 +303,7 @@ static int limited_call(lua_State *L, int nargs, int nresults, int64_t timeout_m
     if (own) lua_remove(L, base);
     else cached.busy = 0;
     if (status == LUA_ERRMEM) lua_gc(L, LUA_GCCOLLECT); /* give the memory back now */
-    return failed ? -1 : 0;
+    return status != LUA_OK || was_timed_out ? -1 : 0;
 }
 
 int script_call(lua_State *L, int nargs, int nresults, int64_t timeout_ms,

@@ -31,6 +31,28 @@ void script_push_fatal(lua_State *L, int msg_idx);
  * running now, or NULL: memory limits apply to it alone. */
 extern void *script_active;
 
+/* The time limit of the user code running now, saved while another runs:
+ * script_enter() puts co under a deadline (milliseconds, CLOCK_MONOTONIC
+ * as script_now_ms) and makes L's memory limit the active one;
+ * script_leave() restores what was, and says whether co ran past its
+ * deadline meanwhile. */
+typedef struct script_frame {
+    int64_t deadline_ms, limit_ms;
+    int timed_out;
+    lua_State *co;
+    void *active;
+} script_frame_t;
+void script_enter(script_frame_t *saved, lua_State *L, lua_State *co, int64_t deadline,
+                  int64_t limit);
+int script_leave(const script_frame_t *saved, lua_State *co);
+int64_t script_now_ms(void);
+
+/* Fill err for co, whose resume returned status (with the error on co's
+ * top), or which ran past its limit of timeout_ms (timed_out); the
+ * traceback is co's stack.  Uses L's stack for the description. */
+void script_failure(lua_State *L, lua_State *co, int status, int timed_out, int64_t timeout_ms,
+                    script_err_t *err);
+
 /* Forget what script.c keeps of L between calls.  Before L is closed. */
 void script_forget(lua_State *L);
 

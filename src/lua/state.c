@@ -7,6 +7,7 @@
 
 #include "base/json.h"
 #include "lua/script.h"
+#include "lua/task.h"
 
 static const char STATE_KEY = 's';
 static const char DEFERRED_KEY = 'd';
@@ -54,6 +55,7 @@ void state_close(lua_State *L) {
     void *ud;
     lua_getallocf(L, &ud);
     script_forget(L);
+    task_forget(L);
     lua_close(L);
     free(ud);
 }

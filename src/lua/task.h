@@ -72,7 +72,14 @@ void task_abandon(task_t *t);
 /* Tasks not ended yet whose main state is L. */
 int task_count(lua_State *L);
 
-/* Close the loop's handles of this module (after the last task). */
+/* Forget the idle coroutines kept of L.  Before L is closed. */
+void task_forget(lua_State *L);
+
+/* Close this module's handle on loop, before the loop closes; its tasks
+ * must have ended. */
+void task_close_loop(uv_loop_t *loop);
+
+/* Abandon what is left and let go of the pooled coroutines, at exit. */
 void task_shutdown(void);
 
 #endif

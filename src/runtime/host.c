@@ -19,6 +19,8 @@
 #include "base/cliopt.h"
 #include "base/log.h"
 #include "flow/inflight.h"
+#include "flow/pipeline.h"
+#include "lua/task.h"
 #include "runtime/signals.h"
 
 #define EMBEDDED_PARTITIONS 4
@@ -93,8 +95,18 @@ static void close_cb(uv_handle_t *handle) { (void)handle; }
 
 static void on_shutdown(uv_timer_t *t) {
     host_t *h = t->data;
-    int n;
+    int n, running = 0;
 
+    /* Handlers waiting on I/O may finish, up to the drain timeout; what
+     * waited to start is left uncommitted (it comes again). */
+    for (int i = 0; i < h->neps; i++) running += pipeline_running(&h->eps[i]->flow, NULL);
+    if (running && uv_now(h->loop) - h->stop_at < (uint64_t)h->drain_timeout_ms) {
+        if (!h->waited++)
+            log_info("host", "waiting up to %lld ms for %d handler(s) still running",
+                     (long long)h->drain_timeout_ms, running);
+        uv_timer_start(t, on_shutdown, 10, 0);
+        return;
+    }
     timer_stop_all(h->app->L);
     flush_all(h, (int)h->drain_timeout_ms);
     /* Producers go first: their purge fails whatever is still unacked, so
@@ -125,6 +137,7 @@ void host_stop(host_t *h, int exit_code) {
     for (const host_ops_t *const *o = h->ops; *o; o++)
         if ((*o)->draining) (*o)->draining(h);
     for (int i = 0; i < h->neps; i++) consumer_stop(h->eps[i]);
+    h->stop_at = uv_now(h->loop);
     /* The rest runs from the loop, never from inside a handler or a
      * librdkafka callback that is still on the stack. */
     uv_timer_start(&h->shutdown, on_shutdown, 0, 0);
@@ -305,6 +318,7 @@ done:
         uv_close((uv_handle_t *)&h->shutdown, close_cb);
         uv_close((uv_handle_t *)&h->leave, close_cb);
     }
+    task_shutdown(); /* nothing is left by now, unless the loop never ran */
     if (h->app) {
         timer_stop_all(h->app->L);
         uv_run(h->loop, UV_RUN_NOWAIT); /* let stopped timers close */
@@ -314,6 +328,7 @@ done:
     free(h->eps);
     free(h->brokers);
     if (h->embedded) broker_stop(h->embedded);
+    task_close_loop(h->loop);
     uv_run(h->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(h->loop) != 0) log_warn("host", "loop closed with handles still open");
     inflight_shutdown();

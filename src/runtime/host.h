@@ -67,6 +67,8 @@ struct host {
     int signals;
     int stopping;
     int exit_code;
+    uint64_t stop_at; /* when stopping began (loop ms) */
+    int waited;       /* shutdown has waited for running handlers */
     int64_t drain_timeout_ms;
     uint64_t reloads, reload_failures;
 };
