@@ -15,6 +15,8 @@ local luka = {
   null = host.null,
   json = host.json,
   now = host.now,
+  -- http.request{ method, url, headers, body, timeout }: waits, in a handler.
+  http = host.http,
   -- A table kept across hot reloads (as JSON: plain data only).
   state = host.state,
 }

@@ -1,7 +1,7 @@
 /* lapi.c - the luka.host module.  Each area of the API fills its part of
- * the module table (publish_inject_api, timer_inject_api, json_inject_api),
- * as OpenResty's modules do; what a state is bound to is kept in its
- * registry. */
+ * the module table (publish_inject_api, timer_inject_api, httpc_inject_api,
+ * json_inject_api), as OpenResty's modules do; what a state is bound to is
+ * kept in its registry. */
 #include "api/lapi.h"
 
 #include <time.h>
@@ -9,6 +9,7 @@
 #include <lauxlib.h>
 
 #include "base/json.h"
+#include "api/httpc.h"
 #include "api/publish.h"
 #include "lua/script.h"
 #include "lua/state.h"
@@ -46,6 +47,7 @@ int lapi_open(lua_State *L) {
     lua_newtable(L);
     publish_inject_api(L);
     timer_inject_api(L);
+    httpc_inject_api(L);
     lua_pushcfunction(L, l_now);
     lua_setfield(L, -2, "now");
     lua_pushcfunction(L, l_fatal);

@@ -15,6 +15,7 @@
 #include <lauxlib.h>
 #include <lualib.h>
 
+#include "api/httpc.h"
 #include "api/lapi.h"
 #include "api/timer.h"
 #include "app/app.h"
@@ -204,6 +205,7 @@ static void close_kit(struct testkit *tk) {
     /* Closing the state stops its timers (on the virtual clock: freed). */
     app_free(tk->app);
     task_close_loop(&tk->loop);
+    httpc_close_loop(&tk->loop);
     uv_run(&tk->loop, UV_RUN_DEFAULT); /* the closes */
     uv_loop_close(&tk->loop);
     for (int i = 0; i < tk->nrecs; i++) {

@@ -247,9 +247,9 @@ int pipeline_drop(flow_t *f, const offsets_t *o, int running_too) {
     for (inflight_t *inf = f->inflight, *next; inf; inf = next) {
         next = inf->next;
         if (o && inf->offsets != o) continue;
-        if (inf->task ? !running_too : inf->stage != STAGE_HANDLE) continue;
-        /* A record started but between calls (an instant retry) cannot
-         * be: calls are started at once. */
+        /* Not the one whose outcome is being decided, nor those waiting
+         * for their publishes: only what waits to start, or to retry. */
+        if (!(inf->task ? running_too : sched_waiting(inf) || inf->timer)) continue;
         drop(inf);
         n++;
         next = f->inflight; /* the list changed under us */

@@ -247,6 +247,8 @@ void sched_forget(sched_t *s, inflight_t *inf) {
     inf->lane = NULL;
 }
 
+int sched_waiting(const inflight_t *inf) { return inf->sched == S_QUEUED || inf->sched == S_DUE; }
+
 void sched_free(sched_t *s) {
     for (size_t i = 0; i < s->nbuckets; i++)
         while (s->buckets[i]) {

@@ -62,6 +62,9 @@ void sched_due(sched_t *s, inflight_t *inf);
  * queue, its slot and lane freed. */
 void sched_forget(sched_t *s, inflight_t *inf);
 
+/* Whether inf waits to start: queued behind its lane or a slot, or due. */
+int sched_waiting(const inflight_t *inf);
+
 void sched_free(sched_t *s);
 
 #endif

@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
+#include "api/httpc.h"
 #include "api/lapi.h"
 #include "api/timer.h"
 #include "base/cliopt.h"
@@ -324,6 +325,8 @@ done:
         uv_run(h->loop, UV_RUN_NOWAIT); /* let stopped timers close */
         app_free(h->app);
     }
+    /* After the app's state, whose tasks have let go of their requests. */
+    httpc_shutdown();
     free(h->pubs);
     free(h->eps);
     free(h->brokers);

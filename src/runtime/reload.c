@@ -18,6 +18,7 @@
 #include "kafka/consumer.h"
 #include "kafka/producer.h"
 #include "lua/state.h"
+#include "lua/task.h"
 
 /* Editors write a file in several steps; wait for the last. */
 #define DEBOUNCE_MS 100
@@ -70,6 +71,58 @@ static void fail(host_t *h, uint64_t t0, const char *why) {
 }
 
 static void reload_watch(host_t *h);
+
+/* Apps a reload replaced whose handlers were still running: each stays
+ * open (and bound, so what those handlers publish goes out) until its
+ * last task ends, checked every RETIRE_MS. */
+#define RETIRE_MS 50
+static struct {
+    app_t **apps;
+    int n;
+    uv_timer_t timer;
+    int timer_open;
+} retired;
+
+static void reap(int all) {
+    for (int i = 0; i < retired.n;) {
+        app_t *app = retired.apps[i];
+        int left = task_count(app->L);
+        if (left && !all) {
+            i++;
+            continue;
+        }
+        if (left)
+            log_warn("reload", "closing the replaced app with %d handler(s) still running", left);
+        else
+            log_info("reload", "the replaced app's last handler ended: its state is closed");
+        api_bind(app->L, NULL);
+        app_free(app);
+        retired.apps[i] = retired.apps[--retired.n];
+    }
+    if (!retired.n && retired.timer_open) uv_timer_stop(&retired.timer);
+}
+
+static void on_reap(uv_timer_t *t) {
+    (void)t;
+    reap(0);
+}
+
+static void retire(host_t *h, app_t *old) {
+    int left = task_count(old->L);
+    if (!left) {
+        api_bind(old->L, NULL);
+        app_free(old);
+        return;
+    }
+    log_info("reload", "%d handler(s) still run on the replaced app: it closes when they end", left);
+    retired.apps = realloc(retired.apps, (size_t)(retired.n + 1) * sizeof(*retired.apps));
+    retired.apps[retired.n++] = old;
+    if (!retired.timer_open) {
+        uv_timer_init(h->loop, &retired.timer);
+        retired.timer_open = 1;
+    }
+    uv_timer_start(&retired.timer, on_reap, RETIRE_MS, RETIRE_MS);
+}
 
 static void do_reload(host_t *h) {
     uint64_t t0 = uv_hrtime();
@@ -151,7 +204,6 @@ static void do_reload(host_t *h) {
     }
     if (h->internal) pubs[npubs++] = h->internal;
     timer_stop_all(old->L);
-    api_bind(old->L, NULL);
     old_pubs = h->pubs, old_npubs = h->npubs;
     old_eps = h->eps, old_neps = h->neps;
     h->pubs = pubs;
@@ -177,7 +229,7 @@ static void do_reload(host_t *h) {
         }
     free(old_pubs);
     free(old_eps);
-    app_free(old);
+    retire(h, old);
     api_bind(next->L, &h->api);
     lapi_start(next->L);
     free(reuse_p);
@@ -296,6 +348,16 @@ static void reload_stop(host_t *h) {
     }
 }
 
+/* At exit every handler has been abandoned or has ended. */
+static void reload_exit(host_t *h) {
+    reload_stop(h);
+    reap(1);
+    free(retired.apps);
+    retired.apps = NULL;
+    if (retired.timer_open) uv_close((uv_handle_t *)&retired.timer, NULL);
+    retired.timer_open = 0;
+}
+
 static void on_running(host_t *h) {
     if (h->opts->watch) reload_watch(h);
 }
@@ -307,5 +369,5 @@ const host_ops_t reload_host_ops = {
     .running = on_running,
     .hangup = on_hangup,
     .draining = reload_stop,
-    .stop = reload_stop,
+    .stop = reload_exit,
 };
