@@ -3,7 +3,8 @@
  *
  *   slowhttp serve PORT DELAY_MS      prints "listening PORT" (PORT 0: any)
  *   slowhttp load HOST PORT CONNS SECONDS
- *                                     prints "requests N seconds S rate R"
+ *                                     prints "requests N seconds S rate R
+ *                                     errors E cpu CPU_SECONDS" (its own CPU)
  *
  * The server speaks just enough HTTP/1.1 for a benchmark: a request ends at
  * "\r\n\r\n" plus its Content-Length body; every connection is kept alive
@@ -24,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #define MAX_HEAD (64 * 1024)
@@ -411,8 +413,12 @@ static uint64_t load_t0;
 static void load_end(uv_timer_t *t)
 {
     double secs = (double)(uv_hrtime() - load_t0) / 1e9;
-    printf("requests %llu seconds %.3f rate %.0f errors %llu\n", (unsigned long long)responses, secs,
-           (double)responses / secs, (unsigned long long)load_errors);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double cpu = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+    printf("requests %llu seconds %.3f rate %.0f errors %llu cpu %.3f\n", (unsigned long long)responses,
+           secs, (double)responses / secs, (unsigned long long)load_errors, cpu);
     fflush(stdout);
     load_stopping = 1;
     uv_stop(t->loop);
