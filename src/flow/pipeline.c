@@ -101,6 +101,7 @@ static void run(inflight_t *inf) {
                (int)inf->dedup_len, inf->dedup_key);
         f->stats.deduplicated++;
         sched_forget(f->sched, inf);
+        f->pump_again = 1; /* its slot is free: the caller pumps */
         outcome_settle(inf, STAGE_IGNORE);
         return;
     }
@@ -254,6 +255,7 @@ int pipeline_drop(flow_t *f, const offsets_t *o, int running_too) {
         n++;
         next = f->inflight; /* the list changed under us */
     }
+    if (n) pump(f);
     return n;
 }
 
