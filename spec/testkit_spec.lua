@@ -12,7 +12,7 @@ describe("luka test", function()
   it("runs the example app's handler specs", function()
     local r = H.run(H.luka .. " test config/spec")
     assert.equal(0, r.code, r.stdout .. r.stderr)
-    assert.truthy(r.stdout:find("7 successes / 0 failures / 0 errors", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("11 successes / 0 failures / 0 errors", 1, true), r.stdout)
   end)
 
   it("exits non-zero and shows busted's report when a spec fails", function()
