@@ -370,14 +370,12 @@ luka.consumer "c" { topics = { "dedup_sqlite" }, config = config,
   end)
 
   it("shares handled keys between two processes of a group through Redis", function()
-    local port = H.free_port()
-    local redis = H.spawn(("redis-server --port %d --save '' --appendonly no"):format(port))
-    redis.wait_output("Ready to accept connections", 10, "redis")
+    local redis = H.redis_start()
     local path, out = app(crashy .. ([[
 luka.consumer "c" { topics = { "dedup_redis" }, config = config,
-  dedup = { key = "orderId", store = "redis://127.0.0.1:%d" },
+  dedup = { key = "orderId", store = "%s" },
   handle = function(msg) record(msg.orderId, os.getenv("WHO")) end }
-]]):format(port))
+]]):format(redis.url))
     local msgs = {}
     for i = 1, 20 do msgs[i] = { key = "k" .. i, value = ('{"orderId":"o-%d"}'):format(i) } end
     H.kcat_produce(broker.bootstrap, "dedup_redis", msgs)

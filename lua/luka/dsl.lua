@@ -273,6 +273,12 @@ M.options = {
     { name = "max_entries", type = integer_at_least(1), default = 100000,
       help = "memory store: keys kept before the oldest is evicted" },
   },
+  redis = {
+    { name = "timeout", type = DURATION, default = "5s",
+      help = "longest a call waits for its reply, then it returns nil, err (0: only the handler's timeout)" },
+    { name = "pool", type = integer_at_least(0), default = 8,
+      help = "idle connections kept for the next calls" },
+  },
   runtime = {
     { name = "memory_limit", type = SIZE,
       help = "most memory the app's Lua state may hold; beyond it a handler gets a memory error" },
@@ -373,6 +379,14 @@ function parse(kind, name, opts)
     end
   end
   return out
+end
+
+-- opts of a call such as luka.redis(url, opts) checked against the schema
+-- of kind, with defaults applied; nil and a message when they do not fit.
+function M.call_options(kind, opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then return nil, ("options must be a table, got %s"):format(type(opts)) end
+  return parse(kind, nil, opts)
 end
 
 -- State -------------------------------------------------------------------
@@ -521,7 +535,7 @@ function M.reference()
     { "publisher", 'luka.publisher "name" { ... }' }, { "consumer", 'luka.consumer "name" { ... }' },
     { "channel", 'luka.channel "name" { ... }' }, { "topic", 'luka.topic "name" { ... }' },
     { "retry", "retry = { ... }" }, { "delayed", "retry = { delayed = { ... } }" },
-    { "dedup", "dedup = { ... }" } }
+    { "dedup", "dedup = { ... }" }, { "redis", "luka.redis(url, { ... })" } }
   for _, k in ipairs(kinds) do
     out[#out + 1] = ("#### `%s`\n\n| option | type | default | meaning |\n| --- | --- | --- | --- |"):format(k[2])
     for _, opt in ipairs(M.options[k[1]]) do

@@ -40,6 +40,19 @@ function luka.after(value, fn)
   return host.timer(interval("after", value), false, fn)
 end
 
+-- A Redis client for handlers: client:call(cmd, ...) waits for the reply
+-- without holding up other messages (README, "Redis").
+function luka.redis(url, opts)
+  if type(url) ~= "string" then
+    error(("luka.redis: the url must be a string, got %s"):format(type(url)), 2)
+  end
+  local o, err = dsl.call_options("redis", opts)
+  if not o then error("luka.redis: " .. err, 2) end
+  local client, why = host.redis(url, o.timeout, o.pool)
+  if not client then error("luka.redis: " .. why, 2) end
+  return client
+end
+
 -- Wait for a duration inside a handler; other messages run meanwhile.
 -- Returns true, or nil and why not (outside a handler).
 function luka.sleep(value)

@@ -525,6 +525,40 @@ function H.node(script, args, opts)
 end
 
 -- ---------------------------------------------------------------------
+-- Redis
+
+-- Starts a redis-server on 127.0.0.1 that keeps nothing on disk, and waits
+-- until it accepts connections.  opts: port (default a free one; give the
+-- old one to restart a server), password (requirepass).  Returns a handle:
+--   port, url         its port; redis://[:PASSWORD@]127.0.0.1:PORT
+--   proc              its process (see H.spawn)
+--   cli(...)          runs redis-cli with the arguments against it (db 0, or
+--                     opts.db of a trailing table {db = n}); returns its
+--                     output without the trailing newline, or raises
+--   stop()            stops it
+function H.redis_start(opts)
+  opts = opts or {}
+  local port = opts.port or H.free_port()
+  local cmd = ("redis-server --port %d --bind 127.0.0.1 --save '' --appendonly no"):format(port)
+  if opts.password then cmd = cmd .. " --requirepass " .. H.q(opts.password) end
+  local proc = H.spawn(cmd)
+  proc.wait_output("Ready to accept connections", 10, "redis-server on port " .. port)
+  local r = { port = port, proc = proc, stop = function() return proc.stop() end,
+    url = ("redis://%s127.0.0.1:%d"):format(opts.password and (":" .. opts.password .. "@") or "", port) }
+  function r.cli(...)
+    local args, db = { ... }, 0
+    if type(args[#args]) == "table" then db = table.remove(args).db or 0 end
+    local words = {}
+    for i, a in ipairs(args) do words[i] = H.q(a) end
+    local res = H.run(("redis-cli -p %d -n %d %s %s"):format(port, db,
+      opts.password and ("--no-auth-warning -a " .. H.q(opts.password)) or "", table.concat(words, " ")))
+    assert(res.code == 0, "redis-cli failed: " .. res.stderr)
+    return (res.stdout:gsub("\n$", ""))
+  end
+  return r
+end
+
+-- ---------------------------------------------------------------------
 -- Records and the test kit
 
 -- The JSON lines at path, decoded, in order ({} while there is no file).
