@@ -89,6 +89,11 @@ struct flow {
     int ninflight;
     int stopped; /* takes no more messages: failures are left uncommitted */
     int retry_in_memory; /* a delayed retry waits in memory, not by a seek back */
+    /* How long a retry waiting in memory waits, given its record (whose
+     * delay_ms is the policy's backoff); NULL: that backoff.  The test
+     * kit, whose clock is virtual, retries at once, and parks a release
+     * until the end of the delivery to show it once. */
+    int64_t (*retry_wait)(flow_t *f, const struct inflight *again);
     int pumping, pump_again; /* starting what may run (pipeline.c) */
     endpoint_stats_t stats;
 };

@@ -127,11 +127,12 @@ static void on_due(uv_timer_t *timer) {
 
 /* again, a retry the policy decided, waits in memory holding lane. */
 static void retry_later(flow_t *f, inflight_t *again, lane_t *lane) {
+    int64_t wait = f->retry_wait ? f->retry_wait(f, again) : again->delay_ms;
     sched_hold(again, lane);
     again->timer = malloc(sizeof(*again->timer));
     uv_timer_init(f->loop, again->timer);
     again->timer->data = again;
-    uv_timer_start(again->timer, on_due, (uint64_t)(again->delay_ms > 0 ? again->delay_ms : 0), 0);
+    uv_timer_start(again->timer, on_due, (uint64_t)(wait > 0 ? wait : 0), 0);
 }
 
 static void handled(inflight_t *inf, int rc, const script_err_t *err) {
