@@ -47,6 +47,10 @@ static void on_idle(uv_idle_t *w) { drain(w->data); }
 static void on_tick(uv_timer_t *t) {
     endpoint_t *ep = t->data;
     partitions_held_long(ep);
+    /* Only when nothing else polled meanwhile: with slow handlers the
+     * timer is always due, and a drain here besides the idle's would run
+     * two calls per loop turn, delaying a signal by one more. */
+    if (uv_hrtime() - ep->drained_at < 1000000000ull && !ep->held) return;
     ep->ticked = 1;
     drain(ep);
 }
@@ -110,6 +114,7 @@ static void drain(endpoint_t *ep) {
         handle(ep, rkm);
     }
     ep->ticked = 0;
+    ep->drained_at = uv_hrtime();
     /* A batch cut short means more may be waiting, and the pipe will not
      * tell us again: keep going on the next loop iteration. */
     if (more && !ep->flow.stopped)
