@@ -28,7 +28,7 @@ BUILD    ?= build
 OBJ      := $(SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/embed.o
 BIN      ?= luka
 
-.PHONY: all setup setup-test pkgcheck lint run test asan test-asan bench clean fresh-check
+.PHONY: all setup setup-test pkgcheck lint run test asan test-asan bench bench-io clean fresh-check
 
 all: $(BIN)
 
@@ -84,6 +84,10 @@ test-asan: asan
 bench: setup-test
 	$(MAKE) $(BIN)
 	scripts/bench
+
+bench-io: setup-test
+	$(MAKE) $(BIN)
+	scripts/bench-io
 
 clean:
 	rm -rf build $(BIN) luka-asan
