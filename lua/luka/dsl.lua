@@ -338,8 +338,8 @@ local POLICY = {
     help = "handler calls in flight at once; each runs in its own coroutine" },
   { name = "ordering", type = one_of("key", "partition", "none"),
     help = 'what runs one at a time under concurrency: "key" (the default), "partition" or "none"' },
-  { name = "buffer", type = integer_at_least(1), default = 1000,
-    help = "messages held behind busy keys or partitions before their partitions pause" },
+  { name = "buffer", type = integer_at_least(1), default = 10000,
+    help = "messages held behind busy keys or partitions before luka takes no more" },
 }
 for _, kind in ipairs({ "consumer", "channel" }) do
   for _, opt in ipairs(POLICY) do table.insert(M.options[kind], opt) end
