@@ -21,6 +21,7 @@
 #include "app/app.h"
 #include "base/json.h"
 #include "base/offsets.h"
+#include "cmd/testkit_log.h"
 #include "flow/flow.h"
 #include "flow/inflight.h"
 #include "flow/pipeline.h"
@@ -93,6 +94,7 @@ struct testkit {
     int attempts, stage, done;
     char *error;
     uv_loop_t loop; /* where handlers wait on I/O (timers stay virtual) */
+    testkit_logs_t *logs; /* what was logged since load */
 };
 
 static const publisher_conf_t internal_conf = {
@@ -187,6 +189,7 @@ static void ack_all(struct testkit *tk) {
 static struct testkit *check(lua_State *L) {
     struct testkit **ud = luaL_checkudata(L, 1, HARNESS_MT);
     luaL_argcheck(L, *ud != NULL, 1, "the harness is closed");
+    testkit_logs_capture((*ud)->logs); /* what its app logs now is its */
     return *ud;
 }
 
@@ -219,6 +222,7 @@ static void close_kit(struct testkit *tk) {
     }
     free(tk->parts), free(tk->recs), free(tk->acks), free(tk->error);
     free(tk->pubs), free(tk->flows);
+    testkit_logs_free(tk->logs);
     free(tk);
 }
 
@@ -258,6 +262,7 @@ static int l_load(lua_State *L) {
     *ud = NULL;
     luaL_setmetatable(L, HARNESS_MT);
     uv_loop_init(&tk->loop);
+    testkit_logs_capture(tk->logs = testkit_logs_new());
     if (!(tk->app = app_load(path, NULL, lapi_open, err, sizeof(err)))) {
         close_kit(tk);
         return luaL_error(L, "luka.test.load: %s", err);
@@ -385,6 +390,7 @@ static int l_deliver(lua_State *L) {
     struct testkit *tk = check(L);
     flow_t *f = find_flow(L, tk, luaL_checkstring(L, 2));
     int has_meta = lua_istable(L, 4), first = tk->nrecs, attempt = 1;
+    int firstlog = testkit_logs_count(tk->logs);
     endpoint_stats_t before = f->stats;
     char *encoded = NULL, err[512];
     source_t src = {0};
@@ -482,6 +488,8 @@ static int l_deliver(lua_State *L) {
         lua_rawseti(L, -2, i - first + 1);
     }
     lua_setfield(L, -2, "published");
+    testkit_logs_push(L, tk->logs, firstlog);
+    lua_setfield(L, -2, "logs");
     /* A stop ends that delivery, not the harness. */
     for (int i = 0; i < tk->nflows; i++) tk->flows[i].flow.stopped = 0;
     return 1;
@@ -495,6 +503,12 @@ static int l_published(lua_State *L) {
         push_record(L, &tk->recs[i]);
         lua_rawseti(L, -2, i + 1);
     }
+    return 1;
+}
+
+/* harness:logs() -> every record logged since the app loaded */
+static int l_logs(lua_State *L) {
+    testkit_logs_push(L, check(L)->logs, 0);
     return 1;
 }
 
@@ -582,7 +596,8 @@ static int l_close(lua_State *L) {
 
 int testkit_open(lua_State *L) {
     static const luaL_Reg methods[] = {
-        {"deliver", l_deliver}, {"published", l_published}, {"fail_publishes", l_fail_publishes},
+        {"deliver", l_deliver}, {"published", l_published}, {"logs", l_logs},
+        {"fail_publishes", l_fail_publishes},
         {"counters", l_counters}, {"advance", l_advance}, {"close", l_close}, {NULL, NULL}};
     json_init(L);
     if (luaL_newmetatable(L, HARNESS_MT)) {

@@ -79,7 +79,7 @@ static int trampoline(lua_State *L) {
         else lua_pushnil(L);
         return 1;
     }
-    meta_push(L, &inf->msg, inf->attempts);
+    meta_push(L, &inf->msg, inf->attempts, inf->trace.trace_id);
     if (c->with_err) {
         lua_createtable(L, 0, 3);
         lua_pushstring(L, inf->error ? inf->error : "");

@@ -25,9 +25,7 @@
 const double duration_bounds[DURATION_BUCKETS] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025,
                                                    0.05,   0.1,    0.25,  0.5,   1,    5};
 
-#define CTX(inf)                                                                           \
-    (&(log_ctx_t){(inf)->flow->conf->name, (inf)->msg.topic, (inf)->msg.partition,         \
-                  (inf)->msg.offset})
+#define CTX(inf) INFLIGHT_CTX(inf)
 
 /* Compute the dedup key of the message and look it up.  Returns 1 when it
  * was handled before; 0 otherwise, with inf->dedup_key set when it has one. */

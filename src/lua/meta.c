@@ -29,13 +29,14 @@ static void push_mt(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &META_MT_KEY);
 }
 
-void meta_push(lua_State *L, const message_t *m, int attempt) {
+void meta_push(lua_State *L, const message_t *m, int attempt, const char *trace_id) {
     int headers = m->headers && rd_kafka_header_cnt(m->headers) > 0;
 
     /* Sized for the fields it gets, so that no field rehashes it: a table
      * per message is most of what a raw handler costs, and its nodes are
      * most of the garbage it leaves. */
-    lua_createtable(L, 0, 4 + (m->key != NULL) + (m->timestamp >= 0) + 2 * headers);
+    lua_createtable(L, 0,
+                    4 + (m->key != NULL) + (m->timestamp >= 0) + (trace_id != NULL) + 2 * headers);
     lua_pushstring(L, m->topic);
     lua_setfield(L, -2, "topic");
     lua_pushinteger(L, m->partition);
@@ -52,6 +53,10 @@ void meta_push(lua_State *L, const message_t *m, int attempt) {
     }
     lua_pushinteger(L, attempt);
     lua_setfield(L, -2, "attempt");
+    if (trace_id) {
+        lua_pushstring(L, trace_id);
+        lua_setfield(L, -2, "trace_id");
+    }
 
     if (!headers) {
         push_mt(L);
