@@ -111,6 +111,11 @@ luka.consumer "c" { topics = { "in" }, error_channel = "dlt",
       traceparent = "00-11111111111111111111111111111111-2222222222222222-01" } })
   end }
 luka.after("1s", function() luka.publish("out", { timer = true }) end)
+local kept
+luka.consumer "k" { topics = { "k" }, handle = function(msg, meta)
+  if msg.keep then kept = meta return end
+  luka.publish("out", { mine = meta.trace_id, kept = kept and kept.trace_id or "none" })
+end }
 ]], [[
 local test = require "luka.test"
 local TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -129,6 +134,14 @@ it("starts a trace per message outside handlers, with nothing to correlate", fun
   assert.is_nil(h["causation-id"])
   app:close()
 end)
+it("gives meta.trace_id to the handler of its message only", function()
+  local app = test.load("app.lua")
+  app:deliver("k", { keep = true })
+  local p = app:deliver("k", {}, { headers = { traceparent = TP } }).published[1]
+  assert.same({ mine = "0af7651916cd43dd8448eb211c80319c", kept = "none" }, p.payload)
+  assert.matches("^00%-0af7651916cd43dd8448eb211c80319c%-", p.headers.traceparent)
+  app:close()
+end)
 it("dead-letters the input's headers", function()
   local app = test.load("app.lua")
   local h = app:deliver("c", { fail = true }, { headers = { id = "m-2", traceparent = TP } }).dead_letter.headers
@@ -138,6 +151,6 @@ it("dead-letters the input's headers", function()
   app:close()
 end)
 ]])
-    H.assert_luka_test_passed(r, 3)
+    H.assert_luka_test_passed(r, 4)
   end)
 end)

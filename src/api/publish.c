@@ -126,10 +126,11 @@ static int copy_header(rd_kafka_headers_t *h, const inflight_t *cur, const char 
  * correlation-id (the input's, or else its id), causation-id (the input's
  * id), and traceparent continuing the input's trace with the handling's
  * span as parent (outside handlers, a new trace per message). */
-static void add_context(rd_kafka_headers_t *h, const inflight_t *cur, int given) {
+static void add_context(rd_kafka_headers_t *h, inflight_t *cur, int given) {
     char tp[TRACEPARENT_LEN + 1];
     trace_t fresh;
 
+    if (cur) inflight_read_context(cur);
     if (cur && !(given & GIVEN_CORRELATION) && !copy_header(h, cur, "correlation-id") && cur->id)
         rd_kafka_header_add(h, "correlation-id", -1, cur->id, (ssize_t)cur->id_len);
     if (cur && !(given & GIVEN_CAUSATION) && cur->id)
@@ -146,7 +147,7 @@ static void add_context(rd_kafka_headers_t *h, const inflight_t *cur, int given)
 /* Read opts.headers into g->hdrs, adding the id header unless the caller
  * gave one (then copied into id), and the trace and correlation headers
  * of the message being handled, cur. */
-static void read_headers(lua_State *L, int opts, char *id, guard_t *g, const inflight_t *cur) {
+static void read_headers(lua_State *L, int opts, char *id, guard_t *g, inflight_t *cur) {
     int given = 0;
     g->hdrs = rd_kafka_headers_new(8);
     if (opts && lua_getfield(L, opts, "headers") != LUA_TNIL) {

@@ -58,9 +58,13 @@ int trace_parse(trace_t *t, const char *v, size_t len, char *errbuf, size_t errl
     return 0;
 }
 
-/* Write the 64 bits of x as 16 hex digits. */
+/* Write the 64 bits of x as 16 hex digits, a byte (two digits) at a
+ * time: one is made for every message luka handles. */
 static void put_hex(char *out, uint64_t x) {
-    for (int i = 15; i >= 0; i--, x >>= 4) out[i] = hex[x & 15];
+    for (int i = 14; i >= 0; i -= 2, x >>= 8) {
+        out[i] = hex[(x >> 4) & 15];
+        out[i + 1] = hex[x & 15];
+    }
 }
 
 /* A random id of n 64-bit words, never all zeros (which means "none"). */

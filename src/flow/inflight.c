@@ -48,13 +48,14 @@ static inflight_t *record(flow_t *f, offsets_t *o) {
     return inf;
 }
 
-/* Read the message's id and trace context from its headers. */
-static void read_trace(inflight_t *inf) {
+void inflight_read_context(inflight_t *inf) {
     rd_kafka_headers_t *h = inf->msg.headers;
     const void *v;
     size_t n;
     char why[128];
 
+    if (inf->context_read) return;
+    inf->context_read = 1; /* before the log line below, which asks again */
     if (h && !rd_kafka_header_get_last(h, "id", &v, &n) && v) {
         inf->id = v;
         inf->id_len = n;
@@ -78,12 +79,13 @@ inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o) {
     inflight_t *inf = record(f, o);
     inf->msg = *m; /* the record owns the message now */
     inf->seq = offsets_track(o, m->offset);
-    read_trace(inf);
     return inf;
 }
 
-const log_ctx_t *inflight_log_ctx(const inflight_t *inf, log_ctx_t *c) {
+const log_ctx_t *inflight_log_ctx(inflight_t *inf, log_ctx_t *c) {
     const endpoint_conf_t *conf = inf->flow ? inf->flow->conf : NULL;
+
+    if (inf->msg.topic) inflight_read_context(inf);
     *c = (log_ctx_t){.endpoint = conf ? conf->name : NULL,
                      .group = conf ? conf->group : NULL,
                      .topic = inf->msg.topic,
@@ -109,6 +111,7 @@ inflight_t *inflight_respawn(inflight_t *inf) {
     again->dedup_len = inf->dedup_len;
     again->error = inf->error;
     again->traceback = inf->traceback;
+    again->context_read = inf->context_read;
     again->id = inf->id;
     again->id_len = inf->id_len;
     again->trace = inf->trace;

@@ -59,9 +59,11 @@ typedef struct inflight {
     size_t dedup_len;
     char *error, *traceback;    /* the last failure */
     char *error_channel_failed; /* why a publish of the error channel failed */
-    /* Its `id` header (id_len bytes, in msg's headers), or NULL; and its
-     * trace: continued from its traceparent header (traced set) or new,
+    /* Read from its headers on first use (inflight_read_context): its
+     * `id` header (id_len bytes, in msg's headers), or NULL; and its
+     * trace, continued from its traceparent header (traced set) or new,
      * with a span id of its own that what it publishes names as parent. */
+    int context_read;
     const char *id;
     size_t id_len;
     trace_t trace;
@@ -81,8 +83,7 @@ typedef struct inflight {
     int sched;
 } inflight_t;
 
-/* A record for m (whose message it takes), tracked in o, on f's list.  A
- * malformed traceparent is logged (debug) and starts a new trace. */
+/* A record for m (whose message it takes), tracked in o, on f's list. */
 inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o);
 
 /* A record that takes over inf's message, offset and attempts, to
@@ -96,8 +97,14 @@ inflight_t *inflight_respawn(inflight_t *inf);
  * its last publish is reported. */
 void inflight_finish(inflight_t *inf, int done);
 
+/* Read inf's id and trace from its headers, unless they were: most
+ * handlers never publish, log or ask, and a trace id is a cost per
+ * message.  A malformed traceparent is logged (debug) and starts a new
+ * trace. */
+void inflight_read_context(inflight_t *inf);
+
 /* Fill c with inf's context for a log line and return it. */
-const log_ctx_t *inflight_log_ctx(const inflight_t *inf, log_ctx_t *c);
+const log_ctx_t *inflight_log_ctx(inflight_t *inf, log_ctx_t *c);
 #define INFLIGHT_CTX(inf) inflight_log_ctx((inf), &(log_ctx_t){0})
 
 /* The tag a publish made now on behalf of inf carries to its sink. */

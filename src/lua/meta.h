@@ -7,10 +7,14 @@
 
 #include "base/message.h"
 
-/* Push meta for m, delivered for the attempt-th time, in the trace
- * trace_id (NULL: none).
+/* The trace id of the message at topic, partition and offset if its code
+ * runs now, else NULL: meta.trace_id, read on first use. */
+typedef const char *(*meta_trace_fn)(const char *topic, int32_t partition, int64_t offset);
+
+/* Push meta for m, delivered for the attempt-th time; trace gives its
+ * trace_id.
  * Stack: ... -> ..., meta */
-void meta_push(lua_State *L, const message_t *m, int attempt, const char *trace_id);
+void meta_push(lua_State *L, const message_t *m, int attempt, meta_trace_fn trace);
 
 /* Push a name -> value table of hdrs (may be NULL); of repeated names the
  * last wins, and a header without a value is luka.null. */
