@@ -137,11 +137,17 @@ it("keeps luka's own lines about the message, and what the app logged at load an
   assert.same({ "tick", { app = "app" } }, { all[#all].msg, all[#all].context })
 end)
 
+it("gives each message of deliver_all the lines about it", function()
+  local rs = app:deliver_all("c", { { { n = 1 } }, { { n = 2 } } })
+  assert.same({ 1, 1 }, { rs[1].logs[1].fields.n, rs[2].logs[1].fields.n - 1 })
+  assert.same({ 2, 2 }, { #rs[1].logs, #rs[2].logs })
+end)
+
 it("refuses a msg that is not a string and fields that are not a table", function()
   assert.matches("luka.log.info: msg must be a string, got number", app:deliver("c", { bad = "msg" }).error)
   assert.matches("luka.log.warn: fields must be a table, got string", app:deliver("c", { bad = "fields" }).error)
 end)
 ]])
-    H.assert_luka_test_passed(r, 3)
+    H.assert_luka_test_passed(r, 4)
   end)
 end)

@@ -345,7 +345,9 @@ describe("chaos", function()
   end)
 
   it("kill -9 at random moments with 64 handlers waiting on I/O at once: the same bound", function()
-    kill_at_random("kill -9, concurrency 64", { CONCURRENCY = "64", WAIT_MS = "5" })
+    -- 100 ms waits: 640 messages a second at most, so the stream lasts
+    -- past the kills.
+    kill_at_random("kill -9, concurrency 64", { CONCURRENCY = "64", WAIT_MS = "100" })
   end)
 
   it("kill -9 replays at most the commit interval even when handlers are slow", function()
@@ -434,7 +436,9 @@ describe("chaos", function()
   end)
 
   it("luka with 64 handlers in flight joins and leaves mid-stream, losing nothing", function()
-    join_and_leave("join and leave, concurrency 64", { CONCURRENCY = "64", WAIT_MS = "5" })
+    -- 100 ms waits keep the stream going (at most 640 messages a second
+    -- per luka) until after the second and third have left.
+    join_and_leave("join and leave, concurrency 64", { CONCURRENCY = "64", WAIT_MS = "100" })
   end)
 
   it("all brokers down for 10 s mid-stream: luka carries on when they return", function()

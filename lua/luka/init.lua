@@ -22,6 +22,9 @@ local luka = {
   log = host.log,
   -- A table kept across hot reloads (as JSON: plain data only).
   state = host.state,
+  -- counter(name, help, labels), gauge(...), histogram(name, help, labels,
+  -- buckets): exported on /metrics as luka_app_<name>, kept across reloads.
+  metrics = host.metrics,
 }
 
 -- Intervals are milliseconds or durations such as "250ms", "5s", "2m".

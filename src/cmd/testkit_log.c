@@ -88,6 +88,8 @@ static void sink(void *ud, const log_record_t *r) {
 
 testkit_logs_t *testkit_logs_new(void) { return calloc(1, sizeof(testkit_logs_t)); }
 
+testkit_logs_t *testkit_logs_capturing(void) { return capturing; }
+
 void testkit_logs_capture(testkit_logs_t *l) {
     capturing = l;
     log_set_sink(l ? sink : NULL, NULL);
@@ -162,10 +164,18 @@ static void push_entry(lua_State *L, const entry_t *e) {
     lua_setfield(L, -2, "context");
 }
 
-void testkit_logs_push(lua_State *L, const testkit_logs_t *l, int first) {
+static int is_about(const entry_t *e, const testkit_about_t *a) {
+    return e->topic && e->partition == a->partition && e->offset == a->offset &&
+           strcmp(e->topic, a->topic) == 0;
+}
+
+void testkit_logs_push(lua_State *L, const testkit_logs_t *l, int first,
+                       const testkit_about_t *about) {
+    int n = 0;
     lua_createtable(L, l->n > first ? l->n - first : 0, 0);
     for (int i = first; i < l->n; i++) {
+        if (about && !is_about(&l->e[i], about)) continue;
         push_entry(L, &l->e[i]);
-        lua_rawseti(L, -2, i - first + 1);
+        lua_rawseti(L, -2, ++n);
     }
 }

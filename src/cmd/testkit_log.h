@@ -6,6 +6,8 @@
 #ifndef LUKA_TESTKIT_LOG_H
 #define LUKA_TESTKIT_LOG_H
 
+#include <stdint.h>
+
 #include <lua.h>
 
 typedef struct testkit_logs testkit_logs_t;
@@ -21,8 +23,20 @@ void testkit_logs_capture(testkit_logs_t *l);
 /* How many records l holds. */
 int testkit_logs_count(const testkit_logs_t *l);
 
+/* The records go to now (the harness in use), or NULL. */
+testkit_logs_t *testkit_logs_capturing(void);
+
+/* Which message a record is about. */
+typedef struct testkit_about {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+} testkit_about_t;
+
 /* Push a sequence of l's records from first (from 0) on, each
- * { level, component, msg, fields, context, traceback }. */
-void testkit_logs_push(lua_State *L, const testkit_logs_t *l, int first);
+ * { level, component, msg, fields, context, traceback }: those about the
+ * message about, or all of them (about NULL). */
+void testkit_logs_push(lua_State *L, const testkit_logs_t *l, int first,
+                       const testkit_about_t *about);
 
 #endif

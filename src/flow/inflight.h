@@ -73,6 +73,7 @@ typedef struct inflight {
     struct task *task;       /* the handler's call while it waits on I/O */
     uint64_t started;        /* uv_hrtime() of the call's start */
     int tries;               /* handler calls in this delivery (instant retries) */
+    int aged;                /* its age was observed (pipeline.c) */
     struct uv_timer_s *timer; /* a retry's delay, waited in memory */
     int64_t delay_ms;         /* that delay, as the policy decided it */
     void (*done)(struct inflight *inf, int rc, const struct script_err *err); /* call_start's */

@@ -12,7 +12,10 @@
 
 void delivery_report_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaque) {
     publisher_t *p = opaque;
+    /* Measured by librdkafka from the produce call to now, on the loop. */
+    int64_t us = rd_kafka_message_latency(rkm);
     (void)rk;
+    if (us >= 0) hist_observe(&p->latency, (double)us / 1e6);
     if (rkm->err) {
         p->failed++;
         log_error("producer", "[%s] delivery to %s failed: %s", p->sink.conf->name,

@@ -8,6 +8,7 @@
 #include <uv.h>
 
 #include "app/app.h"
+#include "base/hist.h"
 #include "flow/flow.h"
 #include "flow/inflight.h"
 #include "kafka/client.h"
@@ -24,6 +25,7 @@ typedef struct publisher {
     rd_kafka_t *rk;
     kafka_wake_t wake;
     uint64_t published, acked, failed;
+    hist_t latency; /* seconds from send to delivery report, each report */
     char *kafka_stats; /* librdkafka's latest statistics JSON, or NULL */
     int sending;       /* send is serving reports to make room in the queue */
     deferred_report_t *deferred;

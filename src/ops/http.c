@@ -415,14 +415,16 @@ fail:
 void http_publish(http_t *s, const http_status_t *st) {
     char *readiness = strdup(st->readiness);
     uv_mutex_lock(&s->lock);
-    if (st->metrics_len + 1 > s->metrics_cap) {
+    if (st->metrics && st->metrics_len + 1 > s->metrics_cap) {
         free(s->metrics);
         s->metrics_cap = st->metrics_len + 1 + st->metrics_len / 4;
         s->metrics = malloc(s->metrics_cap);
     }
-    memcpy(s->metrics, st->metrics, st->metrics_len);
-    s->metrics[st->metrics_len] = '\0';
-    s->metrics_len = st->metrics_len;
+    if (st->metrics) {
+        memcpy(s->metrics, st->metrics, st->metrics_len);
+        s->metrics[st->metrics_len] = '\0';
+        s->metrics_len = st->metrics_len;
+    }
     free(s->readiness);
     s->readiness = readiness;
     s->ready = st->ready;

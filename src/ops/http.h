@@ -21,7 +21,7 @@ typedef struct http http_t;
 
 /* What the host's loop publishes, copied by http_publish. */
 typedef struct http_status {
-    const char *metrics; /* the /metrics text */
+    const char *metrics; /* the /metrics text; NULL keeps the last one */
     size_t metrics_len;
     int ready;             /* /readyz answers 200 */
     const char *readiness; /* /readyz's JSON body */

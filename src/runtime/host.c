@@ -16,6 +16,7 @@
 
 #include "api/httpc.h"
 #include "api/lapi.h"
+#include "api/lmetrics.h"
 #include "api/timer.h"
 #include "base/cliopt.h"
 #include "base/log.h"
@@ -217,6 +218,10 @@ int host_run(const run_opts_t *o, const host_ops_t *const *ops) {
     uv_timer_init(h->loop, &h->shutdown);
     uv_timer_init(h->loop, &h->leave);
     h->shutdown.data = h->leave.data = h;
+    /* Before the app loads: its metrics, and those of every reload, go to
+     * one registry, so that values survive reloads. */
+    h->appmetrics = appmetrics_new();
+    lmetrics_share(h->appmetrics);
     if (!(h->app = app_load(o->app_path, NULL, lapi_open, err, sizeof(err)))) {
         log_error("app", "%s", err);
         goto done;
@@ -335,6 +340,9 @@ done:
     uv_run(h->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(h->loop) != 0) log_warn("host", "loop closed with handles still open");
     inflight_shutdown();
+    /* After every state that declared metrics in it. */
+    lmetrics_share(NULL);
+    appmetrics_free(h->appmetrics);
     return rc;
 }
 
