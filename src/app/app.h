@@ -107,6 +107,10 @@ app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api
  * callbacks, publishes made while loading): luka.runtime's timeout. */
 int64_t app_timeout(lua_State *L);
 
+/* The app's name for log lines its code writes: its script's file name
+ * without ".lua". */
+const char *app_name(lua_State *L);
+
 void app_free(app_t *app);
 
 const publisher_conf_t *app_publisher(const app_t *app, const char *name);

@@ -20,6 +20,7 @@
 #include "app/app.h"
 #include "base/json.h"
 #include "cmd/testkit_flow.h"
+#include "cmd/testkit_log.h"
 #include "cmd/testkit_sink.h"
 #include "lua/script.h"
 #include "lua/task.h"
@@ -33,11 +34,13 @@ struct testkit {
     api_env_t api;
     int64_t now;    /* the virtual clock: ms advanced since load */
     uv_loop_t loop; /* where handlers wait on I/O (timers stay virtual) */
+    testkit_logs_t *logs; /* what was logged since load */
 };
 
 static struct testkit *check(lua_State *L) {
     struct testkit **ud = luaL_checkudata(L, 1, HARNESS_MT);
     luaL_argcheck(L, *ud != NULL, 1, "the harness is closed");
+    testkit_logs_capture((*ud)->logs); /* what its app logs now is its */
     return *ud;
 }
 
@@ -50,6 +53,7 @@ static void close_kit(struct testkit *tk) {
     uv_run(&tk->loop, UV_RUN_DEFAULT); /* the closes */
     uv_loop_close(&tk->loop);
     testkit_sinks_close(&tk->sinks);
+    testkit_logs_free(tk->logs);
     free(tk);
 }
 
@@ -134,6 +138,7 @@ static int l_load(lua_State *L) {
     if (env) set_env(L, env);
     tk = calloc(1, sizeof(*tk));
     uv_loop_init(&tk->loop);
+    testkit_logs_capture(tk->logs = testkit_logs_new());
     /* The environment is the test's while the script loads, and only then. */
     tk->app = app_load(path, NULL, lapi_open, err, sizeof(err));
     if (env) restore_env(L);
@@ -163,6 +168,12 @@ static int l_deliver_all(lua_State *L) { return testkit_deliver_all(L, check(L)-
 /* harness:published() -> every message published since the app loaded */
 static int l_published(lua_State *L) {
     testkit_push_records(L, &check(L)->sinks, 0);
+    return 1;
+}
+
+/* harness:logs() -> every record logged since the app loaded */
+static int l_logs(lua_State *L) {
+    testkit_logs_push(L, check(L)->logs, 0, NULL);
     return 1;
 }
 
@@ -247,7 +258,8 @@ static int l_close(lua_State *L) {
 int testkit_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"deliver", l_deliver},   {"deliver_all", l_deliver_all},
-        {"published", l_published}, {"fail_publishes", l_fail_publishes},
+        {"published", l_published}, {"logs", l_logs},
+        {"fail_publishes", l_fail_publishes},
         {"counters", l_counters}, {"advance", l_advance},
         {"close", l_close},       {NULL, NULL}};
     json_init(L);

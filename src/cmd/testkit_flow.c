@@ -19,6 +19,7 @@
 
 #include "base/json.h"
 #include "base/offsets.h"
+#include "cmd/testkit_log.h"
 #include "flow/inflight.h"
 #include "flow/pipeline.h"
 
@@ -426,10 +427,22 @@ static void settle(testkit_flows_t *k, batch_t *b, flow_t *f) {
     }
 }
 
-/* Push the result of item i, with the records from first on made for it
- * (with all_records, every one: a batch of one owns all). */
-static void push_result(lua_State *L, const testkit_sinks_t *s, const item_t *it, int i, int first,
-                        int all_records) {
+/* Where the records of a batch begin: publishes and log lines. */
+typedef struct firsts {
+    int record, log;
+} firsts_t;
+
+static firsts_t firsts(const testkit_flows_t *k) {
+    const testkit_logs_t *logs = testkit_logs_capturing();
+    return (firsts_t){k->sinks->nrecs, logs ? testkit_logs_count(logs) : 0};
+}
+
+/* Push the result of item i, with the records and log lines from first on
+ * made for it (with all_records, every one: a batch of one owns all). */
+static void push_result(lua_State *L, const testkit_sinks_t *s, const item_t *it, int i,
+                        firsts_t first, int all_records) {
+    const testkit_logs_t *logs = testkit_logs_capturing();
+    testkit_about_t about = {it->topic, it->partition, it->offset};
     int n = 0;
     lua_createtable(L, 0, 8);
     lua_pushstring(L, it->ended ? it->outcome : "dropped");
@@ -451,7 +464,7 @@ static void push_result(lua_State *L, const testkit_sinks_t *s, const item_t *it
     }
     lua_setfield(L, -2, "retries");
     lua_newtable(L);
-    for (int r = first; r < s->nrecs; r++) {
+    for (int r = first.record; r < s->nrecs; r++) {
         const void *v;
         size_t vn;
         if (!all_records && s->recs[r].item != i) continue;
@@ -464,6 +477,9 @@ static void push_result(lua_State *L, const testkit_sinks_t *s, const item_t *it
         lua_rawseti(L, -2, ++n);
     }
     lua_setfield(L, -2, "published");
+    if (!logs) return;
+    testkit_logs_push(L, logs, first.log, all_records ? NULL : &about);
+    lua_setfield(L, -2, "logs");
 }
 
 /* Deliver batch b to f and settle it; the stack is left as it was. */
@@ -487,7 +503,7 @@ static void run_batch(testkit_flows_t *k, batch_t *b, flow_t *f) {
 
 int testkit_deliver(lua_State *L, testkit_flows_t *k) {
     flow_t *f = testkit_flow(L, k, luaL_checkstring(L, 2));
-    int first = k->sinks->nrecs;
+    firsts_t first = firsts(k);
     batch_t *b;
 
     lua_settop(L, 4);
@@ -502,7 +518,8 @@ int testkit_deliver(lua_State *L, testkit_flows_t *k) {
 
 int testkit_deliver_all(lua_State *L, testkit_flows_t *k) {
     flow_t *f = testkit_flow(L, k, luaL_checkstring(L, 2));
-    int first = k->sinks->nrecs, n;
+    firsts_t first = firsts(k);
+    int n;
     char what[64];
     batch_t *b;
 

@@ -12,9 +12,7 @@
 #include "flow/call.h"
 #include "flow/policy.h"
 
-#define CTX(inf)                                                                           \
-    (&(log_ctx_t){(inf)->flow->conf->name, (inf)->msg.topic, (inf)->msg.partition,         \
-                  (inf)->msg.offset})
+#define CTX(inf) INFLIGHT_CTX(inf)
 
 /* The last publish of inf's stage is settled: count the outcome, commit or
  * not. */
@@ -202,8 +200,14 @@ inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceba
     inf->error = strdup(why);
     inf->traceback = strdup(traceback ? traceback : "");
     f->stats.failed++;
-    log_at(LOG_ERROR, "policy", CTX(inf), "handler failed (attempt %d): %s%s%s", inf->attempts, why,
-           traceback && *traceback ? "\n" : "", traceback ? traceback : "");
+    if (log_enabled(LOG_ERROR)) {
+        /* The traceback is a field of its own: the lines after the
+         * message in text, "traceback" in JSON. */
+        char msg[4096];
+        snprintf(msg, sizeof(msg), "handler failed (attempt %d): %s", inf->attempts, why);
+        log_put(&(log_record_t){LOG_ERROR, "policy", CTX(inf), msg, NULL, 0,
+                                traceback && *traceback ? traceback : NULL});
+    }
     if (f->stopped) {
         /* Shutting down, or stopped: leave it uncommitted. */
         inflight_new_stage(inf);

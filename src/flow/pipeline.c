@@ -27,9 +27,7 @@
 static const double age_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,   1,     2.5,
                                     5,     10,   30,    60,   300,  900,  3600,  21600, 86400};
 
-#define CTX(inf)                                                                           \
-    (&(log_ctx_t){(inf)->flow->conf->name, (inf)->msg.topic, (inf)->msg.partition,         \
-                  (inf)->msg.offset})
+#define CTX(inf) INFLIGHT_CTX(inf)
 
 /* Compute the dedup key of the message and look it up.  Returns 1 when it
  * was handled before; 0 otherwise, with inf->dedup_key set when it has one. */

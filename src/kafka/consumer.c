@@ -26,7 +26,7 @@
 #define STORE_MS 100
 
 /* Log lines carry the endpoint as a field (text logs show it as [name]). */
-#define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
+#define EP_CTX(c) (&(log_ctx_t){.endpoint = (c)->name, .partition = -1, .offset = -1})
 
 #define EP(f) ((endpoint_t *)((char *)(f) - offsetof(endpoint_t, flow)))
 

@@ -10,7 +10,7 @@
 #include "base/log.h"
 #include "flow/pipeline.h"
 
-#define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
+#define EP_CTX(c) (&(log_ctx_t){.endpoint = (c)->name, .partition = -1, .offset = -1})
 
 /* Hand the offsets done since the last turn to librdkafka, which commits
  * them every auto.commit.interval.ms. */
@@ -125,7 +125,8 @@ partition_t *partition_find(endpoint_t *ep, const char *topic, int32_t partition
  * offset: say what was skipped. */
 static void skipped(partition_t *pt, int64_t offset) {
     const offsets_t *o = pt->offsets;
-    log_ctx_t ctx = {pt->ep->flow.conf->name, o->topic, o->partition, pt->expect};
+    log_ctx_t ctx = {.endpoint = pt->ep->flow.conf->name, .topic = o->topic,
+                     .partition = o->partition, .offset = pt->expect};
 
     if (offset > pt->expect)
         log_at(LOG_WARN, "consumer", &ctx,

@@ -81,7 +81,7 @@ static void on_endpoint_stopped(void *ctx, endpoint_t *ep) {
     host_t *h = ctx;
     int serving = 0;
     for (int i = 0; i < h->neps; i++) serving += !h->eps[i]->halted;
-    log_at(LOG_ERROR, "host", (&(log_ctx_t){ep->flow.conf->name, NULL, -1, -1}),
+    log_at(LOG_ERROR, "host", (&(log_ctx_t){.endpoint = ep->flow.conf->name, .partition = -1, .offset = -1}),
            "stopped by its final failure: it leaves group %s, uncommitted; %d endpoint(s) keep "
            "serving%s",
            ep->flow.conf->group, serving,
