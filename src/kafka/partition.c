@@ -273,6 +273,8 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
         partition_free(pt);
     }
     ep->last = 0;
+    /* What is done is committed; the partitions go next. */
+    if (parts->cnt && env->revoking) env->revoking(env->ctx, ep, parts);
 }
 
 /* The revoke can go on: with abandon, handlers still running are given
@@ -362,5 +364,7 @@ void partitions_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (kafka_rebalance_apply(rk, err, parts, why, sizeof(why)))
         log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "%s %s: %s",
                assign ? "assigning" : "unassigning", parts->cnt ? list : "nothing", why);
+    else if (assign && parts->cnt && ep->client.env->assigned)
+        ep->client.env->assigned(ep->client.env->ctx, ep, parts);
 }
 
