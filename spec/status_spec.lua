@@ -207,7 +207,7 @@ describe("the status page", function()
     assert.equal(200, code)
     assert.equal("text/html; charset=utf-8", ctype)
     assert.matches("^<!doctype html>", body)
-    assert.truthy(body:find("/status.json", 1, true))
+    assert.truthy(body:find('fetch("status.json"', 1, true), "it reads status.json beside it")
     -- The SVG namespace is a name, not something fetched.
     local rest = body:gsub("http://www%.w3%.org/2000/svg", "")
     assert.is_nil(rest:find("https?://"), "the page refers to nothing outside itself")
