@@ -191,6 +191,8 @@ static void read_topology(lua_State *L, app_t *app) {
         p->key_field = field_str(L, -1, "key");
         p->key_fn = field_ref(L, -1, "key", LUA_TFUNCTION);
         kvlist_read(L, -1, "config", &p->config);
+        p->on_delivery = field_ref(L, -1, "on_delivery", LUA_TFUNCTION);
+        p->L = L;
         lua_getfield(L, -1, "channel");
         p->channel = lua_toboolean(L, -1);
         lua_pop(L, 2);
@@ -236,6 +238,9 @@ static void read_topology(lua_State *L, app_t *app) {
         free(format);
         kvlist_read(L, -1, "config", &e->config);
         e->handle = field_ref(L, -1, "handle", LUA_TFUNCTION);
+        e->on_assign = field_ref(L, -1, "on_assign", LUA_TFUNCTION);
+        e->on_revoke = field_ref(L, -1, "on_revoke", LUA_TFUNCTION);
+        e->on_stop = field_ref(L, -1, "on_stop", LUA_TFUNCTION);
         read_policy(L, lua_gettop(L), app, &e->policy);
         e->concurrency = (int)field_int(L, -1, "concurrency");
         e->buffer = (int)field_int(L, -1, "buffer");

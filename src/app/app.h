@@ -30,6 +30,8 @@ typedef struct publisher_conf {
     kvlist_t config;
     int channel;
     int internal; /* luka's own, for dead letters and resends */
+    int on_delivery; /* registry ref of on_delivery(report), or LUA_NOREF */
+    lua_State *L;    /* the state its functions live in; NULL for luka's own */
 } publisher_conf_t;
 
 enum { FINAL_STOP, FINAL_RESEND, FINAL_RELEASE, FINAL_IGNORE };
@@ -68,6 +70,8 @@ typedef struct endpoint_conf {
     int concurrency; /* handler calls in flight at once */
     int ordering;    /* ORDER_*: what runs one at a time */
     int buffer;      /* messages held behind busy lanes before pausing */
+    /* Lifecycle hooks (api/hooks.h): registry refs, or LUA_NOREF. */
+    int on_assign, on_revoke, on_stop;
 } endpoint_conf_t;
 
 /* A declared topic (luka.topic); -1 leaves a count to the cluster. */

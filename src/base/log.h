@@ -29,6 +29,9 @@ typedef struct log_ctx {
     const char *app; /* for lines the app's own code wrote */
 } log_ctx_t;
 
+/* The context of a line about an endpoint as a whole. */
+#define LOG_ENDPOINT(name) (&(log_ctx_t){.endpoint = (name), .partition = -1, .offset = -1})
+
 /* A field of a structured record (luka.log's): a string, or, with json
  * set, a JSON text (a number, true, an object...). */
 typedef struct log_field {

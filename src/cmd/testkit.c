@@ -155,6 +155,8 @@ static int l_load(lua_State *L) {
     }
     api_bind(tk->app->L, &tk->api);
     lapi_start(tk->app->L);
+    /* The publishes of the script's load are answered now. */
+    testkit_sinks_ack(&tk->sinks);
     *ud = tk;
     return 1;
 }
@@ -237,7 +239,12 @@ static int l_advance(lua_State *L) {
     lua_newtable(L);
     errors = (timer_errors_t){L, lua_gettop(L)};
     fired = timer_advance(tk->app->L, ms, timer_failed, &errors);
+    /* What the timers published is answered, and an on_delivery that
+     * fails counts among the errors. */
+    tk->sinks.hook_failed = timer_failed;
+    tk->sinks.hook_ud = &errors;
     testkit_sinks_ack(&tk->sinks);
+    tk->sinks.hook_failed = NULL;
     lua_setfield(L, -2, "errors");
     lua_pushinteger(L, fired);
     lua_setfield(L, -2, "fired");

@@ -9,6 +9,7 @@
 
 #include <lauxlib.h>
 
+#include "api/hooks.h"
 #include "base/json.h"
 #include "flow/call.h"
 #include "flow/pipeline.h"
@@ -20,13 +21,15 @@ struct testkit_pub {
 };
 
 struct testkit_ack {
-    publish_tag_t *tag;
+    publish_tag_t *tag; /* NULL: a publish made outside any message */
     int fail;
+    int rec;                       /* its record */
+    const publisher_conf_t *conf;  /* the publisher it went to */
 };
 
 static const publisher_conf_t internal_conf = {
     .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF,
-    .internal = 1};
+    .internal = 1, .on_delivery = LUA_NOREF};
 
 /* The message a publish belongs to: its stage's tag names it; a publish a
  * handler waits for is made by the message whose code runs now. */
@@ -57,14 +60,14 @@ static int sink_send(sink_t *sink, const char *topic, int32_t partition, const c
     r->len = len;
     r->headers = headers;
     r->item = item_of(s, tag);
-    if (tag) {
-        if (s->nacks == s->capacks) {
-            s->capacks = s->capacks ? s->capacks * 2 : 16;
-            s->acks = realloc(s->acks, s->capacks * sizeof(*s->acks));
-        }
-        s->acks[s->nacks].tag = tag;
-        s->acks[s->nacks++].fail = s->fail_next > 0 ? s->fail_next-- > 0 : 0;
+    if (s->nacks == s->capacks) {
+        s->capacks = s->capacks ? s->capacks * 2 : 16;
+        s->acks = realloc(s->acks, s->capacks * sizeof(*s->acks));
     }
+    s->acks[s->nacks].tag = tag;
+    s->acks[s->nacks].rec = s->nrecs - 1;
+    s->acks[s->nacks].conf = sink->conf;
+    s->acks[s->nacks++].fail = s->fail_next > 0 ? s->fail_next-- > 0 : 0;
     return 0;
 }
 
@@ -105,11 +108,36 @@ void testkit_sinks_close(testkit_sinks_t *s) {
     memset(s, 0, sizeof(*s));
 }
 
+/* The report of a's publish for its publisher's on_delivery. */
+static void report(testkit_sinks_t *s, const testkit_ack_t *a) {
+    const testkit_record_t *r = &s->recs[a->rec];
+    message_t m = {0};
+    script_err_t err;
+    int32_t partition = r->partition >= 0 ? r->partition : 0;
+
+    if (a->conf->on_delivery == LUA_NOREF) return;
+    m.topic = r->topic;
+    m.partition = partition;
+    m.offset = 0;
+    for (int i = 0; i < a->rec; i++)
+        m.offset += strcmp(s->recs[i].topic, r->topic) == 0 &&
+                    (s->recs[i].partition >= 0 ? s->recs[i].partition : 0) == partition;
+    m.key = r->key;
+    m.key_len = r->keylen;
+    m.headers = r->headers;
+    m.timestamp = -1;
+    if (hooks_delivery(a->conf, &m, a->fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0, &err) &&
+        s->hook_failed)
+        s->hook_failed(s->hook_ud, &err);
+}
+
 void testkit_sinks_ack(testkit_sinks_t *s) {
-    /* A report may send more (a dead letter), growing the array. */
+    /* A report may send more (a dead letter, what on_delivery publishes),
+     * growing the array. */
     for (int i = 0; i < s->nacks; i++) {
         testkit_ack_t a = s->acks[i];
-        pipeline_reported(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
+        if (a.tag) pipeline_reported(a.tag, a.fail ? RD_KAFKA_RESP_ERR__MSG_TIMED_OUT : 0);
+        else report(s, &a);
     }
     s->nacks = 0;
 }

@@ -14,6 +14,7 @@
 #include "app/app.h"
 #include "flow/flow.h"
 #include "flow/inflight.h"
+#include "lua/script.h"
 
 /* One publish, as the pretend broker got it. */
 typedef struct testkit_record {
@@ -39,6 +40,10 @@ typedef struct testkit_sinks {
     testkit_ack_t *acks; /* publishes not answered yet */
     int nacks, capacks;
     int fail_next; /* publishes the pretend broker will fail */
+    /* Where an on_delivery hook that fails is told, besides the log
+     * (may be NULL). */
+    void (*hook_failed)(void *ud, const script_err_t *err);
+    void *hook_ud;
     /* Which message of the batch being delivered inf stands for (from 0),
      * or -1; NULL between batches.  testkit_flow.c sets it. */
     int (*item_of)(void *ctx, const inflight_t *inf);
@@ -54,7 +59,10 @@ void testkit_sinks_close(testkit_sinks_t *s);
 
 /* The pretend broker answers every publish waiting for it, in order;
  * answers can lead to more publishes (a dead letter after a failed
- * publish), which it answers too. */
+ * publish), which it answers too.  A publish made outside any message
+ * (a timer's, the script's while loading) is reported to its publisher's
+ * on_delivery: on partition 0 unless it named one, at the next offset of
+ * that partition's pretend log. */
 void testkit_sinks_ack(testkit_sinks_t *s);
 
 /* Push r as a table { target, topic, partition, key, value, payload,

@@ -78,6 +78,18 @@ typedef struct endpoint_stats {
     hist_t age;
 } endpoint_stats_t;
 
+/* One of the last failures of an endpoint, for the status page. */
+#define FLOW_FAILURES 20
+typedef struct flow_failure {
+    uint64_t seq;    /* failures in the process before it and it: orders every endpoint's */
+    int64_t time_ms; /* wall clock, milliseconds since the epoch */
+    char topic[256];
+    int32_t partition;
+    int64_t offset;
+    int attempt;
+    char error[512]; /* cut short when longer */
+} flow_failure_t;
+
 struct flow {
     const endpoint_conf_t *conf; /* the current definition: a reload swaps it */
     lua_State *L;                /* the state its calls run in: swapped with conf */
@@ -97,6 +109,10 @@ struct flow {
     int64_t (*retry_wait)(flow_t *f, const struct inflight *again);
     int pumping, pump_again; /* starting what may run (pipeline.c) */
     endpoint_stats_t stats;
+    /* Its last FLOW_FAILURES handler failures (outcome.c), a ring whose
+     * next slot is failures_next; nfailures are filled. */
+    flow_failure_t failures[FLOW_FAILURES];
+    int nfailures, failures_next;
 };
 
 #endif

@@ -26,7 +26,7 @@
 #define STORE_MS 100
 
 /* Log lines carry the endpoint as a field (text logs show it as [name]). */
-#define EP_CTX(c) (&(log_ctx_t){.endpoint = (c)->name, .partition = -1, .offset = -1})
+#define EP_CTX(c) LOG_ENDPOINT((c)->name)
 
 #define EP(f) ((endpoint_t *)((char *)(f) - offsetof(endpoint_t, flow)))
 
@@ -251,6 +251,7 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
            conf->ntopics, conf->group);
     /* Anything queued before the IO event was enabled would not wake us. */
     uv_idle_start(&ep->idle, on_idle);
+    ep->opened = 1;
     return ep;
 fail:
     snprintf(errbuf, errlen, "endpoint '%s' (%s): %s", conf->name, conf->where, why);
@@ -288,6 +289,7 @@ static void leave(endpoint_t *ep) {
     int dropped;
 
     if (ep->left) return;
+    consumer_stopping(ep);
     /* A revoke waiting for handlers: they are abandoned below anyway. */
     if (ep->revoking) partitions_finish_revoke(ep, 1);
     /* Before left is set: partitions_store does nothing after (the revoke
@@ -314,10 +316,19 @@ static void leave(endpoint_t *ep) {
     log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "left group %s", ep->flow.conf->group);
 }
 
+void consumer_stopping(endpoint_t *ep) {
+    const kafka_env_t *env = ep->client.env;
+    if (!ep->opened || ep->said_stop || ep->left) return;
+    ep->said_stop = 1;
+    if (env->stopping) env->stopping(env->ctx, ep);
+}
+
 void consumer_leave(endpoint_t *ep) {
     const kafka_env_t *env = ep->client.env;
     if (ep->left) return;
     consumer_stop(ep);
+    /* Before the flush: what the hook publishes goes out with the rest. */
+    consumer_stopping(ep);
     if (env->flush) env->flush(env->ctx, (int)env->drain_timeout_ms);
     leave(ep);
 }

@@ -54,6 +54,8 @@ typedef struct endpoint {
     int halted;  /* stopped by a final failure (the rest of the process goes on) */
     int left;    /* has left its group (consumer_leave) */
     int commit_first; /* commit a partition's first done offsets at once (store_offsets) */
+    int opened;       /* consumer_open succeeded */
+    int said_stop;    /* its stopping hook ran (consumer_stopping) */
 } endpoint_t;
 
 #endif

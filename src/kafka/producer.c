@@ -132,6 +132,7 @@ static void free_pub(uv_handle_t *handle) {
     publisher_t *p = handle->data;
     kafka_wake_close_fds(&p->wake);
     free(p->kafka_stats);
+    for (int i = 0; i < p->ndeferred; i++) message_release(&p->deferred[i].m);
     free(p->deferred);
     free(p);
 }

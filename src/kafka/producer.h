@@ -13,10 +13,13 @@
 #include "flow/inflight.h"
 #include "kafka/client.h"
 
-/* A delivery report that waits for the loop (see delivery.c). */
+/* A delivery report that waits for the loop (see delivery.c): for the
+ * flow (tag), or, for a publish made outside any message, for the
+ * publisher's on_delivery (tag NULL, a copy of the message in m). */
 typedef struct deferred_report {
     publish_tag_t *tag;
     rd_kafka_resp_err_t err;
+    message_t m;
 } deferred_report_t;
 
 typedef struct publisher {

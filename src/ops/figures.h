@@ -1,8 +1,7 @@
 /* figures.h - what an endpoint reports, read in one place: its counters
  * and histograms, and the state of the moment (partitions, handlers in
- * flight, messages waiting).  /metrics renders them; a status page can
- * read the same, with appmetrics_count/appmetrics_at for the app's own
- * metrics and process.h for the process. */
+ * flight, messages waiting) and the lag of its partitions.  /metrics and
+ * the status page (status.c) render them. */
 #ifndef LUKA_FIGURES_H
 #define LUKA_FIGURES_H
 
@@ -21,5 +20,12 @@ typedef struct endpoint_figures {
 } endpoint_figures_t;
 
 void figures_endpoint(const endpoint_t *ep, endpoint_figures_t *f);
+
+/* Call cb with the consumer lag of each partition in ep's latest
+ * librdkafka statistics: the high watermark minus the committed offset.
+ * Partitions whose lag is unknown (-1) are skipped, and so is none when
+ * there are no statistics yet. */
+typedef void (*figures_lag_cb)(void *ud, const char *topic, int32_t partition, int64_t lag);
+void figures_lag(const endpoint_t *ep, figures_lag_cb cb, void *ud);
 
 #endif

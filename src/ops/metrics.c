@@ -2,15 +2,17 @@
  * METRICS_TICK_MS a timer decides readiness and renders the Prometheus
  * text (exposition format 0.0.4, written by prom.c) from the endpoints'
  * figures (figures.c), the publishers' counters, the process (process.c),
- * librdkafka's statistics and the app's own metrics (luka.metrics), and
- * publishes both with a heartbeat to the HTTP thread, which never touches
- * the host itself. */
+ * librdkafka's statistics and the app's own metrics (luka.metrics); once
+ * a second it builds the status page's document (status.c), sampled every
+ * STATUS_SAMPLE_MS; and it publishes them with a heartbeat to the HTTP
+ * thread, which never touches the host itself. */
 #include "ops/metrics.h"
 
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <lua.h>
@@ -22,12 +24,15 @@
 #include "ops/http.h"
 #include "ops/process.h"
 #include "ops/prom.h"
+#include "ops/status.h"
 
 /* librdkafka's statistics change once a second at most (METRICS_STATS_
  * INTERVAL); parsing them on every tick would be wasted work. */
 #define STATS_EVERY_TICKS (1000 / METRICS_TICK_MS)
 /* /metrics text longer than this is rebuilt once a second, not every tick. */
 #define METRICS_LARGE (1 << 20)
+/* The status page's history is sampled every this many ticks. */
+#define SAMPLE_EVERY_TICKS (STATUS_SAMPLE_MS / METRICS_TICK_MS)
 
 struct metrics {
     host_t *host;
@@ -37,7 +42,14 @@ struct metrics {
     prom_t text; /* /metrics, rebuilt on every tick */
     prom_t lag;  /* the lag samples, rebuilt from statistics */
     char unreachable[512]; /* why some client reaches no broker, or "" */
+    status_t *status;      /* the status page's history */
 };
+
+static int64_t wall_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* The effective statistics.interval.ms of a client, following the order
  * in which host_kafka_conf and the clients apply configuration. */
@@ -68,31 +80,21 @@ static int reaches_broker(const char *stats) {
     return up;
 }
 
-/* Consumer lag per assigned partition, from an endpoint's statistics:
- * librdkafka's consumer_lag (high watermark minus committed offset);
- * -1 (unknown) and the internal partition -1 are skipped. */
-static void lag_samples(prom_t *b, const endpoint_t *ep) {
-    json_t *root, *topics, *t, *parts, *p;
-    const char *tname, *pname;
-    char partition[24];
-    prom_label_t labels[] = {{"endpoint", ep->flow.conf->name}, {"group", ep->flow.conf->group},
-                             {"topic", NULL}, {"partition", partition}};
+/* A luka_consumer_lag_messages sample (figures_lag's callback). */
+typedef struct lag_ctx {
+    prom_t *b;
+    const endpoint_t *ep;
+} lag_ctx_t;
 
-    if (!ep->kafka_stats || !(root = json_loads(ep->kafka_stats, 0, NULL))) return;
-    topics = json_object_get(root, "topics");
-    json_object_foreach(topics, tname, t) {
-        parts = json_object_get(t, "partitions");
-        labels[2].value = tname;
-        json_object_foreach(parts, pname, p) {
-            json_int_t id = json_integer_value(json_object_get(p, "partition"));
-            json_t *lag = json_object_get(p, "consumer_lag");
-            if (id < 0 || !json_is_integer(lag) || json_integer_value(lag) < 0) continue;
-            snprintf(partition, sizeof(partition), "%lld", (long long)id);
-            prom_u64(b, "luka_consumer_lag_messages", labels, 4,
-                     (uint64_t)json_integer_value(lag));
-        }
-    }
-    json_decref(root);
+static void lag_sample(void *ud, const char *topic, int32_t partition, int64_t lag) {
+    lag_ctx_t *c = ud;
+    char p[24];
+    prom_label_t labels[] = {{"endpoint", c->ep->flow.conf->name},
+                             {"group", c->ep->flow.conf->group},
+                             {"topic", topic},
+                             {"partition", p}};
+    snprintf(p, sizeof(p), "%d", (int)partition);
+    prom_u64(c->b, "luka_consumer_lag_messages", labels, 4, (uint64_t)lag);
 }
 
 /* Rebuild what comes from librdkafka's statistics: lag and reachability. */
@@ -102,7 +104,8 @@ static void refresh_stats(struct metrics *m) {
     m->unreachable[0] = '\0';
     for (int i = 0; i < h->neps; i++) {
         endpoint_t *ep = h->eps[i];
-        lag_samples(&m->lag, ep);
+        lag_ctx_t c = {&m->lag, ep};
+        figures_lag(ep, lag_sample, &c);
         if (!m->unreachable[0] && stats_expected(h, &ep->flow.conf->config) &&
             reaches_broker(ep->kafka_stats) == 0)
             snprintf(m->unreachable, sizeof(m->unreachable),
@@ -330,10 +333,12 @@ static void render(struct metrics *m, int ready) {
 }
 
 static void publish(struct metrics *m, int draining) {
-    char why[600], *body;
-    int ready, second = m->ticks++ % STATS_EVERY_TICKS == 0, fresh;
+    char why[600], *body, *status = NULL;
+    unsigned tick = m->ticks++;
+    int ready, second = tick % STATS_EVERY_TICKS == 0, fresh;
+    int64_t now = wall_ms();
     json_t *doc;
-    http_status_t st;
+    http_status_t st = {0};
 
     if (!draining && second) refresh_stats(m);
     ready = !draining && readiness(m, why, sizeof(why));
@@ -353,6 +358,10 @@ static void publish(struct metrics *m, int draining) {
         }
     body = json_dumps(doc, JSON_COMPACT);
     json_decref(doc);
+    if (!draining && tick % SAMPLE_EVERY_TICKS == 0) status_sample(m->status, m->host, now);
+    if (draining || second)
+        status = status_json(m->status, m->host, ready, why, now, &st.status_len);
+    st.status = status;
     st.metrics = fresh ? m->text.p : NULL;
     st.metrics_len = m->text.len;
     st.ready = ready;
@@ -360,6 +369,7 @@ static void publish(struct metrics *m, int draining) {
     st.draining = draining;
     http_publish(m->http, &st);
     free(body);
+    free(status);
 }
 
 static void on_tick(uv_timer_t *t) { publish(t->data, 0); }
@@ -372,11 +382,13 @@ static int metrics_start(host_t *h, char *errbuf, size_t errlen) {
         return -1;
     }
     m->host = h;
+    m->status = status_new();
     uv_timer_init(h->loop, &m->timer);
     m->timer.data = m;
     uv_timer_start(&m->timer, on_tick, 0, METRICS_TICK_MS);
     h->metrics = m;
-    log_info("http", "serving /healthz, /readyz and /metrics on %s", addr);
+    log_info("http", "serving the status page (/, /status.json), /healthz, /readyz and /metrics on %s",
+             addr);
     return 0;
 }
 
@@ -390,6 +402,7 @@ static void free_metrics(uv_handle_t *handle) {
     struct metrics *m = handle->data;
     prom_free(&m->text);
     prom_free(&m->lag);
+    status_free(m->status);
     free(m);
 }
 

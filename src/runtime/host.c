@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
+#include "api/hooks.h"
 #include "api/httpc.h"
 #include "api/lapi.h"
 #include "api/lmetrics.h"
@@ -40,7 +41,7 @@ static sink_t *find_sink(void *ctx, const char *name) {
 
 static publisher_conf_t internal_conf = {
     .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF,
-    .internal = 1};
+    .internal = 1, .on_delivery = LUA_NOREF};
 
 static sink_t *internal_sink(void *ctx, char *errbuf, size_t errlen) {
     host_t *h = ctx;
@@ -66,6 +67,27 @@ static void flush_all(void *ctx, int timeout_ms) {
 }
 
 static void on_fatal(void *ctx) { host_stop(ctx, 1); }
+
+/* The app's lifecycle hooks, as the Kafka clients report the moments. */
+static void on_assigned(void *ctx, endpoint_t *ep, const rd_kafka_topic_partition_list_t *parts) {
+    (void)ctx;
+    hooks_partitions(ep->flow.L, ep->flow.conf, HOOK_ASSIGN, parts);
+}
+
+static void on_revoking(void *ctx, endpoint_t *ep, const rd_kafka_topic_partition_list_t *parts) {
+    (void)ctx;
+    hooks_partitions(ep->flow.L, ep->flow.conf, HOOK_REVOKE, parts);
+}
+
+static void on_stopping(void *ctx, endpoint_t *ep) {
+    (void)ctx;
+    hooks_stop(ep->flow.L, ep->flow.conf);
+}
+
+static void on_delivered(void *ctx, publisher_t *p, const message_t *m, rd_kafka_resp_err_t err) {
+    (void)ctx;
+    hooks_delivery(p->sink.conf, m, err, NULL);
+}
 
 /* Endpoints a final failure stopped leave their groups from the loop, not
  * from inside the handler call that stopped them. */
@@ -110,6 +132,8 @@ static void on_shutdown(uv_timer_t *t) {
         return;
     }
     timer_stop_all(h->app->L);
+    /* on_stop runs while the publishers still take what it publishes. */
+    for (int i = 0; i < h->neps; i++) consumer_stopping(h->eps[i]);
     flush_all(h, (int)h->drain_timeout_ms);
     /* Producers go first: their purge fails whatever is still unacked, so
      * those messages stay uncommitted; then the consumers commit the rest
@@ -258,6 +282,10 @@ int host_run(const run_opts_t *o, const host_ops_t *const *ops) {
                              .fatal = on_fatal,
                              .flush = flush_all,
                              .stopped = on_endpoint_stopped,
+                             .assigned = on_assigned,
+                             .revoking = on_revoking,
+                             .stopping = on_stopping,
+                             .delivered = on_delivered,
                              .ctx = h};
     h->sinks = (sinks_t){find_sink, internal_sink, h};
     h->api = (api_env_t){h->loop, &h->sinks};
