@@ -106,12 +106,12 @@ fresh-check:
 	scripts/fresh-check
 
 # Reliability checks (README.md, "Reliability").  `make fuzz` builds a libFuzzer
-# harness per fuzz/*.c against luka's objects, replays the crashes kept in
-# fuzz/regressions/HARNESS/, then fuzzes each for FUZZ_SECONDS; a new crash
+# harness per spec/fuzz/*.c against luka's objects, replays the crashes kept in
+# spec/fuzz/regressions/HARNESS/, then fuzzes each for FUZZ_SECONDS; a new crash
 # is saved there.  `make chaos` runs the long chaos specs, `make valgrind`
 # a consume-and-publish run under memcheck that must end with no leak.
 FUZZ_SECONDS ?= 60
-FUZZERS      := json_roundtrip json_oracle app_options meta_headers
+FUZZERS      := json_roundtrip json_oracle app_options meta_headers traceparent redis_url
 FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJ     := $(filter-out $(FUZZ_BUILD)/cmd/main.o,$(SRC:src/%.c=$(FUZZ_BUILD)/%.o)) \
@@ -123,22 +123,22 @@ fuzz-objects: setup-test
 	$(MAKE) BUILD=$(FUZZ_BUILD) CC=clang OPT='-O1 -g -fno-omit-frame-pointer' \
 	    EXTRA_CFLAGS='-fsanitize=fuzzer-no-link $(FUZZ_SAN)' $(FUZZ_OBJ)
 
-$(FUZZERS:%=$(FUZZ_BUILD)/%): $(FUZZ_BUILD)/%: fuzz/%.c $(wildcard fuzz/*.h) fuzz-objects
+$(FUZZERS:%=$(FUZZ_BUILD)/%): $(FUZZ_BUILD)/%: spec/fuzz/%.c $(wildcard spec/fuzz/*.h) fuzz-objects
 	clang $(CFLAGS) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
 
 fuzz: $(FUZZERS:%=$(FUZZ_BUILD)/%)
 	@failed=""; for h in $(FUZZERS); do \
-	    mkdir -p $(FUZZ_BUILD)/corpus/$$h fuzz/regressions/$$h || exit 1; \
-	    for kept in $$(find fuzz/regressions/$$h -type f ! -name '.*' | sort); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$h spec/fuzz/regressions/$$h || exit 1; \
+	    for kept in $$(find spec/fuzz/regressions/$$h -type f ! -name '.*' | sort); do \
 	        $(FUZZ_BUILD)/$$h $$kept >$(FUZZ_BUILD)/$$h.replay 2>&1 && continue; \
 	        echo "fuzz: $$h: $$kept still fails:"; grep -m3 -E 'ERROR|$$h:' $(FUZZ_BUILD)/$$h.replay; \
 	        failed="$$failed $$kept"; \
 	    done; \
 	    echo "fuzz: $$h for $(FUZZ_SECONDS) s"; \
 	    $(FUZZ_BUILD)/$$h -max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 \
-	        -artifact_prefix=fuzz/regressions/$$h/ \
-	        $$([ -f fuzz/dict/$$h.dict ] && echo -dict=fuzz/dict/$$h.dict) \
-	        $(FUZZ_BUILD)/corpus/$$h fuzz/corpus/$$h || failed="$$failed $$h"; \
+	        -artifact_prefix=spec/fuzz/regressions/$$h/ \
+	        $$([ -f spec/fuzz/dict/$$h.dict ] && echo -dict=spec/fuzz/dict/$$h.dict) \
+	        $(FUZZ_BUILD)/corpus/$$h spec/fuzz/corpus/$$h || failed="$$failed $$h"; \
 	done; \
 	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
 

@@ -11,7 +11,7 @@
 #include <lualib.h>
 #include <yajl_parse.h>
 
-#include "../../fuzz/jansson_lua.h"
+#include "../../spec/fuzz/jansson_lua.h"
 #include "bench.h"
 #include "base/json.h"
 
