@@ -31,7 +31,7 @@ rd_kafka_t *admin_handle(admin_client_t *a, char *errbuf, size_t errlen) {
     return rk;
 }
 
-int admin_open(admin_client_t *a, const char *app_path, const char *brokers, int timeout_ms) {
+int admin_load(admin_client_t *a, const char *app_path, const char *brokers, int timeout_ms) {
     char err[2048];
 
     memset(a, 0, sizeof(*a));
@@ -43,6 +43,11 @@ int admin_open(admin_client_t *a, const char *app_path, const char *brokers, int
     a->brokers = kafka_brokers(brokers, a->app);
     a->env.app = a->app ? a->app : &a->none;
     a->env.brokers = a->brokers;
+    return 0;
+}
+
+int admin_connect(admin_client_t *a) {
+    char err[2048];
     if (!(a->rk = admin_handle(a, err, sizeof(err)))) {
         fprintf(stderr, "luka: %s\n", err);
         return -1;

@@ -26,10 +26,14 @@ typedef struct admin_client {
     rd_kafka_t *rk; /* a producer handle serves every admin call */
 } admin_client_t;
 
-/* Load app_path (NULL: no app) and open the client on the brokers flag
- * (NULL: the app's, else KAFKA_BROKERS, else localhost:9092).  Returns 0,
- * or -1 after printing why on stderr; admin_close either way. */
-int admin_open(admin_client_t *a, const char *app_path, const char *brokers, int timeout_ms);
+/* Load app_path (NULL: no app) and choose the brokers from the flag (NULL:
+ * the app's, else KAFKA_BROKERS, else localhost:9092).  Returns 0, or -1
+ * after printing why on stderr; admin_close either way. */
+int admin_load(admin_client_t *a, const char *app_path, const char *brokers, int timeout_ms);
+
+/* Open a->rk.  Returns 0, or -1 after printing why on stderr. */
+int admin_connect(admin_client_t *a);
+
 void admin_close(admin_client_t *a);
 
 /* Another handle configured like a's (a->env set), or NULL with errbuf. */

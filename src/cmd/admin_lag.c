@@ -460,9 +460,10 @@ int admin_lag(int argc, char **argv) {
     l.timeout_ms = ADMIN_TIMEOUT_MS;
     if ((rc = parse(&l, argc, argv)) >= 0) goto done;
     rc = 1;
-    if (admin_open(&l.c, l.app_path, l.brokers, l.timeout_ms)) goto done;
+    if (admin_load(&l.c, l.app_path, l.brokers, l.timeout_ms)) goto done;
     if ((rc = pick_groups(&l)) >= 0) goto done;
     rc = 1;
+    if (admin_connect(&l.c)) goto done;
     if (l.r.ngroups == 0) {
         printf("%s declares no consumers or channels\n", l.c.app->path);
         rc = 0;

@@ -279,7 +279,7 @@ int admin_topics(int argc, char **argv) {
     a.timeout_ms = ADMIN_TIMEOUT_MS;
     if ((rc = parse(&a, argc, argv)) >= 0) return rc;
     rc = 1;
-    if (admin_open(&a.c, a.app_path, a.brokers, a.timeout_ms)) goto done;
+    if (admin_load(&a.c, a.app_path, a.brokers, a.timeout_ms) || admin_connect(&a.c)) goto done;
     app = a.c.app;
     if (app->ntopics == 0) {
         printf("%s declares no topics (luka.topic \"name\" { partitions = N, ... })\n", app->path);
