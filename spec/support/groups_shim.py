@@ -1,9 +1,10 @@
 """groups_shim.py - a Kafka-protocol proxy in front of `luka broker` that
 answers DescribeGroups, which librdkafka 2.0.2's mock cluster does not.
 
-    python3 groups_shim.py UPSTREAM_HOST:PORT
+    python3 groups_shim.py UPSTREAM_HOST:PORT [LISTEN_PORT]
 
-Prints "listening: 127.0.0.1:PORT" once it accepts connections.  Clients
+Prints "listening: 127.0.0.1:PORT" once it accepts connections (on
+LISTEN_PORT, default a free one).  Clients
 that bootstrap there reach the broker through it (one upstream broker; the
 Metadata and FindCoordinator answers are rewritten to point back at the
 shim), and see DescribeGroups (v0) in the ApiVersions answer.  The shim
@@ -200,7 +201,8 @@ async def main():
     global listen_port
     host, port = sys.argv[1].rsplit(":", 1)
     upstream = (host, int(port))
-    server = await asyncio.start_server(lambda r, w: serve(r, w, upstream), "127.0.0.1", 0)
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    server = await asyncio.start_server(lambda r, w: serve(r, w, upstream), "127.0.0.1", port)
     listen_port = server.sockets[0].getsockname()[1]
     print("listening: 127.0.0.1:%d" % listen_port, flush=True)
     async with server:

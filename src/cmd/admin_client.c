@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/lapi.h"
 #include "base/log.h"
@@ -44,6 +45,16 @@ int admin_load(admin_client_t *a, const char *app_path, const char *brokers, int
     a->env.app = a->app ? a->app : &a->none;
     a->env.brokers = a->brokers;
     return 0;
+}
+
+int admin_plaintext(admin_client_t *a) {
+    char err[512], value[64] = "";
+    size_t size = sizeof(value);
+    rd_kafka_conf_t *conf = kafka_conf(&a->env, NULL, err, sizeof(err));
+    if (!conf) return 0;
+    if (rd_kafka_conf_get(conf, "security.protocol", value, &size) != RD_KAFKA_CONF_OK) value[0] = 0;
+    rd_kafka_conf_destroy(conf);
+    return strcasecmp(value, "plaintext") == 0;
 }
 
 int admin_connect(admin_client_t *a) {

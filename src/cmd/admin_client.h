@@ -31,6 +31,10 @@ typedef struct admin_client {
  * after printing why on stderr; admin_close either way. */
 int admin_load(admin_client_t *a, const char *app_path, const char *brokers, int timeout_ms);
 
+/* Whether a's clients speak plaintext (security.protocol), so that a plain
+ * socket can talk to the brokers as they do. */
+int admin_plaintext(admin_client_t *a);
+
 /* Open a->rk.  Returns 0, or -1 after printing why on stderr. */
 int admin_connect(admin_client_t *a);
 

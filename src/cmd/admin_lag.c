@@ -13,6 +13,7 @@
 #include "base/cliopt.h"
 #include "cmd/admin_client.h"
 #include "cmd/admin_lag.h"
+#include "kafka/apiversions.h"
 
 /* Command-line options of lag, declared once. */
 enum { OPT_BROKERS, OPT_TIMEOUT, OPT_GROUP, OPT_JSON, NOPTS };
@@ -179,23 +180,49 @@ static int described(lag_group_t *g, const rd_kafka_ConsumerGroupDescription_t *
 
 /* Ask the group coordinators for each group's state and members with
  * DescribeConsumerGroups, one group at a time, on a handle of its own.
- * librdkafka 2.0.2, on a cluster without DescribeGroups (the embedded
- * broker: its mock cluster), answers UNSUPPORTED_FEATURE for the group and
- * then deadlocks the handle's main thread: the request's other groups and
- * every later request go unanswered, and rd_kafka_destroy() never returns.
- * So the first such answer ends the asking; the handle is abandoned
- * (l->stuck) and goes with the process, and the member columns show "-"
- * with one note.  Returns 0, or -1 when a group could not be described for
+ *
+ * Not on a cluster without DescribeGroups (the embedded broker: librdkafka
+ * 2.0.2's mock cluster has none): there librdkafka 2.0.2 answers
+ * UNSUPPORTED_FEATURE and then deadlocks the handle's main thread (the
+ * request's other groups and every later request go unanswered, and
+ * rd_kafka_destroy() never returns), or aborts on an assertion
+ * (rd_kafka_enq_once_del_source_return), depending on timing.  So a
+ * plaintext cluster is asked first with ApiVersions; the member columns
+ * then show "-" with one note.  Should librdkafka still answer
+ * UNSUPPORTED_FEATURE or not answer at all (a cluster not asked), the
+ * asking ends and the handle is abandoned (l->stuck), to go with the
+ * process.  Returns 0, or -1 when a group could not be described for
  * another reason. */
+/* The cluster does not answer DescribeGroups, as groups[from] found: say
+ * so for it and every group after it, with one note. */
+static void unsupported(lag_t *l, int from) {
+    for (int k = from + 1; k < l->r.ngroups; k++)
+        memcpy(l->r.groups[k].members_error, l->r.groups[from].members_error,
+               sizeof(l->r.groups[k].members_error));
+    fprintf(stderr,
+            "luka lag: CONSUMER-ID, HOST and CLIENT-ID show '-': the cluster at %s does not "
+            "answer DescribeGroups (the embedded broker does not)\n",
+            l->c.brokers);
+}
+
 static int describe(lag_t *l) {
     rd_kafka_queue_t *q = NULL;
     rd_kafka_AdminOptions_t *o = NULL;
     char why[256] = "";
     int rc = 0, i = 0;
 
-    if (!(l->described = calloc((size_t)l->r.ngroups + 1, sizeof(*l->described))) ||
-        !(l->describer = admin_handle(&l->c, why, sizeof(why))))
-        goto failed;
+    if (!(l->described = calloc((size_t)l->r.ngroups + 1, sizeof(*l->described)))) goto failed;
+    if (admin_plaintext(&l->c) &&
+        kafka_api_supported(l->c.brokers, KAFKA_API_DESCRIBE_GROUPS,
+                            l->timeout_ms < 5000 ? l->timeout_ms : 5000, why,
+                            sizeof(why)) == 0) {
+        snprintf(l->r.groups[0].members_error, sizeof(l->r.groups[0].members_error),
+                 "the cluster does not answer DescribeGroups (its ApiVersions list lacks it)");
+        unsupported(l, 0);
+        return 0;
+    }
+    why[0] = '\0'; /* not asked, or no answer: librdkafka will tell */
+    if (!(l->describer = admin_handle(&l->c, why, sizeof(why)))) goto failed;
     q = rd_kafka_queue_new(l->describer);
     o = admin_options(&l->c, l->describer);
     for (; i < l->r.ngroups; i++) {
@@ -211,6 +238,12 @@ static int describe(lag_t *l) {
             goto failed;
         }
         l->described[i] = ev; /* the members' strings point into it */
+        if (rd_kafka_event_error(ev) == RD_KAFKA_RESP_ERR__UNSUPPORTED_FEATURE) {
+            snprintf(g->members_error, sizeof(g->members_error),
+                     "the cluster does not answer DescribeGroups: %s",
+                     rd_kafka_event_error_string(ev));
+            break;
+        }
         if (rd_kafka_event_error(ev)) {
             admin_request_error(&l->c, ev, why, sizeof(why));
             snprintf(g->members_error, sizeof(g->members_error), "cannot describe the group: %s",
@@ -231,15 +264,8 @@ static int describe(lag_t *l) {
         }
     }
     if (i < l->r.ngroups) {
-        /* Unsupported: then so it is for every group. */
         l->stuck = 1;
-        for (int k = i + 1; k < l->r.ngroups; k++)
-            memcpy(l->r.groups[k].members_error, l->r.groups[i].members_error,
-                   sizeof(l->r.groups[k].members_error));
-        fprintf(stderr,
-                "luka lag: CONSUMER-ID, HOST and CLIENT-ID show '-': the cluster at %s does not "
-                "answer DescribeGroups (the embedded broker does not)\n",
-                l->c.brokers);
+        unsupported(l, i);
     }
     goto done;
 failed:
