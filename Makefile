@@ -25,7 +25,7 @@ SRC      := $(wildcard src/*/*.c)
 HDR      := $(wildcard src/*/*.h)
 LUA      := $(wildcard lua/luka/*.lua)
 BUILD    ?= build
-OBJ      := $(SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/embed.o
+OBJ      := $(SRC:src/%.c=$(BUILD)/%.o) $(BUILD)/embed.o $(BUILD)/status_page.o
 BIN      ?= luka
 
 .PHONY: all setup setup-test pkgcheck lint run test asan test-asan bench bench-io clean fresh-check
@@ -45,6 +45,14 @@ $(BUILD)/embed.c: $(LUA) scripts/embed | $(BUILD)
 	scripts/embed $(LUA) > $@
 
 $(BUILD)/embed.o: $(BUILD)/embed.c
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# So is the status page (GET / on --http): one HTML file, CSS and
+# JavaScript inline.
+$(BUILD)/status_page.c: src/ops/status.html scripts/embed-page | $(BUILD)
+	scripts/embed-page src/ops/status.html status_page > $@
+
+$(BUILD)/status_page.o: $(BUILD)/status_page.c
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD):
@@ -106,7 +114,8 @@ FUZZ_SECONDS ?= 60
 FUZZERS      := json_roundtrip json_oracle app_options meta_headers
 FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_OBJ     := $(filter-out $(FUZZ_BUILD)/cmd/main.o,$(SRC:src/%.c=$(FUZZ_BUILD)/%.o)) $(FUZZ_BUILD)/embed.o
+FUZZ_OBJ     := $(filter-out $(FUZZ_BUILD)/cmd/main.o,$(SRC:src/%.c=$(FUZZ_BUILD)/%.o)) \
+                $(FUZZ_BUILD)/embed.o $(FUZZ_BUILD)/status_page.o
 
 .PHONY: fuzz fuzz-objects chaos valgrind
 

@@ -1,17 +1,17 @@
 -- orders.lua - the example app: a timer publishes demo orders keyed by
 -- orderId; two consumer groups read the same topic, to show competing
 -- consumers within a group next to broadcast between groups; big orders
--- go on to a notifications channel.
+-- go on to a notifications channel, with the customer's record looked up
+-- from an HTTP service when ENRICH_URL is set (handlers/order.lua).
 --
 --   make run                               (embedded broker, until Ctrl-C)
 --   luka run config/orders.lua             (against KAFKA_BROKERS)
+--   ENRICH_URL=http://127.0.0.1:8080 make run
+--                                          (enriching from that service)
 --   luka test config/spec                  (its handler specs, no broker)
 local luka = require "luka"
 
-luka.broker {
-  brokers = os.getenv("KAFKA_BROKERS") or "localhost:9092",
-  client_id = "crm",
-}
+luka.broker { brokers = os.getenv("KAFKA_BROKERS") or "localhost:9092", client_id = "crm" }
 
 luka.topic "orders" { partitions = 4 }
 luka.topic "orders_dlt" { partitions = 1 }
@@ -20,12 +20,12 @@ luka.publisher "orders" { topic = "orders", key = "orderId", config = { acks = "
 -- Competing consumers: every order is handled once by the group
 -- "order_subscriber", however many luka processes run it.
 luka.consumer "orderConsumers" {
-  topics = { "orders" },
-  group = "order_subscriber",
+  topics = { "orders" }, group = "order_subscriber",
   config = { ["auto.offset.reset"] = "earliest" },
   retry = { instant = 1, delayed = { initial = "1s", attempts = 3 } },
   error_channel = "orders_dlt",
   dedup = { key = "orderId", ttl = "1h" },
+  concurrency = 16, -- orders of different keys at once: their lookups overlap
   handle = require "handlers.order",
 }
 

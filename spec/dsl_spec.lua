@@ -382,7 +382,7 @@ luka.channel "bad" { format = "xml", handle = function() end }
       for i, opt in ipairs(dsl.options.consumer) do names[i] = opt.name end
       assert.same({ "topics", "group", "format", "config", "handle",
                     "retry", "error_channel", "final_failure", "dedup", "timeout",
-                    "concurrency", "ordering", "buffer" }, names)
+                    "concurrency", "ordering", "buffer", "on_assign", "on_revoke", "on_stop" }, names)
     end)
 
     it("lists the librdkafka properties luka sets itself in the reference it generates", function()

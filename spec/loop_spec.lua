@@ -48,12 +48,17 @@ describe("a queue of slow messages", function()
     local p, out = start("loop_term", 40, 1)
     H.wait_until(function() return #H.read_lines(out) >= 1 end, 30, "the first handler call")
     local t0 = H.now()
+    -- Counted when the signal goes: a loaded machine may keep this spec
+    -- from sending it for a while after it saw the first call.
+    local started = #H.read_lines(out)
     assert.is_true(p.kill("TERM"))
     local code = p.wait(20)
     local took = H.now() - t0
     assert.equal(0, code, p.output())
     assert.is_true(took < 8, ("exited %.1f s after SIGTERM (1 s handlers):\n%s"):format(took, p.output()))
-    assert.is_true(#H.read_lines(out) <= 3, "at most the calls under way when the signal came")
+    local n = #H.read_lines(out)
+    assert.is_true(n <= started + 1, ("%d calls started, %d when the signal was sent: at most the "
+      .. "call under way then, and one the loop began before it saw the signal"):format(n, started))
   end)
 
   it("exits at once on a second signal while a handler still runs, and says so", function()

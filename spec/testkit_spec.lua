@@ -12,7 +12,7 @@ describe("luka test", function()
   it("runs the example app's handler specs", function()
     local r = H.run(H.luka .. " test config/spec")
     assert.equal(0, r.code, r.stdout .. r.stderr)
-    assert.truthy(r.stdout:find("7 successes / 0 failures / 0 errors", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("11 successes / 0 failures / 0 errors", 1, true), r.stdout)
   end)
 
   it("exits non-zero and shows busted's report when a spec fails", function()
@@ -200,6 +200,35 @@ end)
       H.write_file(dir .. "/config/orders.lua", app_with("orders"))
       write_spec(dir .. "/config/spec/orders_spec.lua", "config/orders.lua", "orders")
       H.assert_luka_test_passed(H.run(("cd %s && %s test config/spec"):format(H.q(dir), H.luka)), 1)
+    end)
+
+    it("sets environment variables while the script loads, and only then", function()
+      local dir = H.tmpdir()
+      H.write_file(dir .. "/app.lua", [[
+local luka = require "luka"
+local url, home = os.getenv("LUKA_TEST_URL"), os.getenv("HOME")
+luka.publisher "out" {}
+luka.consumer "c" { topics = { "t" }, handle = function()
+  luka.publish("out", { at_load = url, home = home or "unset", now = os.getenv("LUKA_TEST_URL") or "unset" })
+end }
+]])
+      H.write_file(dir .. "/x_spec.lua", [[
+local test = require "luka.test"
+it("loads with the variables", function()
+  local home = os.getenv("HOME")
+  local app = test.load("app.lua", { env = { LUKA_TEST_URL = "http://127.0.0.1:1", HOME = false } })
+  assert.same({ at_load = "http://127.0.0.1:1", home = "unset", now = "unset" },
+    app:deliver("c", {}).published[1].payload)
+  assert.equal(home, os.getenv("HOME"))
+  assert.is_nil(os.getenv("LUKA_TEST_URL"))
+  app:close()
+end)
+it("refuses a value that is not a string or false", function()
+  assert.has_error(function() test.load("app.lua", { env = { X = 1 } }) end,
+    'luka.test.load: opts.env: give NAME = "value" or NAME = false')
+end)
+]])
+      H.assert_luka_test_passed(H.run(("cd %s && %s test ."):format(H.q(dir), H.luka)), 2)
     end)
 
     it("names both places when neither has the app", function()

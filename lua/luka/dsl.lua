@@ -244,6 +244,8 @@ M.NAME = NAME
 
 local FORMAT = one_of("json", "raw")
 local HANDLER = "missing handler: add handle = function(msg, meta) ... end"
+local ON_DELIVERY = "function(report) called with the delivery report of each message published "
+  .. "outside a handler (timers, loading): { topic, partition, offset, key, id, error }"
 
 -- Every option of every declaration, in the order help should list them.
 -- Each entry: name, type = { doc, check }, default (passed through the same
@@ -301,6 +303,7 @@ M.options = {
     { name = "topic", type = TEXT, default = NAME, help = "topic the messages are produced to" },
     { name = "key", type = KEY, help = "message key: a payload field name, or function(payload) returning it" },
     { name = "config", type = config("producer"), default = {}, help = "librdkafka producer properties" },
+    { name = "on_delivery", type = FUNCTION, help = ON_DELIVERY },
   },
   consumer = {
     { name = "topics", type = TOPICS, required = "missing topics: add topics = { \"topic\" }",
@@ -319,6 +322,7 @@ M.options = {
     { name = "key", type = KEY, help = "message key: a payload field name, or function(payload) returning it" },
     { name = "config", type = config("consumer"), default = {}, help = "librdkafka consumer properties" },
     { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
+    { name = "on_delivery", type = FUNCTION, help = ON_DELIVERY },
   },
 }
 
@@ -338,8 +342,15 @@ local POLICY = {
     help = "handler calls in flight at once; each runs in its own coroutine" },
   { name = "ordering", type = one_of("key", "partition", "none"),
     help = 'what runs one at a time under concurrency: "key" (the default), "partition" or "none"' },
-  { name = "buffer", type = integer_at_least(1), default = 1000,
-    help = "messages held behind busy keys or partitions before their partitions pause" },
+  { name = "buffer", type = integer_at_least(1), default = 10000,
+    help = "messages held behind busy keys or partitions before luka takes no more" },
+  -- Lifecycle hooks (README, "Lifecycle hooks").
+  { name = "on_assign", type = FUNCTION,
+    help = "function(partitions) called once partitions are assigned: a sequence of { topic, partition }" },
+  { name = "on_revoke", type = FUNCTION,
+    help = "function(partitions) called before partitions go back to the group, their handlers done and offsets committed" },
+  { name = "on_stop", type = FUNCTION,
+    help = "function() called when the endpoint stops (shutdown, final failure), before it leaves its group" },
 }
 for _, kind in ipairs({ "consumer", "channel" }) do
   for _, opt in ipairs(POLICY) do table.insert(M.options[kind], opt) end
@@ -484,9 +495,9 @@ end)
 -- A channel is a publisher and a consumer on one topic.  Its config is the
 -- consumer's; the publisher side gets the broker-wide config only.
 M.channel = declaration("channel", { "targets", "endpoint_names" }, function(name, o, at)
-  table.insert(state.publishers,
-    { name = name, topic = o.topic, key = o.key, config = {}, where = at, channel = true })
-  o.topics, o.topic, o.key = { o.topic }, nil, nil
+  table.insert(state.publishers, { name = name, topic = o.topic, key = o.key, config = {}, where = at,
+    channel = true, on_delivery = o.on_delivery })
+  o.topics, o.topic, o.key, o.on_delivery = { o.topic }, nil, nil, nil
   o.name, o.kind, o.where = name, "channel", at
   table.insert(state.endpoints, o)
 end)

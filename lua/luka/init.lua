@@ -17,8 +17,14 @@ local luka = {
   now = host.now,
   -- http.request{ method, url, headers, body, timeout }: waits, in a handler.
   http = host.http,
+  -- log.info(msg, fields), and debug, warn, error: luka's logger, with the
+  -- context of the message being handled.
+  log = host.log,
   -- A table kept across hot reloads (as JSON: plain data only).
   state = host.state,
+  -- counter(name, help, labels), gauge(...), histogram(name, help, labels,
+  -- buckets): exported on /metrics as luka_app_<name>, kept across reloads.
+  metrics = host.metrics,
 }
 
 -- Intervals are milliseconds or durations such as "250ms", "5s", "2m".

@@ -1,7 +1,8 @@
 /* lapi.c - the luka.host module.  Each area of the API fills its part of
  * the module table (publish_inject_api, timer_inject_api, httpc_inject_api,
- * redisc_inject_api, json_inject_api), as OpenResty's modules do; what a
- * state is bound to is kept in its registry. */
+ * redisc_inject_api, applog_inject_api, lmetrics_inject_api, json_inject_api),
+ * as OpenResty's modules do; what a state is bound to is kept in its
+ * registry. */
 #include "api/lapi.h"
 
 #include <time.h>
@@ -9,7 +10,9 @@
 #include <lauxlib.h>
 
 #include "base/json.h"
+#include "api/applog.h"
 #include "api/httpc.h"
+#include "api/lmetrics.h"
 #include "api/publish.h"
 #include "api/redisc.h"
 #include "lua/script.h"
@@ -50,6 +53,8 @@ int lapi_open(lua_State *L) {
     timer_inject_api(L);
     httpc_inject_api(L);
     redisc_inject_api(L);
+    applog_inject_api(L);
+    lmetrics_inject_api(L);
     lua_pushcfunction(L, l_now);
     lua_setfield(L, -2, "now");
     lua_pushcfunction(L, l_fatal);

@@ -1,6 +1,7 @@
 /* lapi.h - the luka.host module: the C half of what app scripts call
- * (luka.publish, luka.timer, luka.http, luka.redis, luka.fatal, luka.now,
- * luka.null, luka.json, luka.state), each area filling its part as in
+ * (luka.publish, luka.timer, luka.http, luka.redis, luka.log, luka.metrics,
+ * luka.fatal, luka.now, luka.null, luka.json, luka.state), each area filling
+ * its part as in
  * OpenResty.  lua/luka/init.lua joins it with the declarations of luka.dsl
  * into the `luka` module. */
 #ifndef LUKA_LAPI_H

@@ -3,7 +3,9 @@
  * The key is, in order: opts.key; the publisher's key rule (a payload field
  * or a function); the key of the message being handled, so an entity's
  * events stay in its partition; the message id.  Every message carries an
- * `id` header, a UUID unless the caller gave one. */
+ * `id` header, a UUID unless the caller gave one, and a traceparent; one
+ * published while a message is handled carries its correlation-id and
+ * causation-id too. */
 #include "api/publish.h"
 
 #include <stdlib.h>
@@ -16,6 +18,7 @@
 #include "base/cliopt.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "base/trace.h"
 #include "base/uuid.h"
 #include "flow/outcome.h"
 #include "flow/call.h"
@@ -84,11 +87,69 @@ static int guard_close(lua_State *L) {
     return 0;
 }
 
+/* Headers luka adds unless the caller gives them (see add_context). */
+enum {
+    GIVEN_ID = 1,
+    GIVEN_CORRELATION = 2,
+    GIVEN_CAUSATION = 4,
+    GIVEN_TRACEPARENT = 8,
+    GIVEN_TRACESTATE = 16
+};
+
+static int given_bit(const char *name) {
+    static const struct {
+        const char *name;
+        int bit;
+    } known[] = {{"id", GIVEN_ID},
+                 {"correlation-id", GIVEN_CORRELATION},
+                 {"causation-id", GIVEN_CAUSATION},
+                 {"traceparent", GIVEN_TRACEPARENT},
+                 {"tracestate", GIVEN_TRACESTATE}};
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+        if (strcmp(name, known[i].name) == 0) return known[i].bit;
+    return 0;
+}
+
+/* Copy the header name of the message being handled to h; returns
+ * whether it had one. */
+static int copy_header(rd_kafka_headers_t *h, const inflight_t *cur, const char *name) {
+    const void *v;
+    size_t n;
+    if (!cur->msg.headers || rd_kafka_header_get_last(cur->msg.headers, name, &v, &n) || !v)
+        return 0;
+    rd_kafka_header_add(h, name, -1, v, (ssize_t)n);
+    return 1;
+}
+
+/* The context a message carries from the one being handled (cur, or NULL
+ * outside handlers), as Ecotone and W3C Trace Context have it:
+ * correlation-id (the input's, or else its id), causation-id (the input's
+ * id), and traceparent continuing the input's trace with the handling's
+ * span as parent (outside handlers, a new trace per message). */
+static void add_context(rd_kafka_headers_t *h, inflight_t *cur, int given) {
+    char tp[TRACEPARENT_LEN + 1];
+    trace_t fresh;
+
+    if (cur) inflight_read_context(cur);
+    if (cur && !(given & GIVEN_CORRELATION) && !copy_header(h, cur, "correlation-id") && cur->id)
+        rd_kafka_header_add(h, "correlation-id", -1, cur->id, (ssize_t)cur->id_len);
+    if (cur && !(given & GIVEN_CAUSATION) && cur->id)
+        rd_kafka_header_add(h, "causation-id", -1, cur->id, (ssize_t)cur->id_len);
+    if (given & GIVEN_TRACEPARENT) return;
+    if (!cur) trace_new(&fresh);
+    trace_format(cur ? &cur->trace : &fresh, tp);
+    rd_kafka_header_add(h, "traceparent", -1, tp, TRACEPARENT_LEN);
+    /* Vendors' trace state travels with the trace it belongs to. */
+    if (cur && cur->traced && !(given & GIVEN_TRACESTATE))
+        copy_header(h, cur, "tracestate");
+}
+
 /* Read opts.headers into g->hdrs, adding the id header unless the caller
- * gave one (then copied into id). */
-static void read_headers(lua_State *L, int opts, char *id, guard_t *g) {
-    int has_id = 0;
-    g->hdrs = rd_kafka_headers_new(4);
+ * gave one (then copied into id), and the trace and correlation headers
+ * of the message being handled, cur. */
+static void read_headers(lua_State *L, int opts, char *id, guard_t *g, inflight_t *cur) {
+    int given = 0;
+    g->hdrs = rd_kafka_headers_new(8);
     if (opts && lua_getfield(L, opts, "headers") != LUA_TNIL) {
         luaL_argcheck(L, lua_istable(L, -1), 3, "opts.headers must be a table of name = value");
         lua_pushnil(L);
@@ -101,16 +162,16 @@ static void read_headers(lua_State *L, int opts, char *id, guard_t *g) {
             name = lua_tolstring(L, -2, &n);
             if (!(v = key_bytes(L, -1, &vn)))
                 luaL_error(L, "luka.publish: header '%s' must be a string or a number", name);
-            if (strcmp(name, "id") == 0) {
-                has_id = 1;
+            given |= given_bit(name);
+            if (strcmp(name, "id") == 0)
                 snprintf(id, UUID_LEN + 1, "%.*s", (int)(vn < UUID_LEN ? vn : UUID_LEN), v);
-            }
             rd_kafka_header_add(g->hdrs, name, (ssize_t)n, v, (ssize_t)vn);
             lua_pop(L, 2);
         }
     }
     if (opts) lua_pop(L, 1);
-    if (!has_id) rd_kafka_header_add(g->hdrs, "id", 2, id, UUID_LEN);
+    if (!(given & GIVEN_ID)) rd_kafka_header_add(g->hdrs, "id", 2, id, UUID_LEN);
+    add_context(g->hdrs, cur, given);
 }
 
 /* Refuse an option luka.publish does not take, with the nearest it does:
@@ -252,7 +313,7 @@ static int l_publish(lua_State *L) {
     }
 
     /* Every option is read before the payload is copied or encoded. */
-    read_headers(L, opts, id, g);
+    read_headers(L, opts, id, g, current);
     if (lua_type(L, 2) == LUA_TSTRING) {
         const char *s = lua_tolstring(L, 2, &len);
         g->value = malloc(len ? len : 1);

@@ -191,6 +191,8 @@ static void read_topology(lua_State *L, app_t *app) {
         p->key_field = field_str(L, -1, "key");
         p->key_fn = field_ref(L, -1, "key", LUA_TFUNCTION);
         kvlist_read(L, -1, "config", &p->config);
+        p->on_delivery = field_ref(L, -1, "on_delivery", LUA_TFUNCTION);
+        p->L = L;
         lua_getfield(L, -1, "channel");
         p->channel = lua_toboolean(L, -1);
         lua_pop(L, 2);
@@ -236,6 +238,9 @@ static void read_topology(lua_State *L, app_t *app) {
         free(format);
         kvlist_read(L, -1, "config", &e->config);
         e->handle = field_ref(L, -1, "handle", LUA_TFUNCTION);
+        e->on_assign = field_ref(L, -1, "on_assign", LUA_TFUNCTION);
+        e->on_revoke = field_ref(L, -1, "on_revoke", LUA_TFUNCTION);
+        e->on_stop = field_ref(L, -1, "on_stop", LUA_TFUNCTION);
         read_policy(L, lua_gettop(L), app, &e->policy);
         e->concurrency = (int)field_int(L, -1, "concurrency");
         e->buffer = (int)field_int(L, -1, "buffer");
@@ -331,6 +336,25 @@ int64_t app_timeout(lua_State *L) {
     return ms;
 }
 
+static const char NAME_KEY = 'n';
+
+const char *app_name(lua_State *L) {
+    const char *name;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &NAME_KEY);
+    name = lua_tostring(L, -1); /* anchored by the registry */
+    lua_pop(L, 1);
+    return name;
+}
+
+/* Name the app after its script's file, without ".lua". */
+static void set_name(lua_State *L, const char *path) {
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    size_t n = strlen(base);
+    if (n > 4 && strcmp(base + n - 4, ".lua") == 0) n -= 4;
+    lua_pushlstring(L, base, n);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &NAME_KEY);
+}
+
 app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api, char *errbuf,
                 size_t errlen) {
     app_t *app = calloc(1, sizeof(*app));
@@ -347,6 +371,7 @@ app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api
         snprintf(errbuf, errlen, "%s: cannot create a Lua state: out of memory", path);
         goto fail;
     }
+    set_name(L, path);
     setup_state(L, app->dir, host_api);
     if (state_json && state_set_luka_state(L, state_json, strlen(state_json), errbuf, errlen))
         goto fail;

@@ -30,6 +30,8 @@ typedef struct publisher_conf {
     kvlist_t config;
     int channel;
     int internal; /* luka's own, for dead letters and resends */
+    int on_delivery; /* registry ref of on_delivery(report), or LUA_NOREF */
+    lua_State *L;    /* the state its functions live in; NULL for luka's own */
 } publisher_conf_t;
 
 enum { FINAL_STOP, FINAL_RESEND, FINAL_RELEASE, FINAL_IGNORE };
@@ -68,6 +70,8 @@ typedef struct endpoint_conf {
     int concurrency; /* handler calls in flight at once */
     int ordering;    /* ORDER_*: what runs one at a time */
     int buffer;      /* messages held behind busy lanes before pausing */
+    /* Lifecycle hooks (api/hooks.h): registry refs, or LUA_NOREF. */
+    int on_assign, on_revoke, on_stop;
 } endpoint_conf_t;
 
 /* A declared topic (luka.topic); -1 leaves a count to the cluster. */
@@ -106,6 +110,10 @@ app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api
 /* The limit, in ms, of the app's code run outside handlers (timer
  * callbacks, publishes made while loading): luka.runtime's timeout. */
 int64_t app_timeout(lua_State *L);
+
+/* The app's name for log lines its code writes: its script's file name
+ * without ".lua". */
+const char *app_name(lua_State *L);
 
 void app_free(app_t *app);
 

@@ -110,6 +110,7 @@ void app_print(const app_t *app, FILE *out) {
                 p->key_field ? "from field "
                              : (p->key_fn != LUA_NOREF ? "from a function" : "message id"),
                 p->key_field ? p->key_field : "", p->channel ? ", channel" : "", p->where);
+        if (p->on_delivery != LUA_NOREF) fputs("      hooks: on_delivery\n", out);
         print_config(out, &p->config);
     }
     for (int i = 0; i < app->neps; i++) {
@@ -125,6 +126,10 @@ void app_print(const app_t *app, FILE *out) {
                     e->buffer);
         else
             fputs("      concurrency: 1 (one handler call at a time)\n", out);
+        if (e->on_assign != LUA_NOREF || e->on_revoke != LUA_NOREF || e->on_stop != LUA_NOREF)
+            fprintf(out, "      hooks:%s%s%s\n", e->on_assign != LUA_NOREF ? " on_assign" : "",
+                    e->on_revoke != LUA_NOREF ? " on_revoke" : "",
+                    e->on_stop != LUA_NOREF ? " on_stop" : "");
         print_config(out, &e->config);
     }
 }

@@ -195,13 +195,60 @@ static size_t utf8_len(const unsigned char *s, size_t n) {
     return need;
 }
 
+size_t log_json_string(char *out, const char *s, size_t n) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t o = 0;
+
+    out[o++] = '"';
+    while (n > 0) {
+        size_t len = utf8_len(p, n);
+        if (len == 0) {
+            memcpy(out + o, "\\ufffd", 6);
+            o += 6;
+            len = 1;
+        } else if (*p == '"' || *p == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)*p;
+        } else if (*p == '\n' || *p == '\r' || *p == '\t') {
+            out[o++] = '\\';
+            out[o++] = *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't';
+        } else if (*p < 0x20 || *p == 0x7f) {
+            char esc[8];
+            snprintf(esc, sizeof(esc), "\\u%04x", *p);
+            memcpy(out + o, esc, 6);
+            o += 6;
+        } else {
+            memcpy(out + o, p, len);
+            o += len;
+        }
+        p += len;
+        n -= len;
+    }
+    out[o++] = '"';
+    return o;
+}
+
+/* A line being built: in the caller's buffer while it fits, on the heap
+ * past that.  There is always room left for the newline. */
 typedef struct out {
     char *buf;
     size_t len, cap;
+    int heap;
 } out_t;
 
+static void grow(out_t *o, size_t need) {
+    size_t cap = o->cap * 2 > need ? o->cap * 2 : need;
+    char *grown = o->heap ? realloc(o->buf, cap) : malloc(cap);
+    if (!grown) return; /* the line is cut short instead */
+    if (!o->heap) memcpy(grown, o->buf, o->len);
+    o->buf = grown;
+    o->cap = cap;
+    o->heap = 1;
+}
+
 static void put(out_t *o, const char *s, size_t n) {
-    if (o->len + n >= o->cap) n = o->len + 1 < o->cap ? o->cap - o->len - 1 : 0;
+    if (o->len + n + 1 > o->cap) grow(o, o->len + n + 1);
+    if (o->len + n + 1 > o->cap) n = o->cap - o->len - 1;
     memcpy(o->buf + o->len, s, n);
     o->len += n;
 }
@@ -210,102 +257,204 @@ static void put_str(out_t *o, const char *s) { put(o, s, strlen(s)); }
 
 /* A JSON string: quotes, backslashes and control characters escaped,
  * invalid UTF-8 replaced by U+FFFD, so every line parses. */
-static void put_json(out_t *o, const char *s) {
-    const unsigned char *p = (const unsigned char *)s;
-    size_t n = strlen(s);
-    put_str(o, "\"");
-    while (n > 0) {
-        size_t len = utf8_len(p, n);
-        char esc[8];
-        if (len == 0) {
-            put_str(o, "\\ufffd");
-            len = 1;
-        } else if (*p == '"' || *p == '\\') {
-            esc[0] = '\\', esc[1] = (char)*p;
-            put(o, esc, 2);
-        } else if (*p == '\n') {
-            put_str(o, "\\n");
-        } else if (*p == '\r') {
-            put_str(o, "\\r");
-        } else if (*p == '\t') {
-            put_str(o, "\\t");
-        } else if (*p < 0x20 || *p == 0x7f) {
-            snprintf(esc, sizeof(esc), "\\u%04x", *p);
-            put_str(o, esc);
-        } else {
-            put(o, (const char *)p, len);
-        }
-        p += len;
-        n -= len;
+static void put_json_n(out_t *o, const char *s, size_t n) {
+    size_t need = 6 * n + 3;
+    if (o->len + need + 1 > o->cap) grow(o, o->len + need + 1);
+    if (o->len + need + 1 > o->cap) {
+        put_str(o, "\"\""); /* out of memory: the line still parses */
+        return;
     }
-    put_str(o, "\"");
+    o->len += log_json_string(o->buf + o->len, s, n);
+}
+
+static void put_json(out_t *o, const char *s) { put_json_n(o, s, strlen(s)); }
+
+/* ,"name":value */
+static void put_member(out_t *o, const char *name, const char *value, size_t n) {
+    put_str(o, ",\"");
+    put_str(o, name);
+    put_str(o, "\":");
+    put_json_n(o, value, n);
+}
+
+/* A key is shown by its first bytes only: a line per message must stay a
+ * line, whatever the producer put in the key. */
+#define KEY_SHOWN 256
+
+/* The record's names in a JSON line; a field of luka.log's with one of
+ * them is written as "fields.NAME" (as logrus does), so nothing is lost
+ * and no line has a name twice. */
+static const char *const line_names[] = {
+    "time", "level", "component", "app", "endpoint", "group", "topic", "partition",
+    "offset", "key", "message_id", "trace_id", "message", "traceback"};
+
+static int line_name(const char *name) {
+    for (size_t i = 0; i < sizeof(line_names) / sizeof(line_names[0]); i++)
+        if (strcmp(name, line_names[i]) == 0) return 1;
+    return 0;
+}
+
+static void json_line(out_t *o, const log_record_t *r, const char *stamp) {
+    const log_ctx_t *c = r->ctx;
+    char num[32];
+
+    put_str(o, "{\"time\":\"");
+    put_str(o, stamp);
+    put_str(o, "\",\"level\":\"");
+    put_str(o, log_level_name(r->level));
+    put_str(o, "\",\"component\":");
+    put_json(o, r->component);
+    if (c && c->app) put_member(o, "app", c->app, strlen(c->app));
+    if (c && c->endpoint) put_member(o, "endpoint", c->endpoint, strlen(c->endpoint));
+    if (c && c->group) put_member(o, "group", c->group, strlen(c->group));
+    if (c && c->topic) {
+        put_member(o, "topic", c->topic, strlen(c->topic));
+        if (c->partition >= 0) {
+            snprintf(num, sizeof(num), ",\"partition\":%d", (int)c->partition);
+            put_str(o, num);
+        }
+        if (c->offset >= 0) {
+            snprintf(num, sizeof(num), ",\"offset\":%lld", (long long)c->offset);
+            put_str(o, num);
+        }
+    }
+    if (c && c->key) put_member(o, "key", c->key, c->key_len < KEY_SHOWN ? c->key_len : KEY_SHOWN);
+    if (c && c->id) put_member(o, "message_id", c->id, c->id_len);
+    if (c && c->trace_id) put_member(o, "trace_id", c->trace_id, strlen(c->trace_id));
+    put_str(o, ",\"message\":");
+    put_json(o, r->message);
+    for (int i = 0; i < r->nfields; i++) {
+        const log_field_t *f = &r->fields[i];
+        put_str(o, ",");
+        if (line_name(f->name)) {
+            char name[64];
+            snprintf(name, sizeof(name), "fields.%s", f->name);
+            put_json(o, name);
+        } else {
+            put_json(o, f->name);
+        }
+        put_str(o, ":");
+        if (f->json) put_str(o, f->value);
+        else put_json(o, f->value);
+    }
+    if (r->traceback) put_member(o, "traceback", r->traceback, strlen(r->traceback));
+    put_str(o, "}");
+}
+
+/* Whether a text field's value must be quoted to read back as one value. */
+static int needs_quotes(const char *s) {
+    if (!*s) return 1;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f) return 1;
+    return 0;
+}
+
+static void text_line(out_t *o, const log_record_t *r, const char *stamp) {
+    const log_ctx_t *c = r->ctx;
+    char head[512];
+
+    snprintf(head, sizeof(head), "%s %-5s %s: ", stamp, log_level_name(r->level), r->component);
+    put_str(o, head);
+    if (c && c->endpoint) {
+        snprintf(head, sizeof(head), "[%s] ", c->endpoint);
+        put_str(o, head);
+    }
+    if (c && c->topic) {
+        snprintf(head, sizeof(head), "%s[%d]@%lld ", c->topic, (int)c->partition,
+                 (long long)c->offset);
+        put_str(o, head);
+    }
+    put_str(o, r->message);
+    /* logfmt's key=value, strings quoted only when they must be. */
+    for (int i = 0; i < r->nfields; i++) {
+        const log_field_t *f = &r->fields[i];
+        put_str(o, " ");
+        put_str(o, f->name);
+        put_str(o, "=");
+        if (!f->json && needs_quotes(f->value)) put_json(o, f->value);
+        else put_str(o, f->value);
+    }
+    /* A traceback follows on its own (tab-indented) lines, as Lua writes it. */
+    if (r->traceback) {
+        put_str(o, "\n");
+        put_str(o, r->traceback);
+    }
+}
+
+/* s redacted into a malloc'd string.  A blanked value can grow eightfold
+ * (a one-character password becomes ********), never more. */
+static char *redacted(const char *s) {
+    size_t cap = 8 * strlen(s) + 16;
+    char *out = malloc(cap);
+    if (out) redact(s, out, cap);
+    return out;
+}
+
+log_sink_fn log_sink;
+static void *sink_ud;
+
+void log_set_sink(log_sink_fn fn, void *ud) {
+    log_sink = fn;
+    sink_ud = ud;
+}
+
+void log_put(const log_record_t *r) {
+    /* Escaping may grow a character to six; luka's own lines fit here. */
+    char msg[MESSAGE_MAX], line[MESSAGE_MAX * 6 + 1024], stamp[48], *tb = NULL;
+    out_t o = {line, 0, sizeof(line), 0};
+    log_record_t clean = *r;
+    log_field_t *fields = NULL;
+    struct timeval tv;
+    struct tm tm;
+
+    redact(r->message, msg, sizeof(msg));
+    clean.message = msg;
+    if (r->traceback) clean.traceback = tb = redacted(r->traceback);
+    if (r->nfields > 0 && (fields = calloc((size_t)r->nfields, sizeof(*fields)))) {
+        for (int i = 0; i < r->nfields; i++) {
+            fields[i].name = r->fields[i].name;
+            if (log_is_secret(r->fields[i].name)) {
+                fields[i].value = strdup(MASK);
+            } else {
+                fields[i].value = redacted(r->fields[i].value);
+                fields[i].json = r->fields[i].json;
+            }
+            if (!fields[i].value) fields[i].value = strdup(""), fields[i].json = 0;
+        }
+        clean.fields = fields;
+    } else {
+        clean.nfields = 0;
+    }
+
+    if (log_sink) log_sink(sink_ud, &clean);
+    if (r->level <= log_level) {
+        gettimeofday(&tv, NULL);
+        gmtime_r(&tv.tv_sec, &tm);
+        strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(stamp + strlen(stamp), sizeof(stamp) - strlen(stamp), ".%03dZ",
+                 (int)(tv.tv_usec / 1000));
+        if (log_format == LOG_JSON) json_line(&o, &clean, stamp);
+        else text_line(&o, &clean, stamp);
+        /* One write per line keeps lines whole when several processes
+         * share a terminal or a log file. */
+        o.buf[o.len++] = '\n';
+        fwrite(o.buf, 1, o.len, stderr);
+        fflush(stderr);
+    }
+    if (o.heap) free(o.buf);
+    for (int i = 0; fields && i < r->nfields; i++) free((char *)fields[i].value);
+    free(fields);
+    free(tb);
 }
 
 void log_write(int level, const char *component, const log_ctx_t *ctx, const char *fmt, ...) {
-    /* Escaping may grow a character to six; the line has room for that. */
-    char msg[MESSAGE_MAX], clean[MESSAGE_MAX], line[MESSAGE_MAX * 6 + 1024], stamp[48];
-    out_t o = {line, 0, sizeof(line)};
-    struct timeval tv;
-    struct tm tm;
+    char msg[MESSAGE_MAX];
     va_list ap;
 
-    gettimeofday(&tv, NULL);
-    gmtime_r(&tv.tv_sec, &tm);
-    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(stamp + strlen(stamp), sizeof(stamp) - strlen(stamp), ".%03dZ",
-             (int)(tv.tv_usec / 1000));
     va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    redact(msg, clean, sizeof(clean));
-
-    if (log_format == LOG_JSON) {
-        char num[32];
-        put_str(&o, "{\"time\":\"");
-        put_str(&o, stamp);
-        put_str(&o, "\",\"level\":\"");
-        put_str(&o, log_level_name(level));
-        put_str(&o, "\",\"component\":");
-        put_json(&o, component);
-        if (ctx && ctx->endpoint) {
-            put_str(&o, ",\"endpoint\":");
-            put_json(&o, ctx->endpoint);
-        }
-        if (ctx && ctx->topic) {
-            put_str(&o, ",\"topic\":");
-            put_json(&o, ctx->topic);
-            if (ctx->partition >= 0) {
-                snprintf(num, sizeof(num), ",\"partition\":%d", (int)ctx->partition);
-                put_str(&o, num);
-            }
-            if (ctx->offset >= 0) {
-                snprintf(num, sizeof(num), ",\"offset\":%lld", (long long)ctx->offset);
-                put_str(&o, num);
-            }
-        }
-        put_str(&o, ",\"message\":");
-        put_json(&o, clean);
-        put_str(&o, "}");
-    } else {
-        char head[512];
-        snprintf(head, sizeof(head), "%s %-5s %s: ", stamp, log_level_name(level), component);
-        put_str(&o, head);
-        if (ctx && ctx->endpoint) {
-            snprintf(head, sizeof(head), "[%s] ", ctx->endpoint);
-            put_str(&o, head);
-        }
-        if (ctx && ctx->topic) {
-            snprintf(head, sizeof(head), "%s[%d]@%lld ", ctx->topic, (int)ctx->partition,
-                     (long long)ctx->offset);
-            put_str(&o, head);
-        }
-        put_str(&o, clean);
-    }
-    /* One write per line keeps lines whole when several processes share a
-     * terminal or a log file; put() always leaves room for the newline. */
-    line[o.len++] = '\n';
-    fwrite(line, 1, o.len, stderr);
-    fflush(stderr);
+    log_put(&(log_record_t){level, component, ctx, msg, NULL, 0, NULL});
 }
 
 void log_partitions(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t len) {

@@ -21,6 +21,17 @@ static inflight_t *current;
 
 inflight_t *call_current(void) { return current ? current : task_running_data(); }
 
+/* meta.trace_id: the trace of the message whose code runs now, if the
+ * meta asking is its own (a meta kept from another message gets nil). */
+static const char *current_trace(const char *topic, int32_t partition, int64_t offset) {
+    inflight_t *inf = call_current();
+    if (!inf || !inf->flow || inf->msg.partition != partition || inf->msg.offset != offset ||
+        strcmp(inf->msg.topic, topic) != 0)
+        return NULL;
+    inflight_read_context(inf);
+    return inf->trace.trace_id;
+}
+
 /* Push the payload as the handler sees it (a decoded table, a string or
  * nil) on L, the thread the call runs in.  Returns 0, or -1 with a decode
  * error in errbuf. */
@@ -79,7 +90,7 @@ static int trampoline(lua_State *L) {
         else lua_pushnil(L);
         return 1;
     }
-    meta_push(L, &inf->msg, inf->attempts);
+    meta_push(L, &inf->msg, inf->attempts, current_trace);
     if (c->with_err) {
         lua_createtable(L, 0, 3);
         lua_pushstring(L, inf->error ? inf->error : "");

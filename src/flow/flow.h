@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "app/app.h"
+#include "base/hist.h"
 #include "base/message.h"
 #include "stores/dedup.h"
 
@@ -64,18 +65,30 @@ typedef struct source_ops {
     void (*finished)(flow_t *f, const struct inflight *inf, int done);
 } source_ops_t;
 
-/* Upper bounds, in seconds, of the handler duration histogram's buckets. */
-#define DURATION_BUCKETS 12
-extern const double duration_bounds[DURATION_BUCKETS];
-
 /* What the endpoint decided, counted once per message and decision. */
 typedef struct endpoint_stats {
     uint64_t consumed, handled, failed, retried, dead_lettered, deduplicated, resent,
         released, ignored, stopped;
     uint64_t rebalances; /* assignments and revocations */
-    uint64_t duration_count[DURATION_BUCKETS + 1]; /* per bucket, the last is +Inf */
-    double duration_sum;                           /* seconds in handlers */
+    /* Seconds per handler call, with buckets up to the endpoint's time
+     * limit (as it was when the flow opened). */
+    hist_t duration;
+    /* Seconds from the message's timestamp to the start of its handler,
+     * once per delivery (a message without a timestamp is not counted). */
+    hist_t age;
 } endpoint_stats_t;
+
+/* One of the last failures of an endpoint, for the status page. */
+#define FLOW_FAILURES 20
+typedef struct flow_failure {
+    uint64_t seq;    /* failures in the process before it and it: orders every endpoint's */
+    int64_t time_ms; /* wall clock, milliseconds since the epoch */
+    char topic[256];
+    int32_t partition;
+    int64_t offset;
+    int attempt;
+    char error[512]; /* cut short when longer */
+} flow_failure_t;
 
 struct flow {
     const endpoint_conf_t *conf; /* the current definition: a reload swaps it */
@@ -89,8 +102,17 @@ struct flow {
     int ninflight;
     int stopped; /* takes no more messages: failures are left uncommitted */
     int retry_in_memory; /* a delayed retry waits in memory, not by a seek back */
+    /* How long a retry waiting in memory waits, given its record (whose
+     * delay_ms is the policy's backoff); NULL: that backoff.  The test
+     * kit, whose clock is virtual, retries at once, and parks a release
+     * until the end of the delivery to show it once. */
+    int64_t (*retry_wait)(flow_t *f, const struct inflight *again);
     int pumping, pump_again; /* starting what may run (pipeline.c) */
     endpoint_stats_t stats;
+    /* Its last FLOW_FAILURES handler failures (outcome.c), a ring whose
+     * next slot is failures_next; nfailures are filled. */
+    flow_failure_t failures[FLOW_FAILURES];
+    int nfailures, failures_next;
 };
 
 #endif

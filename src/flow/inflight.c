@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/log.h"
+#include "base/trace.h"
+
 /* Finished records are kept for the next messages: one malloc and free
  * fewer per message. */
 #define SPARE_MAX 1024
@@ -45,11 +48,55 @@ static inflight_t *record(flow_t *f, offsets_t *o) {
     return inf;
 }
 
+void inflight_read_context(inflight_t *inf) {
+    rd_kafka_headers_t *h = inf->msg.headers;
+    const void *v;
+    size_t n;
+    char why[128];
+
+    if (inf->context_read) return;
+    inf->context_read = 1; /* before the log line below, which asks again */
+    if (h && !rd_kafka_header_get_last(h, "id", &v, &n) && v) {
+        inf->id = v;
+        inf->id_len = n;
+    }
+    if (h && !rd_kafka_header_get_last(h, "traceparent", &v, &n) && v) {
+        if (trace_parse(&inf->trace, v, n, why, sizeof(why)) == 0) {
+            trace_child(&inf->trace);
+            inf->traced = 1;
+            return;
+        }
+        trace_new(&inf->trace);
+        log_at(LOG_DEBUG, "trace", INFLIGHT_CTX(inf),
+               "traceparent '%.*s' ignored (%s): a new trace starts", (int)(n < 80 ? n : 80),
+               (const char *)v, why);
+        return;
+    }
+    trace_new(&inf->trace);
+}
+
 inflight_t *inflight_new(flow_t *f, message_t *m, offsets_t *o) {
     inflight_t *inf = record(f, o);
     inf->msg = *m; /* the record owns the message now */
     inf->seq = offsets_track(o, m->offset);
     return inf;
+}
+
+const log_ctx_t *inflight_log_ctx(inflight_t *inf, log_ctx_t *c) {
+    const endpoint_conf_t *conf = inf->flow ? inf->flow->conf : NULL;
+
+    if (inf->msg.topic) inflight_read_context(inf);
+    *c = (log_ctx_t){.endpoint = conf ? conf->name : NULL,
+                     .group = conf ? conf->group : NULL,
+                     .topic = inf->msg.topic,
+                     .partition = inf->msg.partition,
+                     .offset = inf->msg.offset,
+                     .key = inf->msg.key,
+                     .key_len = inf->msg.key_len,
+                     .id = inf->id,
+                     .id_len = inf->id_len,
+                     .trace_id = inf->trace.trace_id};
+    return c;
 }
 
 inflight_t *inflight_respawn(inflight_t *inf) {
@@ -64,6 +111,11 @@ inflight_t *inflight_respawn(inflight_t *inf) {
     again->dedup_len = inf->dedup_len;
     again->error = inf->error;
     again->traceback = inf->traceback;
+    again->context_read = inf->context_read;
+    again->id = inf->id;
+    again->id_len = inf->id_len;
+    again->trace = inf->trace;
+    again->traced = inf->traced;
     inf->dedup_key = inf->error = inf->traceback = NULL;
     inflight_finish(inf, 0);
     return again;

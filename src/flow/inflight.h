@@ -11,8 +11,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base/log.h"
 #include "base/message.h"
 #include "base/offsets.h"
+#include "base/trace.h"
 #include "flow/flow.h"
 
 struct lane;
@@ -57,11 +59,21 @@ typedef struct inflight {
     size_t dedup_len;
     char *error, *traceback;    /* the last failure */
     char *error_channel_failed; /* why a publish of the error channel failed */
+    /* Read from its headers on first use (inflight_read_context): its
+     * `id` header (id_len bytes, in msg's headers), or NULL; and its
+     * trace, continued from its traceparent header (traced set) or new,
+     * with a span id of its own that what it publishes names as parent. */
+    int context_read;
+    const char *id;
+    size_t id_len;
+    trace_t trace;
+    int traced;
     struct inflight *prev, *next; /* the flow's list, or the lingering list */
     /* While its handler runs or waits to. */
     struct task *task;       /* the handler's call while it waits on I/O */
     uint64_t started;        /* uv_hrtime() of the call's start */
     int tries;               /* handler calls in this delivery (instant retries) */
+    int aged;                /* its age was observed (pipeline.c) */
     struct uv_timer_s *timer; /* a retry's delay, waited in memory */
     int64_t delay_ms;         /* that delay, as the policy decided it */
     void (*done)(struct inflight *inf, int rc, const struct script_err *err); /* call_start's */
@@ -85,6 +97,16 @@ inflight_t *inflight_respawn(inflight_t *inf);
  * later delivery, the source hears of it, and the record lingers until
  * its last publish is reported. */
 void inflight_finish(inflight_t *inf, int done);
+
+/* Read inf's id and trace from its headers, unless they were: most
+ * handlers never publish, log or ask, and a trace id is a cost per
+ * message.  A malformed traceparent is logged (debug) and starts a new
+ * trace. */
+void inflight_read_context(inflight_t *inf);
+
+/* Fill c with inf's context for a log line and return it. */
+const log_ctx_t *inflight_log_ctx(inflight_t *inf, log_ctx_t *c);
+#define INFLIGHT_CTX(inf) inflight_log_ctx((inf), &(log_ctx_t){0})
 
 /* The tag a publish made now on behalf of inf carries to its sink. */
 publish_tag_t *inflight_tag(inflight_t *inf);

@@ -7,14 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/log.h"
 #include "flow/call.h"
 #include "flow/policy.h"
 
-#define CTX(inf)                                                                           \
-    (&(log_ctx_t){(inf)->flow->conf->name, (inf)->msg.topic, (inf)->msg.partition,         \
-                  (inf)->msg.offset})
+#define CTX(inf) INFLIGHT_CTX(inf)
 
 /* The last publish of inf's stage is settled: count the outcome, commit or
  * not. */
@@ -193,6 +192,24 @@ static inflight_t *carry_out(inflight_t *inf, decision_t d) {
     return NULL;
 }
 
+/* Keep the failure in the endpoint's ring of its last ones. */
+static void remember(flow_t *f, const inflight_t *inf, const char *why) {
+    static uint64_t seen; /* only the loop thread fails messages */
+    flow_failure_t *r = &f->failures[f->failures_next];
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    r->seq = ++seen;
+    r->time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    snprintf(r->topic, sizeof(r->topic), "%s", inf->msg.topic ? inf->msg.topic : "");
+    r->partition = inf->msg.partition;
+    r->offset = inf->msg.offset;
+    r->attempt = inf->attempts;
+    snprintf(r->error, sizeof(r->error), "%s", why);
+    f->failures_next = (f->failures_next + 1) % FLOW_FAILURES;
+    if (f->nfailures < FLOW_FAILURES) f->nfailures++;
+}
+
 inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceback,
                            int retryable) {
     flow_t *f = inf->flow;
@@ -202,8 +219,15 @@ inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceba
     inf->error = strdup(why);
     inf->traceback = strdup(traceback ? traceback : "");
     f->stats.failed++;
-    log_at(LOG_ERROR, "policy", CTX(inf), "handler failed (attempt %d): %s%s%s", inf->attempts, why,
-           traceback && *traceback ? "\n" : "", traceback ? traceback : "");
+    remember(f, inf, why);
+    if (log_enabled(LOG_ERROR)) {
+        /* The traceback is a field of its own: the lines after the
+         * message in text, "traceback" in JSON. */
+        char msg[4096];
+        snprintf(msg, sizeof(msg), "handler failed (attempt %d): %s", inf->attempts, why);
+        log_put(&(log_record_t){LOG_ERROR, "policy", CTX(inf), msg, NULL, 0,
+                                traceback && *traceback ? traceback : NULL});
+    }
     if (f->stopped) {
         /* Shutting down, or stopped: leave it uncommitted. */
         inflight_new_stage(inf);

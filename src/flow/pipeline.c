@@ -22,12 +22,12 @@
 #include "lua/script.h"
 #include "lua/task.h"
 
-const double duration_bounds[DURATION_BUCKETS] = {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025,
-                                                   0.05,   0.1,    0.25,  0.5,   1,    5};
+/* Message ages run from milliseconds (a consumer keeping up) to days (a
+ * backlog, or a replay from the start of a topic). */
+static const double age_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,   1,     2.5,
+                                    5,     10,   30,    60,   300,  900,  3600,  21600, 86400};
 
-#define CTX(inf)                                                                           \
-    (&(log_ctx_t){(inf)->flow->conf->name, (inf)->msg.topic, (inf)->msg.partition,         \
-                  (inf)->msg.offset})
+#define CTX(inf) INFLIGHT_CTX(inf)
 
 /* Compute the dedup key of the message and look it up.  Returns 1 when it
  * was handled before; 0 otherwise, with inf->dedup_key set when it has one. */
@@ -71,11 +71,16 @@ static int seen_before(inflight_t *inf) {
     return rc;
 }
 
-static void observe(endpoint_stats_t *s, double seconds) {
-    int i = 0;
-    while (i < DURATION_BUCKETS && seconds > duration_bounds[i]) i++;
-    s->duration_count[i]++;
-    s->duration_sum += seconds;
+/* The age of a message whose handling starts now, once per delivery. */
+static void observe_age(inflight_t *inf) {
+    uv_timeval64_t now;
+    double age;
+    if (inf->aged || inf->msg.timestamp < 0) return;
+    inf->aged = 1;
+    uv_gettimeofday(&now);
+    age = (double)now.tv_sec + now.tv_usec / 1e6 - (double)inf->msg.timestamp / 1e3;
+    /* A producer's clock ahead of ours makes a message from the future. */
+    hist_observe(&inf->flow->stats.age, age > 0 ? age : 0);
 }
 
 static void handled(inflight_t *inf, int rc, const script_err_t *err);
@@ -101,9 +106,11 @@ static void run(inflight_t *inf) {
                (int)inf->dedup_len, inf->dedup_key);
         f->stats.deduplicated++;
         sched_forget(f->sched, inf);
+        f->pump_again = 1; /* its slot is free: the caller pumps */
         outcome_settle(inf, STAGE_IGNORE);
         return;
     }
+    observe_age(inf);
     attempt(inf);
 }
 
@@ -126,11 +133,12 @@ static void on_due(uv_timer_t *timer) {
 
 /* again, a retry the policy decided, waits in memory holding lane. */
 static void retry_later(flow_t *f, inflight_t *again, lane_t *lane) {
+    int64_t wait = f->retry_wait ? f->retry_wait(f, again) : again->delay_ms;
     sched_hold(again, lane);
     again->timer = malloc(sizeof(*again->timer));
     uv_timer_init(f->loop, again->timer);
     again->timer->data = again;
-    uv_timer_start(again->timer, on_due, (uint64_t)(again->delay_ms > 0 ? again->delay_ms : 0), 0);
+    uv_timer_start(again->timer, on_due, (uint64_t)(wait > 0 ? wait : 0), 0);
 }
 
 static void handled(inflight_t *inf, int rc, const script_err_t *err) {
@@ -140,7 +148,7 @@ static void handled(inflight_t *inf, int rc, const script_err_t *err) {
     inflight_t *again;
     lane_t *lane;
 
-    observe(&f->stats, (double)(uv_hrtime() - inf->started) / 1e9);
+    hist_observe(&f->stats.duration, (double)(uv_hrtime() - inf->started) / 1e9);
     if (rc == 0) {
         /* Its key may go on while its publishes are acknowledged. */
         sched_forget(f->sched, inf);
@@ -217,7 +225,9 @@ void pipeline_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
     if (f) pump(f);
 }
 
-int pipeline_waiting(const flow_t *f) { return f->sched->queued; }
+int pipeline_waiting(const flow_t *f) { return f->sched ? f->sched->queued : 0; }
+
+int pipeline_in_use(const flow_t *f) { return f->sched ? f->sched->running : 0; }
 
 int pipeline_running(const flow_t *f, const offsets_t *o) {
     int n = 0;
@@ -254,13 +264,18 @@ int pipeline_drop(flow_t *f, const offsets_t *o, int running_too) {
         n++;
         next = f->inflight; /* the list changed under us */
     }
+    if (n) pump(f);
     return n;
 }
 
 int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_t *loop,
                   const char *dir, const char *dedup_store, const source_ops_t *source,
                   const sinks_t *sinks, char *errbuf, size_t errlen) {
+    double bounds[HIST_MAX];
+
     memset(f, 0, sizeof(*f));
+    hist_init(&f->stats.duration, bounds, hist_bounds_upto(bounds, conf->policy.timeout_ms / 1e3));
+    hist_init(&f->stats.age, age_bounds, (int)(sizeof(age_bounds) / sizeof(age_bounds[0])));
     f->conf = conf;
     f->L = L;
     f->loop = loop;

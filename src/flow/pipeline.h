@@ -31,6 +31,10 @@ void pipeline_reported(publish_tag_t *t, rd_kafka_resp_err_t err);
  * what the buffer limit counts. */
 int pipeline_waiting(const flow_t *f);
 
+/* Handler calls in flight: the slots of the endpoint's concurrency taken,
+ * by calls running or waiting on I/O. */
+int pipeline_in_use(const flow_t *f);
+
 /* Handler calls waiting on I/O, of partition o (NULL: of any). */
 int pipeline_running(const flow_t *f, const offsets_t *o);
 

@@ -14,8 +14,10 @@
 #include <uv.h>
 
 #include "app/app.h"
+#include "base/message.h"
 
 struct endpoint;
+struct publisher;
 
 typedef struct kafka_env {
     uv_loop_t *loop;
@@ -30,6 +32,16 @@ typedef struct kafka_env {
     void (*fatal)(void *ctx);
     void (*flush)(void *ctx, int timeout_ms);
     void (*stopped)(void *ctx, struct endpoint *ep);
+    /* The app's lifecycle hooks, on the loop thread and never inside user
+     * code (any may be NULL).  assigned: ep got parts.  revoking: parts
+     * are about to go back to the group, their handlers done and offsets
+     * committed.  stopping: ep stops, before it leaves its group.
+     * delivered: the report of m, published outside any message (err 0:
+     * delivered), for a publisher whose conf has on_delivery. */
+    void (*assigned)(void *ctx, struct endpoint *ep, const rd_kafka_topic_partition_list_t *parts);
+    void (*revoking)(void *ctx, struct endpoint *ep, const rd_kafka_topic_partition_list_t *parts);
+    void (*stopping)(void *ctx, struct endpoint *ep);
+    void (*delivered)(void *ctx, struct publisher *p, const message_t *m, rd_kafka_resp_err_t err);
     void *ctx;
 } kafka_env_t;
 

@@ -26,7 +26,7 @@
 #define STORE_MS 100
 
 /* Log lines carry the endpoint as a field (text logs show it as [name]). */
-#define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
+#define EP_CTX(c) LOG_ENDPOINT((c)->name)
 
 #define EP(f) ((endpoint_t *)((char *)(f) - offsetof(endpoint_t, flow)))
 
@@ -47,6 +47,10 @@ static void on_idle(uv_idle_t *w) { drain(w->data); }
 static void on_tick(uv_timer_t *t) {
     endpoint_t *ep = t->data;
     partitions_held_long(ep);
+    /* Only when nothing else polled meanwhile: with slow handlers the
+     * timer is always due, and a drain here besides the idle's would run
+     * two calls per loop turn, delaying a signal by one more. */
+    if (uv_hrtime() - ep->drained_at < 1000000000ull && !ep->held) return;
     ep->ticked = 1;
     drain(ep);
 }
@@ -110,6 +114,7 @@ static void drain(endpoint_t *ep) {
         handle(ep, rkm);
     }
     ep->ticked = 0;
+    ep->drained_at = uv_hrtime();
     /* A batch cut short means more may be waiting, and the pipe will not
      * tell us again: keep going on the next loop iteration. */
     if (more && !ep->flow.stopped)
@@ -246,6 +251,7 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
            conf->ntopics, conf->group);
     /* Anything queued before the IO event was enabled would not wake us. */
     uv_idle_start(&ep->idle, on_idle);
+    ep->opened = 1;
     return ep;
 fail:
     snprintf(errbuf, errlen, "endpoint '%s' (%s): %s", conf->name, conf->where, why);
@@ -283,6 +289,7 @@ static void leave(endpoint_t *ep) {
     int dropped;
 
     if (ep->left) return;
+    consumer_stopping(ep);
     /* A revoke waiting for handlers: they are abandoned below anyway. */
     if (ep->revoking) partitions_finish_revoke(ep, 1);
     /* Before left is set: partitions_store does nothing after (the revoke
@@ -309,10 +316,19 @@ static void leave(endpoint_t *ep) {
     log_at(LOG_INFO, "consumer", EP_CTX(ep->flow.conf), "left group %s", ep->flow.conf->group);
 }
 
+void consumer_stopping(endpoint_t *ep) {
+    const kafka_env_t *env = ep->client.env;
+    if (!ep->opened || ep->said_stop || ep->left) return;
+    ep->said_stop = 1;
+    if (env->stopping) env->stopping(env->ctx, ep);
+}
+
 void consumer_leave(endpoint_t *ep) {
     const kafka_env_t *env = ep->client.env;
     if (ep->left) return;
     consumer_stop(ep);
+    /* Before the flush: what the hook publishes goes out with the rest. */
+    consumer_stopping(ep);
     if (env->flush) env->flush(env->ctx, (int)env->drain_timeout_ms);
     leave(ep);
 }

@@ -17,6 +17,12 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
 /* Take no more messages. */
 void consumer_stop(endpoint_t *ep);
 
+/* The endpoint is about to leave its group: run the environment's
+ * stopping hook (its on_stop), once.  consumer_leave and consumer_close
+ * do it themselves; the runtime calls it earlier at shutdown, while the
+ * publishers still take what the hook publishes. */
+void consumer_stopping(endpoint_t *ep);
+
 /* Wait (bounded) for the publishes of what was handled, commit the done
  * offsets, let go of what is still in flight (uncommitted) and leave the
  * group, keeping the endpoint, its counts and its client until

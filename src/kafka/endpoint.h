@@ -41,6 +41,7 @@ typedef struct endpoint {
     uint64_t held_at;   /* when it began (loop ms) */
     uv_idle_cb idle_cb; /* what idle runs: the drain */
     int ticked;         /* this drain is the one-second tick's */
+    uint64_t drained_at; /* when a drain last ended (uv_hrtime) */
     rd_kafka_topic_partition_list_t *revoking; /* a revoke waiting for handlers */
     uint64_t revoke_at;      /* when it began (loop ms) */
     uv_timer_t revoke_timer; /* checks on it */
@@ -53,6 +54,8 @@ typedef struct endpoint {
     int halted;  /* stopped by a final failure (the rest of the process goes on) */
     int left;    /* has left its group (consumer_leave) */
     int commit_first; /* commit a partition's first done offsets at once (store_offsets) */
+    int opened;       /* consumer_open succeeded */
+    int said_stop;    /* its stopping hook ran (consumer_stopping) */
 } endpoint_t;
 
 #endif

@@ -10,7 +10,7 @@
 #include "base/log.h"
 #include "flow/pipeline.h"
 
-#define EP_CTX(c) (&(log_ctx_t){(c)->name, NULL, -1, -1})
+#define EP_CTX(c) LOG_ENDPOINT((c)->name)
 
 /* Hand the offsets done since the last turn to librdkafka, which commits
  * them every auto.commit.interval.ms. */
@@ -125,7 +125,8 @@ partition_t *partition_find(endpoint_t *ep, const char *topic, int32_t partition
  * offset: say what was skipped. */
 static void skipped(partition_t *pt, int64_t offset) {
     const offsets_t *o = pt->offsets;
-    log_ctx_t ctx = {pt->ep->flow.conf->name, o->topic, o->partition, pt->expect};
+    log_ctx_t ctx = {.endpoint = pt->ep->flow.conf->name, .topic = o->topic,
+                     .partition = o->partition, .offset = pt->expect};
 
     if (offset > pt->expect)
         log_at(LOG_WARN, "consumer", &ctx,
@@ -273,6 +274,8 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
         partition_free(pt);
     }
     ep->last = 0;
+    /* What is done is committed; the partitions go next. */
+    if (parts->cnt && env->revoking) env->revoking(env->ctx, ep, parts);
 }
 
 /* The revoke can go on: with abandon, handlers still running are given
@@ -362,5 +365,7 @@ void partitions_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (kafka_rebalance_apply(rk, err, parts, why, sizeof(why)))
         log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "%s %s: %s",
                assign ? "assigning" : "unassigning", parts->cnt ? list : "nothing", why);
+    else if (assign && parts->cnt && ep->client.env->assigned)
+        ep->client.env->assigned(ep->client.env->ctx, ep, parts);
 }
 

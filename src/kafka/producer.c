@@ -13,6 +13,12 @@
 /* How long a full producer queue may hold up a publish before it fails. */
 #define QUEUE_FULL_WAIT_MS 30000
 
+/* Delivery latency: from a millisecond (acks=all on a local cluster) to
+ * message.timeout.ms (5 minutes by default), when a report must come. */
+static const double latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                        0.5,   1,      2.5,   5,    10,    30,   60,  300};
+#define NLATENCY ((int)(sizeof(latency_bounds) / sizeof(latency_bounds[0])))
+
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
     publisher_t *p = opaque;
     (void)rk, (void)len;
@@ -67,6 +73,7 @@ publisher_t *producer_open(const kafka_env_t *env, const publisher_conf_t *conf,
     p->sink.ops = &producer_sink;
     p->sink.conf = conf;
     p->wake.fds[0] = p->wake.fds[1] = -1;
+    hist_init(&p->latency, latency_bounds, NLATENCY);
     kconf = kafka_conf(env, NULL, why, sizeof(why));
     if (!kconf) goto fail;
     /* Not the idempotent producer: in the chaos spec (Produce requests
@@ -125,6 +132,7 @@ static void free_pub(uv_handle_t *handle) {
     publisher_t *p = handle->data;
     kafka_wake_close_fds(&p->wake);
     free(p->kafka_stats);
+    for (int i = 0; i < p->ndeferred; i++) message_release(&p->deferred[i].m);
     free(p->deferred);
     free(p);
 }

@@ -8,14 +8,18 @@
 #include <uv.h>
 
 #include "app/app.h"
+#include "base/hist.h"
 #include "flow/flow.h"
 #include "flow/inflight.h"
 #include "kafka/client.h"
 
-/* A delivery report that waits for the loop (see delivery.c). */
+/* A delivery report that waits for the loop (see delivery.c): for the
+ * flow (tag), or, for a publish made outside any message, for the
+ * publisher's on_delivery (tag NULL, a copy of the message in m). */
 typedef struct deferred_report {
     publish_tag_t *tag;
     rd_kafka_resp_err_t err;
+    message_t m;
 } deferred_report_t;
 
 typedef struct publisher {
@@ -24,6 +28,7 @@ typedef struct publisher {
     rd_kafka_t *rk;
     kafka_wake_t wake;
     uint64_t published, acked, failed;
+    hist_t latency; /* seconds from send to delivery report, each report */
     char *kafka_stats; /* librdkafka's latest statistics JSON, or NULL */
     int sending;       /* send is serving reports to make room in the queue */
     deferred_report_t *deferred;

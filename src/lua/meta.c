@@ -1,6 +1,9 @@
 /* meta.c - build a handler's meta table from a message.  Headers become a
  * name -> value table; of repeated names the last wins, as with Kafka's
- * lastHeader(), and a header without a value reads luka.null. */
+ * lastHeader(), and a header without a value reads luka.null.  Two fields
+ * are made on first use, since most handlers never look and a string or a
+ * table per message is a cost per message: the empty headers of a
+ * message without any, and trace_id. */
 #include "lua/meta.h"
 
 #include <string.h>
@@ -9,10 +12,32 @@
 
 static const char META_MT_KEY = 'm';
 
-/* meta.headers of a message without headers is made on first use: most
- * handlers never look, and a table per message is a cost per message. */
+/* Where trace ids come from: the last meta_push's. */
+static meta_trace_fn trace_source;
+
+/* The trace id of the message meta (at 1) was made for, from its topic,
+ * partition and offset, or nil. */
+static int trace_id(lua_State *L) {
+    const char *id;
+    lua_getfield(L, 1, "topic");
+    lua_getfield(L, 1, "partition");
+    lua_getfield(L, 1, "offset");
+    /* Stack: meta, key, topic, partition, offset */
+    if (!trace_source || lua_type(L, 3) != LUA_TSTRING || !lua_isinteger(L, 4) ||
+        !lua_isinteger(L, 5) ||
+        !(id = trace_source(lua_tostring(L, 3), (int32_t)lua_tointeger(L, 4),
+                            (int64_t)lua_tointeger(L, 5))))
+        return 0;
+    lua_pushstring(L, id);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, 1, "trace_id");
+    return 1;
+}
+
 static int meta_index(lua_State *L) {
-    if (lua_type(L, 2) != LUA_TSTRING || strcmp(lua_tostring(L, 2), "headers") != 0) return 0;
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
+    if (strcmp(key, "trace_id") == 0) return trace_id(L);
+    if (strcmp(key, "headers") != 0) return 0;
     lua_newtable(L);
     lua_pushvalue(L, -1);
     lua_setfield(L, 1, "headers");
@@ -29,7 +54,7 @@ static void push_mt(lua_State *L) {
     lua_rawsetp(L, LUA_REGISTRYINDEX, &META_MT_KEY);
 }
 
-void meta_push(lua_State *L, const message_t *m, int attempt) {
+void meta_push(lua_State *L, const message_t *m, int attempt, meta_trace_fn trace) {
     int headers = m->headers && rd_kafka_header_cnt(m->headers) > 0;
 
     /* Sized for the fields it gets, so that no field rehashes it: a table
@@ -52,12 +77,10 @@ void meta_push(lua_State *L, const message_t *m, int attempt) {
     }
     lua_pushinteger(L, attempt);
     lua_setfield(L, -2, "attempt");
-
-    if (!headers) {
-        push_mt(L);
-        lua_setmetatable(L, -2);
-        return;
-    }
+    trace_source = trace;
+    push_mt(L);
+    lua_setmetatable(L, -2);
+    if (!headers) return;
     meta_push_headers(L, m->headers);
     /* Stack: meta, headers */
     if (lua_getfield(L, -1, "id") == LUA_TSTRING) lua_setfield(L, -3, "id");

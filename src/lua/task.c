@@ -129,6 +129,12 @@ void task_forget(lua_State *L) {
 
 static void free_task(uv_handle_t *h) { free(h->data); }
 
+/* Ended tasks that never armed their timer, kept for the next calls: a
+ * call per message costs no malloc. */
+#define SPARE_MAX 64
+static task_t *spare;
+static int nspare;
+
 static void release(task_t *t) {
     if (t->prev) t->prev->next = t->next;
     else live = t->next;
@@ -136,9 +142,22 @@ static void release(task_t *t) {
     if (t->timer_on) {
         t->timer.data = t;
         uv_close((uv_handle_t *)&t->timer, free_task);
+    } else if (nspare < SPARE_MAX) {
+        t->next = spare;
+        spare = t;
+        nspare++;
     } else {
         free(t);
     }
+}
+
+static task_t *new_task(void) {
+    task_t *t = spare;
+    if (!t) return calloc(1, sizeof(task_t));
+    spare = t->next;
+    nspare--;
+    memset(t, 0, sizeof(*t));
+    return t;
 }
 
 static void unqueue(task_t *t) {
@@ -239,7 +258,7 @@ static void on_wake(uv_idle_t *idle) {
 
 task_t *task_start(lua_State *L, uv_loop_t *loop, int nargs, int64_t timeout_ms,
                    task_done_fn done, void *data) {
-    task_t *t = calloc(1, sizeof(*t));
+    task_t *t = new_task();
     int ended = 0;
 
     t->L = L;
@@ -341,4 +360,10 @@ void task_close_loop(uv_loop_t *loop) {
 void task_shutdown(void) {
     while (live) task_abandon(live);
     if (pool.L) pool_flush();
+    while (spare) {
+        task_t *t = spare;
+        spare = t->next;
+        free(t);
+    }
+    nspare = 0;
 }

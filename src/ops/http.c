@@ -1,7 +1,8 @@
 /* http.c - the operations HTTP server on its own thread and libuv loop.
  * One request per connection (every answer says Connection: close), a
  * deadline per connection, a cap on request size and on connections, and
- * answers built only from the status the host's loop last published. */
+ * answers built only from the status the host's loop last published (and
+ * the status page, which is constant). */
 #include "ops/http.h"
 
 #include <netdb.h>
@@ -13,8 +14,12 @@
 
 #include <uv.h>
 
+#include "ops/status_page.h"
+
 #define DISCARD_SIZE 65536
-#define NOT_FOUND "not found: try /healthz, /readyz or /metrics\n"
+#define NOT_FOUND "not found: try /, /status.json, /healthz, /readyz or /metrics\n"
+/* /status.json before the loop's first document. */
+#define NO_STATUS "{\"starting\":true}"
 
 typedef struct conn conn_t;
 
@@ -26,6 +31,8 @@ struct http {
     uv_mutex_t lock; /* guards what follows, up to heartbeat */
     char *metrics;
     size_t metrics_len, metrics_cap;
+    char *status; /* /status.json, or NULL before the first */
+    size_t status_len;
     char *readiness;
     int ready, draining;
     uint64_t heartbeat; /* uv_hrtime() of the last publish */
@@ -196,6 +203,16 @@ static void serve_metrics(conn_t *c, int head_only) {
     uv_mutex_unlock(&s->lock);
 }
 
+static void serve_status(conn_t *c, int head_only) {
+    http_t *s = c->srv;
+    uv_mutex_lock(&s->lock);
+    if (s->status)
+        answer(c, 200, "application/json", s->status, s->status_len, head_only);
+    else
+        answer(c, 200, "application/json", NO_STATUS, sizeof(NO_STATUS) - 1, head_only);
+    uv_mutex_unlock(&s->lock);
+}
+
 /* A complete request head is in c->buf, NUL-terminated: check it and
  * answer it. */
 static void serve(conn_t *c) {
@@ -245,6 +262,8 @@ static void serve(conn_t *c) {
     if (plen == 8 && strncmp(target, "/healthz", plen) == 0) serve_healthz(c, head_only);
     else if (plen == 7 && strncmp(target, "/readyz", plen) == 0) serve_readyz(c, head_only);
     else if (plen == 8 && strncmp(target, "/metrics", plen) == 0) serve_metrics(c, head_only);
+    else if (plen == 12 && strncmp(target, "/status.json", plen) == 0) serve_status(c, head_only);
+    else if (plen == 1) answer(c, 200, "text/html; charset=utf-8", status_page, status_page_len, head_only);
     else answer(c, 404, "text/plain; charset=utf-8", NOT_FOUND, sizeof(NOT_FOUND) - 1, head_only);
     return;
 bad:
@@ -413,16 +432,29 @@ fail:
 }
 
 void http_publish(http_t *s, const http_status_t *st) {
-    char *readiness = strdup(st->readiness);
+    char *readiness = strdup(st->readiness), *status = NULL;
+    /* Copied before taking the lock, which the server thread waits on. */
+    if (st->status) {
+        status = malloc(st->status_len + 1);
+        memcpy(status, st->status, st->status_len);
+        status[st->status_len] = '\0';
+    }
     uv_mutex_lock(&s->lock);
-    if (st->metrics_len + 1 > s->metrics_cap) {
+    if (st->metrics && st->metrics_len + 1 > s->metrics_cap) {
         free(s->metrics);
         s->metrics_cap = st->metrics_len + 1 + st->metrics_len / 4;
         s->metrics = malloc(s->metrics_cap);
     }
-    memcpy(s->metrics, st->metrics, st->metrics_len);
-    s->metrics[st->metrics_len] = '\0';
-    s->metrics_len = st->metrics_len;
+    if (st->metrics) {
+        memcpy(s->metrics, st->metrics, st->metrics_len);
+        s->metrics[st->metrics_len] = '\0';
+        s->metrics_len = st->metrics_len;
+    }
+    if (status) {
+        free(s->status);
+        s->status = status;
+        s->status_len = st->status_len;
+    }
     free(s->readiness);
     s->readiness = readiness;
     s->ready = st->ready;
@@ -442,6 +474,7 @@ void http_stop(http_t *s) {
     }
     uv_mutex_destroy(&s->lock);
     free(s->metrics);
+    free(s->status);
     free(s->readiness);
     free(s);
 }

@@ -1,6 +1,7 @@
 /* http.h - luka's operations endpoint: a small HTTP/1.1 server on a thread
- * and a libuv loop of its own, answering /healthz, /readyz and /metrics
- * from what the host's loop last published.  Being on its own thread, it
+ * and a libuv loop of its own, answering /healthz, /readyz, /metrics, the
+ * status page (/) and /status.json from what the host's loop last
+ * published.  Being on its own thread, it
  * still answers (503) when the host's loop is stalled.  It serves nothing
  * that changes state. */
 #ifndef LUKA_HTTP_H
@@ -21,8 +22,10 @@ typedef struct http http_t;
 
 /* What the host's loop publishes, copied by http_publish. */
 typedef struct http_status {
-    const char *metrics; /* the /metrics text */
+    const char *metrics; /* the /metrics text; NULL keeps the last one */
     size_t metrics_len;
+    const char *status; /* the /status.json document; NULL keeps the last one */
+    size_t status_len;
     int ready;             /* /readyz answers 200 */
     const char *readiness; /* /readyz's JSON body */
     int draining;          /* shutting down: /healthz stays 200 */

@@ -1,6 +1,8 @@
 /* metrics.h - what `luka run --http` reports, gathered on the loop thread:
- * a timer renders the Prometheus text of /metrics, decides readiness and
- * beats the heartbeat, and hands all three to the HTTP thread (http.h). */
+ * a timer renders the Prometheus text of /metrics (once a second only when
+ * it is over a megabyte), decides readiness, builds the status page's
+ * /status.json once a second (status.h) and beats the heartbeat, and hands
+ * them to the HTTP thread (http.h). */
 #ifndef LUKA_METRICS_H
 #define LUKA_METRICS_H
 

@@ -14,8 +14,10 @@
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 
+#include "api/hooks.h"
 #include "api/httpc.h"
 #include "api/lapi.h"
+#include "api/lmetrics.h"
 #include "api/timer.h"
 #include "base/cliopt.h"
 #include "base/log.h"
@@ -39,7 +41,7 @@ static sink_t *find_sink(void *ctx, const char *name) {
 
 static publisher_conf_t internal_conf = {
     .name = "luka.internal", .topic = "", .where = "dead letters and resends", .key_fn = LUA_NOREF,
-    .internal = 1};
+    .internal = 1, .on_delivery = LUA_NOREF};
 
 static sink_t *internal_sink(void *ctx, char *errbuf, size_t errlen) {
     host_t *h = ctx;
@@ -66,6 +68,27 @@ static void flush_all(void *ctx, int timeout_ms) {
 
 static void on_fatal(void *ctx) { host_stop(ctx, 1); }
 
+/* The app's lifecycle hooks, as the Kafka clients report the moments. */
+static void on_assigned(void *ctx, endpoint_t *ep, const rd_kafka_topic_partition_list_t *parts) {
+    (void)ctx;
+    hooks_partitions(ep->flow.L, ep->flow.conf, HOOK_ASSIGN, parts);
+}
+
+static void on_revoking(void *ctx, endpoint_t *ep, const rd_kafka_topic_partition_list_t *parts) {
+    (void)ctx;
+    hooks_partitions(ep->flow.L, ep->flow.conf, HOOK_REVOKE, parts);
+}
+
+static void on_stopping(void *ctx, endpoint_t *ep) {
+    (void)ctx;
+    hooks_stop(ep->flow.L, ep->flow.conf);
+}
+
+static void on_delivered(void *ctx, publisher_t *p, const message_t *m, rd_kafka_resp_err_t err) {
+    (void)ctx;
+    hooks_delivery(p->sink.conf, m, err, NULL);
+}
+
 /* Endpoints a final failure stopped leave their groups from the loop, not
  * from inside the handler call that stopped them. */
 static void on_leave(uv_timer_t *t) {
@@ -80,7 +103,7 @@ static void on_endpoint_stopped(void *ctx, endpoint_t *ep) {
     host_t *h = ctx;
     int serving = 0;
     for (int i = 0; i < h->neps; i++) serving += !h->eps[i]->halted;
-    log_at(LOG_ERROR, "host", (&(log_ctx_t){ep->flow.conf->name, NULL, -1, -1}),
+    log_at(LOG_ERROR, "host", (&(log_ctx_t){.endpoint = ep->flow.conf->name, .partition = -1, .offset = -1}),
            "stopped by its final failure: it leaves group %s, uncommitted; %d endpoint(s) keep "
            "serving%s",
            ep->flow.conf->group, serving,
@@ -109,6 +132,8 @@ static void on_shutdown(uv_timer_t *t) {
         return;
     }
     timer_stop_all(h->app->L);
+    /* on_stop runs while the publishers still take what it publishes. */
+    for (int i = 0; i < h->neps; i++) consumer_stopping(h->eps[i]);
     flush_all(h, (int)h->drain_timeout_ms);
     /* Producers go first: their purge fails whatever is still unacked, so
      * those messages stay uncommitted; then the consumers commit the rest
@@ -217,6 +242,10 @@ int host_run(const run_opts_t *o, const host_ops_t *const *ops) {
     uv_timer_init(h->loop, &h->shutdown);
     uv_timer_init(h->loop, &h->leave);
     h->shutdown.data = h->leave.data = h;
+    /* Before the app loads: its metrics, and those of every reload, go to
+     * one registry, so that values survive reloads. */
+    h->appmetrics = appmetrics_new();
+    lmetrics_share(h->appmetrics);
     if (!(h->app = app_load(o->app_path, NULL, lapi_open, err, sizeof(err)))) {
         log_error("app", "%s", err);
         goto done;
@@ -253,6 +282,10 @@ int host_run(const run_opts_t *o, const host_ops_t *const *ops) {
                              .fatal = on_fatal,
                              .flush = flush_all,
                              .stopped = on_endpoint_stopped,
+                             .assigned = on_assigned,
+                             .revoking = on_revoking,
+                             .stopping = on_stopping,
+                             .delivered = on_delivered,
                              .ctx = h};
     h->sinks = (sinks_t){find_sink, internal_sink, h};
     h->api = (api_env_t){h->loop, &h->sinks};
@@ -335,6 +368,9 @@ done:
     uv_run(h->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(h->loop) != 0) log_warn("host", "loop closed with handles still open");
     inflight_shutdown();
+    /* After every state that declared metrics in it. */
+    lmetrics_share(NULL);
+    appmetrics_free(h->appmetrics);
     return rc;
 }
 

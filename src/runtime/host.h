@@ -11,6 +11,7 @@
 
 #include "api/lapi.h"
 #include "app/app.h"
+#include "base/appmetrics.h"
 #include "flow/flow.h"
 #include "kafka/broker.h"
 #include "kafka/client.h"
@@ -53,6 +54,7 @@ struct host {
     kafka_env_t kafka; /* what its Kafka clients share; app swapped on reload */
     sinks_t sinks;     /* its publishers, as the flows and luka.publish see them */
     api_env_t api;     /* what the app's state is bound to */
+    appmetrics_t *appmetrics; /* luka.metrics' registry: every state of the run shares it */
     publisher_t **pubs; /* one per app->pubs entry, same order, + the internal one */
     int npubs;
     publisher_t *internal; /* dead letters to plain topics and resends */

@@ -54,6 +54,8 @@ static int same_endpoint(const endpoint_conf_t *a, const endpoint_conf_t *b) {
     const policy_conf_t *pa = &a->policy, *pb = &b->policy;
     if (strcmp(a->group, b->group) || a->ntopics != b->ntopics || !same_kv(&a->config, &b->config))
         return 0;
+    /* The scheduler's shape is fixed while messages are in it. */
+    if (a->concurrency != b->concurrency || a->ordering != b->ordering) return 0;
     for (int i = 0; i < a->ntopics; i++)
         if (strcmp(a->topics[i], b->topics[i])) return 0;
     return pa->dedup == pb->dedup && same_str(pa->dedup_store, pb->dedup_store) &&
