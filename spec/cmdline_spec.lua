@@ -62,6 +62,12 @@ describe("luka's command line", function()
       { "topics app.lua --aply", "luka topics: unknown option '--aply' (did you mean '--apply'?)" },
       { "topics app.lua --check --apply", "luka topics: --check only looks and --apply changes: one at a time" },
       { "lag app.lua --apply", "luka lag: unknown option '--apply'" },
+      { "lag", "luka lag: which app or group? usage: luka lag APP, or luka lag --group GROUP" },
+      { "lag --gruop g", "luka lag: unknown option '--gruop' (did you mean '--group'?)" },
+      { "lag --group=", "luka lag: --group needs a group id, got ''" },
+      { "lag -g g --jsno", "luka lag: unknown option '--jsno' (did you mean '--json'?)" },
+      { "lag -g g --timeout soon", "luka lag: --timeout takes a duration such as 500ms" },
+      { "lag a.lua b.lua", "luka lag: one app at a time: got 'a.lua' and 'b.lua'" },
       { "tail t -x", "luka tail: unknown option '-x'; run 'luka tail --help'" },
       { "tail t --cuont 3", "luka tail: unknown option '--cuont' (did you mean '--count'?)" },
       { "publish -t t --partition=x", "luka publish: -p takes a partition number, got 'x'" },
@@ -215,5 +221,14 @@ describe("luka topics --check", function()
     assert.is_nil(r.stdout:find("ck_same:", 1, true))
     assert.truthy(r.stderr:find("luka topics: 2 difference(s) between " .. path .. " and the cluster at "
       .. broker.bootstrap, 1, true), r.stderr)
+  end)
+
+  it("exits 1 when a declared config cannot be compared (the embedded broker has no DescribeConfigs)", function()
+    local path = app('luka.topic "ck_same" { partitions = 2, config = { ["retention.ms"] = "60000" } }\n')
+    local r = luka(("topics %s --check --brokers %s --timeout 1s"):format(H.q(path), H.q(broker.bootstrap)))
+    assert.equal(1, r.code, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find("ck_same: config retention.ms not compared: the cluster's configs could not be read", 1,
+      true), r.stdout)
+    assert.truthy(r.stderr:find("luka topics: 1 difference(s)", 1, true), r.stderr)
   end)
 end)

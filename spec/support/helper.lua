@@ -499,7 +499,8 @@ end
 
 -- Runs node on spec/js/SCRIPT with args (a list; each is quoted).
 -- opts.input: text for stdin; opts.messages: a list of tables sent as JSON
--- lines on stdin instead; opts.timeout: seconds (default 60).
+-- lines on stdin instead; opts.env: {NAME = value} for its environment;
+-- opts.timeout: seconds (default 60).
 -- Returns { code, stdout, stderr, lines = {JSON-decoded stdout lines} }.
 function H.node(script, args, opts)
   opts = opts or {}
@@ -514,7 +515,9 @@ function H.node(script, args, opts)
     for _, m in ipairs(opts.messages) do lines[#lines + 1] = H.json_encode(m) end
     input = table.concat(lines, "\n") .. "\n"
   end
-  local r = H.run(("node %s %s"):format(H.q(js .. "/" .. script), table.concat(quoted, " ")),
+  local env = {}
+  for k, v in pairs(opts.env or {}) do env[#env + 1] = ("%s=%s "):format(k, H.q(v)) end
+  local r = H.run(("%snode %s %s"):format(table.concat(env), H.q(js .. "/" .. script), table.concat(quoted, " ")),
     { input = input, timeout = opts.timeout or 60 })
   r.lines = {}
   for line in r.stdout:gmatch("[^\n]+") do

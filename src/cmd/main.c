@@ -236,7 +236,9 @@ static const struct command {
     {"topics", "APP", "compare the app's declared topics with the cluster; --apply\n"
                       "creates and grows them, --check fails on a difference",
      admin_topics},
-    {"lag", "APP", "each endpoint group's committed offset, log end and lag", admin_lag},
+    {"lag", "APP | --group G", "each group's committed offsets, log end, lag and members\n"
+                               "(an app's endpoints' groups, or those named)",
+     admin_lag},
     {"test", "[SPEC_DIR]", "run handler specs with busted and require \"luka.test\"", test_main},
     {"publish", "APP TARGET", "publish each stdin line through the app's publisher TARGET;\n"
                               "with -t TOPIC and no app, as it is (like kcat -P)",

@@ -1,10 +1,9 @@
-/* admin.c - `luka topics` compares the app's luka.topic declarations with
- * the cluster and, with --apply, creates what is missing and adds missing
- * partitions (never deleting or shrinking); `luka lag` shows each
- * endpoint's group offsets like kafka-consumer-groups --describe. */
+/* admin_topics.c - `luka topics`: compare the app's luka.topic declarations
+ * with the cluster and, with --apply, create what is missing and add
+ * missing partitions (never deleting or shrinking); with --check, exit 1
+ * on any difference, for CI. */
 #include "cmd/admin.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,30 +12,18 @@
 
 #include "base/cliopt.h"
 #include "base/table.h"
-#include "api/lapi.h"
-#include "kafka/client.h"
-#include "runtime/host.h"
-#include "base/log.h"
-
-/* How long each cluster request waits for its answer, unless --timeout. */
-#define TIMEOUT_MS 10000
+#include "cmd/admin_client.h"
 
 typedef struct admin {
-    app_t *app;
-    char *brokers;
-    kafka_env_t env; /* the app and its brokers, for kafka_conf */
-    run_opts_t opts;
+    admin_client_t c;
+    const char *app_path, *brokers;
     int apply;
     int check; /* --check: differences make the exit code 1 */
     int timeout_ms;
-    rd_kafka_t *rk; /* a producer handle serves every admin call */
 } admin_t;
 
-/* Command-line options of topics and lag, declared once. */
+/* Command-line options of topics, declared once. */
 enum { OPT_BROKERS, OPT_TIMEOUT, OPT_APPLY, OPT_CHECK, NOPTS };
-
-/* The longest --timeout: an hour. */
-#define MAX_TIMEOUT_MS (60 * 60 * 1000)
 
 static const cliopt_t options[NOPTS] = {
     [OPT_BROKERS] = {"brokers", 'b', "LIST",
@@ -65,39 +52,23 @@ static const clicmd_t topics_cmd = {
     .nopts = NOPTS,
 };
 
-static const clicmd_t lag_cmd = {
-    .name = "lag",
-    .synopsis = "lag APP [options]",
-    .about = "For each endpoint's group and topic partition: the committed offset, the\n"
-             "log end offset and the lag, like kafka-consumer-groups --describe.\n"
-             "Exit code 1 when the cluster could not be read.",
-    .opts = options,
-    .nopts = OPT_TIMEOUT + 1, /* --brokers and --timeout */
-};
-
-typedef struct admin_parse {
-    admin_t *a;
-    const clicmd_t *cmd;
-} admin_parse_t;
-
 static int option(void *ud, int opt, const char *v) {
-    admin_parse_t *p = ud;
-    admin_t *a = p->a;
+    admin_t *a = ud;
     int64_t ms;
     switch (opt) {
     case CLIOPT_ARG:
-        if (a->opts.app_path)
-            return cliopt_bad_usage(p->cmd->name, "one app at a time: got '%s' and '%s'",
-                                    a->opts.app_path, v);
-        a->opts.app_path = v;
+        if (a->app_path)
+            return cliopt_bad_usage("topics", "one app at a time: got '%s' and '%s'", a->app_path,
+                                    v);
+        a->app_path = v;
         break;
     case OPT_BROKERS:
-        if (!*v) return cliopt_bad_usage(p->cmd->name, "--brokers needs host:port[,...], got ''");
-        a->opts.brokers = v;
+        if (!*v) return cliopt_bad_usage("topics", "--brokers needs host:port[,...], got ''");
+        a->brokers = v;
         break;
     case OPT_TIMEOUT:
-        if (cliopt_duration(v, MAX_TIMEOUT_MS, &ms) || ms == 0)
-            return cliopt_bad_usage(p->cmd->name, "--timeout takes %s, got '%s'",
+        if (cliopt_duration(v, ADMIN_MAX_TIMEOUT_MS, &ms) || ms == 0)
+            return cliopt_bad_usage("topics", "--timeout takes %s, got '%s'",
                                     CLIOPT_DURATION_HINT, v);
         a->timeout_ms = (int)ms;
         break;
@@ -112,150 +83,37 @@ static int option(void *ud, int opt, const char *v) {
 }
 
 /* Returns -1 to go on, or the exit code. */
-static int parse(admin_t *a, const clicmd_t *cmd, int argc, char **argv) {
-    admin_parse_t p = {a, cmd};
-    int rc = cliopt_parse(cmd, argc, argv, option, &p);
+static int parse(admin_t *a, int argc, char **argv) {
+    int rc = cliopt_parse(&topics_cmd, argc, argv, option, a);
     if (rc >= 0) return rc;
-    if (!a->opts.app_path) return cliopt_bad_usage(cmd->name, "which app? usage: luka %s", cmd->synopsis);
+    if (!a->app_path)
+        return cliopt_bad_usage("topics", "which app? usage: luka %s", topics_cmd.synopsis);
     if (a->apply && a->check)
-        return cliopt_bad_usage(cmd->name, "--check only looks and --apply changes: one at a time");
+        return cliopt_bad_usage("topics", "--check only looks and --apply changes: one at a time");
     return -1;
-}
-
-/* librdkafka's connection errors say less than the failed call will: keep
- * them for --log-level debug. */
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-    (void)rk, (void)opaque;
-    log_debug("admin", "%s: %s", rd_kafka_err2name(err), reason);
-}
-
-/* A client configured like luka run's (brokers, the app's broker config,
- * LUKA_KAFKA_*), plus extra and, for a consumer, group. */
-static rd_kafka_t *client(admin_t *a, rd_kafka_type_t type, const kvlist_t *extra,
-                          const char *group, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = kafka_conf(&a->env, extra, errbuf, errlen);
-    rd_kafka_t *rk;
-    if (!conf) return NULL;
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    /* Only look: never commit anything for the group. */
-    if (group && (rd_kafka_conf_set(conf, "group.id", group, errbuf, errlen) ||
-                  rd_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen))) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    if (!(rk = rd_kafka_new(type, conf, errbuf, errlen))) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    /* conf is now owned by rk; its log lines wait on the main queue. */
-    rd_kafka_set_log_queue(rk, NULL);
-    return rk;
-}
-
-static void serve_logs(rd_kafka_t *rk) {
-    while (rd_kafka_poll(rk, 0) > 0) continue;
-}
-
-/* Parse, load the app and open the client.  Returns -1 to go on, or the
- * exit code. */
-static int open_admin(admin_t *a, const clicmd_t *cmd, int argc, char **argv) {
-    char err[2048];
-    int rc;
-
-    memset(a, 0, sizeof(*a));
-    a->timeout_ms = TIMEOUT_MS;
-    if ((rc = parse(a, cmd, argc, argv)) >= 0) return rc;
-    if (!(a->app = app_load(a->opts.app_path, NULL, lapi_open, err, sizeof(err)))) {
-        fprintf(stderr, "luka: %s\n", err);
-        return 1;
-    }
-    a->brokers = kafka_brokers(a->opts.brokers, a->app);
-    a->env.app = a->app;
-    a->env.brokers = a->brokers;
-    if (!(a->rk = client(a, RD_KAFKA_PRODUCER, NULL, NULL, err, sizeof(err)))) {
-        fprintf(stderr, "luka: %s\n", err);
-        return 1;
-    }
-    return -1;
-}
-
-static void close_admin(admin_t *a) {
-    if (a->rk) {
-        serve_logs(a->rk);
-        rd_kafka_destroy(a->rk);
-    }
-    free(a->brokers);
-    if (a->app) app_free(a->app);
-}
-
-static const rd_kafka_metadata_topic_t *find_topic(const rd_kafka_metadata_t *md,
-                                                    const char *name) {
-    for (int i = 0; i < md->topic_cnt; i++)
-        if (strcmp(md->topics[i].topic, name) == 0 && !md->topics[i].err) return &md->topics[i];
-    return NULL;
-}
-
-static const rd_kafka_metadata_t *metadata(admin_t *a) {
-    const rd_kafka_metadata_t *md;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(a->rk, 1, NULL, &md, a->timeout_ms);
-    if (err) {
-        fprintf(stderr, "luka: cannot read the cluster's metadata from %s: %s\n", a->brokers,
-                rd_kafka_err2str(err));
-        return NULL;
-    }
-    return md;
-}
-
-/* The result event of an admin call, or NULL when none came in time. */
-static rd_kafka_event_t *wait_result(admin_t *a, rd_kafka_queue_t *q, rd_kafka_event_type_t type) {
-    rd_kafka_event_t *ev;
-    /* librdkafka answers by the request timeout; the margin covers it. */
-    while ((ev = rd_kafka_queue_poll(q, a->timeout_ms + 5000))) {
-        if (rd_kafka_event_type(ev) == type) return ev;
-        rd_kafka_event_destroy(ev);
-    }
-    return NULL;
-}
-
-static rd_kafka_AdminOptions_t *admin_options(admin_t *a) {
-    char why[256];
-    rd_kafka_AdminOptions_t *o = rd_kafka_AdminOptions_new(a->rk, RD_KAFKA_ADMIN_OP_ANY);
-    rd_kafka_AdminOptions_set_request_timeout(o, a->timeout_ms, why, sizeof(why));
-    rd_kafka_AdminOptions_set_operation_timeout(o, a->timeout_ms, why, sizeof(why));
-    return o;
-}
-
-/* Why a whole admin request failed (ev NULL: it never answered). */
-static const char *request_error(admin_t *a, rd_kafka_event_t *ev) {
-    static char why[512];
-    if (ev) snprintf(why, sizeof(why), "%s (%s)", rd_kafka_event_error_string(ev),
-                     rd_kafka_err2name(rd_kafka_event_error(ev)));
-    else snprintf(why, sizeof(why), "no answer from %s within %d ms", a->brokers,
-                  a->timeout_ms + 5000);
-    return why;
 }
 
 /* ---- luka topics ------------------------------------------------------ */
 
 /* The cluster's configs of the existing declared topics that declare any,
  * as one DescribeConfigs result event (NULL with why when unavailable). */
-static rd_kafka_event_t *describe_configs(admin_t *a, const rd_kafka_metadata_t *md, char *why,
+static rd_kafka_event_t *describe_configs(admin_client_t *a, const rd_kafka_metadata_t *md, char *why,
                                           size_t len) {
     const app_t *app = a->app;
     rd_kafka_ConfigResource_t **res = calloc(app->ntopics + 1, sizeof(*res));
     rd_kafka_queue_t *q = rd_kafka_queue_new(a->rk);
-    rd_kafka_AdminOptions_t *o = admin_options(a);
+    rd_kafka_AdminOptions_t *o = admin_options(a, a->rk);
     rd_kafka_event_t *ev = NULL;
     int n = 0;
 
     for (int i = 0; i < app->ntopics; i++)
-        if (app->topics[i].config.n && find_topic(md, app->topics[i].name))
+        if (app->topics[i].config.n && admin_find_topic(md, app->topics[i].name))
             res[n++] = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, app->topics[i].name);
     if (n == 0) goto done;
     rd_kafka_DescribeConfigs(a->rk, res, n, o, q);
-    ev = wait_result(a, q, RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT);
+    ev = admin_wait(a, q, RD_KAFKA_EVENT_DESCRIBECONFIGS_RESULT);
     if (!ev || rd_kafka_event_error(ev)) {
-        snprintf(why, len, "%s", request_error(a, ev));
+        admin_request_error(a, ev, why, len);
         if (ev) rd_kafka_event_destroy(ev);
         ev = NULL;
     }
@@ -313,21 +171,21 @@ static const char *result_error(const rd_kafka_topic_result_t *res) {
 
 /* Create the missing topics and grow the short ones.  Returns how many
  * changes failed. */
-static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
+static int apply(admin_client_t *a, const rd_kafka_metadata_t *md) {
     const app_t *app = a->app;
     rd_kafka_NewTopic_t **create = calloc(app->ntopics + 1, sizeof(*create));
     const char **names = calloc(app->ntopics + 1, sizeof(*names));
     const char **grow_names = calloc(app->ntopics + 1, sizeof(*grow_names));
     rd_kafka_NewPartitions_t **grow = calloc(app->ntopics + 1, sizeof(*grow));
     rd_kafka_queue_t *q = rd_kafka_queue_new(a->rk);
-    rd_kafka_AdminOptions_t *o = admin_options(a);
+    rd_kafka_AdminOptions_t *o = admin_options(a, a->rk);
     rd_kafka_event_t *ev;
     int ncreate = 0, ngrow = 0, failed = 0;
-    char why[512];
+    char why[512], rbuf[512];
 
     for (int i = 0; i < app->ntopics; i++) {
         const topic_conf_t *t = &app->topics[i];
-        const rd_kafka_metadata_topic_t *mt = find_topic(md, t->name);
+        const rd_kafka_metadata_topic_t *mt = admin_find_topic(md, t->name);
         if (!mt) {
             rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(t->name, t->partitions, t->replication,
                                                             why, sizeof(why));
@@ -348,11 +206,11 @@ static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
     }
     if (ncreate) {
         rd_kafka_CreateTopics(a->rk, create, ncreate, o, q);
-        ev = wait_result(a, q, RD_KAFKA_EVENT_CREATETOPICS_RESULT);
+        ev = admin_wait(a, q, RD_KAFKA_EVENT_CREATETOPICS_RESULT);
         if (!ev || rd_kafka_event_error(ev)) {
             /* The whole request failed: say so for each topic. */
             for (int i = 0; i < ncreate; i++)
-                printf("%s: cannot create: %s\n", names[i], request_error(a, ev));
+                printf("%s: cannot create: %s\n", names[i], admin_request_error(a, ev, rbuf, sizeof(rbuf)));
             failed += ncreate;
         } else {
             size_t n;
@@ -374,10 +232,10 @@ static int apply(admin_t *a, const rd_kafka_metadata_t *md) {
     }
     if (ngrow) {
         rd_kafka_CreatePartitions(a->rk, grow, ngrow, o, q);
-        ev = wait_result(a, q, RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT);
+        ev = admin_wait(a, q, RD_KAFKA_EVENT_CREATEPARTITIONS_RESULT);
         if (!ev || rd_kafka_event_error(ev)) {
             for (int i = 0; i < ngrow; i++)
-                printf("%s: cannot add partitions: %s\n", grow_names[i], request_error(a, ev));
+                printf("%s: cannot add partitions: %s\n", grow_names[i], admin_request_error(a, ev, rbuf, sizeof(rbuf)));
             failed += ngrow;
         } else {
             size_t n;
@@ -417,22 +275,25 @@ int admin_topics(int argc, char **argv) {
     int rc, differs = 0, fixable = 0;
     const app_t *app;
 
-    if ((rc = open_admin(&a, &topics_cmd, argc, argv)) >= 0) goto done;
+    memset(&a, 0, sizeof(a));
+    a.timeout_ms = ADMIN_TIMEOUT_MS;
+    if ((rc = parse(&a, argc, argv)) >= 0) return rc;
     rc = 1;
-    app = a.app;
+    if (admin_load(&a.c, a.app_path, a.brokers, a.timeout_ms) || admin_connect(&a.c)) goto done;
+    app = a.c.app;
     if (app->ntopics == 0) {
         printf("%s declares no topics (luka.topic \"name\" { partitions = N, ... })\n", app->path);
         rc = 0;
         goto done;
     }
-    if (!(md = metadata(&a))) goto done;
-    configs = describe_configs(&a, md, why, sizeof(why));
+    if (!(md = admin_metadata(&a.c))) goto done;
+    configs = describe_configs(&a.c, md, why, sizeof(why));
 
     table_cell(&t, "TOPIC"), table_cell(&t, "EXISTS"), table_cell(&t, "PARTITIONS");
     table_cell(&t, "DECLARED"), table_cell(&t, "REPLICATION"), table_cell(&t, "DECLARED");
     for (int i = 0; i < app->ntopics; i++) {
         const topic_conf_t *tc = &app->topics[i];
-        const rd_kafka_metadata_topic_t *mt = find_topic(md, tc->name);
+        const rd_kafka_metadata_topic_t *mt = admin_find_topic(md, tc->name);
         int rmin = 0, rmax = 0;
         if (mt) replication(mt, &rmin, &rmax);
         table_cell(&t, "%s", tc->name);
@@ -452,7 +313,7 @@ int admin_topics(int argc, char **argv) {
     /* Then what differs, a sentence each. */
     for (int i = 0; i < app->ntopics; i++) {
         const topic_conf_t *tc = &app->topics[i];
-        const rd_kafka_metadata_topic_t *mt = find_topic(md, tc->name);
+        const rd_kafka_metadata_topic_t *mt = admin_find_topic(md, tc->name);
         int rmin, rmax;
         if (!mt) {
             printf("%s: missing: luka topics --apply creates it\n", tc->name);
@@ -496,13 +357,13 @@ int admin_topics(int argc, char **argv) {
     rc = 0;
     if (a.check && differs) {
         fprintf(stderr, "luka topics: %d difference(s) between %s and the cluster at %s\n",
-                differs, app->path, a.brokers);
+                differs, app->path, a.c.brokers);
         rc = 1;
     }
     if (a.apply && fixable) {
-        int failed = apply(&a, md);
+        int failed = apply(&a.c, md);
         if (failed) {
-            fprintf(stderr, "luka: %d change(s) failed on %s\n", failed, a.brokers);
+            fprintf(stderr, "luka: %d change(s) failed on %s\n", failed, a.c.brokers);
             rc = 1;
         }
     } else if (a.apply) {
@@ -511,112 +372,6 @@ int admin_topics(int argc, char **argv) {
 done:
     if (configs) rd_kafka_event_destroy(configs);
     if (md) rd_kafka_metadata_destroy(md);
-    close_admin(&a);
-    return rc;
-}
-
-/* ---- luka lag --------------------------------------------------------- */
-
-/* Whether an earlier endpoint already listed group and topic. */
-static int listed(const app_t *app, int upto, const char *group, const char *topic) {
-    for (int i = 0; i < upto; i++) {
-        if (strcmp(app->eps[i].group, group) != 0) continue;
-        for (int k = 0; k < app->eps[i].ntopics; k++)
-            if (strcmp(app->eps[i].topics[k], topic) == 0) return 1;
-    }
-    return 0;
-}
-
-/* The rows of one endpoint's group.  Returns 0, or -1 after printing why. */
-static int group_rows(admin_t *a, const rd_kafka_metadata_t *md, int index, table_t *t) {
-    const endpoint_conf_t *ep = &a->app->eps[index];
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(8);
-    rd_kafka_t *consumer = NULL;
-    rd_kafka_resp_err_t err;
-    char why[512];
-    int rc = -1;
-
-    for (int k = 0; k < ep->ntopics; k++) {
-        const rd_kafka_metadata_topic_t *mt;
-        if (listed(a->app, index, ep->group, ep->topics[k])) continue;
-        if (!(mt = find_topic(md, ep->topics[k]))) {
-            table_cell(t, "%s", ep->group), table_cell(t, "%s", ep->topics[k]), table_cell(t, "-"), table_cell(t, "-");
-            table_cell(t, "-"), table_cell(t, "-"), table_cell(t, "%s (topic does not exist)", ep->name);
-            continue;
-        }
-        for (int p = 0; p < mt->partition_cnt; p++)
-            rd_kafka_topic_partition_list_add(parts, mt->topic, mt->partitions[p].id);
-    }
-    if (parts->cnt == 0) {
-        rc = 0;
-        goto done;
-    }
-    rd_kafka_topic_partition_list_sort(parts, NULL, NULL);
-    /* A consumer with the group's id that never subscribes: it asks the
-     * group coordinator for the committed offsets without joining. */
-    if (!(consumer = client(a, RD_KAFKA_CONSUMER, &ep->config, ep->group, why, sizeof(why)))) {
-        fprintf(stderr, "luka: endpoint %s: %s\n", ep->name, why);
-        goto done;
-    }
-    if ((err = rd_kafka_committed(consumer, parts, a->timeout_ms))) {
-        fprintf(stderr, "luka: cannot read the committed offsets of group %s from %s: %s\n",
-                ep->group, a->brokers, rd_kafka_err2str(err));
-        goto done;
-    }
-    rc = 0;
-    for (int i = 0; i < parts->cnt; i++) {
-        const rd_kafka_topic_partition_t *p = &parts->elems[i];
-        int64_t lo, hi;
-        table_cell(t, "%s", ep->group), table_cell(t, "%s", p->topic), table_cell(t, "%d", (int)p->partition);
-        if (p->err == 0 && p->offset >= 0) table_cell(t, "%lld", (long long)p->offset);
-        else table_cell(t, "-");
-        err = rd_kafka_query_watermark_offsets(a->rk, p->topic, p->partition, &lo, &hi,
-                                               a->timeout_ms);
-        if (err) {
-            fprintf(stderr, "luka: %s[%d]: cannot read the log end offset: %s\n", p->topic,
-                    (int)p->partition, rd_kafka_err2str(err));
-            table_cell(t, "?"), table_cell(t, "?");
-            rc = -1;
-        } else {
-            table_cell(t, "%lld", (long long)hi);
-            if (p->err == 0 && p->offset >= 0)
-                table_cell(t, "%lld", (long long)(hi > p->offset ? hi - p->offset : 0));
-            else table_cell(t, "-");
-        }
-        table_cell(t, "%s", ep->name);
-    }
-done:
-    if (consumer) {
-        serve_logs(consumer);
-        rd_kafka_consumer_close(consumer);
-        rd_kafka_destroy(consumer);
-    }
-    rd_kafka_topic_partition_list_destroy(parts);
-    return rc;
-}
-
-int admin_lag(int argc, char **argv) {
-    admin_t a;
-    const rd_kafka_metadata_t *md = NULL;
-    table_t t = {.ncols = 7};
-    int rc;
-
-    if ((rc = open_admin(&a, &lag_cmd, argc, argv)) >= 0) goto done;
-    rc = 1;
-    if (a.app->neps == 0) {
-        printf("%s declares no consumers or channels\n", a.app->path);
-        rc = 0;
-        goto done;
-    }
-    if (!(md = metadata(&a))) goto done;
-    table_cell(&t, "GROUP"), table_cell(&t, "TOPIC"), table_cell(&t, "PARTITION"), table_cell(&t, "CURRENT-OFFSET");
-    table_cell(&t, "LOG-END-OFFSET"), table_cell(&t, "LAG"), table_cell(&t, "ENDPOINT");
-    rc = 0;
-    for (int i = 0; i < a.app->neps; i++)
-        if (group_rows(&a, md, i, &t)) rc = 1;
-    table_print(&t);
-done:
-    if (md) rd_kafka_metadata_destroy(md);
-    close_admin(&a);
+    admin_close(&a.c);
     return rc;
 }
