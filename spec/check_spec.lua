@@ -227,4 +227,17 @@ luka.consumer "c" { topics = { "t" }, dedup = { store = "redis://:s3cret@host:63
     assert.truthy(r.stderr:find("redis://app:********@10.0.0.1:6379/0 today", 1, true), r.stderr)
     assert.falsy(r.stderr:find("s3cret", 1, true), r.stderr)
   end)
+
+  -- Found by the redis_url fuzz harness: the URL's end was looked for as in
+  -- a line of text, where ')' ends one, so a password holding it was shown.
+  it("masks the password of a Redis URL it cannot parse, even one holding ')'", function()
+    local code, _, err = check([[
+local luka = require "luka"
+local r = luka.redis("redis://:)pa,ss@[::1]:6379")
+luka.consumer "c" { topics = { "t" }, handle = function() end }
+]])
+    assert.equal(1, code, err)
+    assert.truthy(err:find("redis://:********@[::1]:6379", 1, true), err)
+    assert.falsy(err:find("pa,ss", 1, true), err)
+  end)
 end)

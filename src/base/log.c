@@ -114,10 +114,13 @@ static int value_end(char c) {
  * (redis://user:PASSWORD@host), the password's start and end; else 0.  The
  * userinfo ends at the last '@' before the URL does, so a password with an
  * unescaped '@' is blanked whole. */
-static int url_password(const char *p, const char **from, const char **to) {
+static int url_password(const char *p, int whole, const char **from, const char **to) {
     const char *colon = NULL, *at = NULL;
     if (strncmp(p, "://", 3) != 0) return 0;
-    for (const char *q = p + 3; !value_end(*q); q++) {
+    /* In a line of text the URL ends at what usually follows one; a
+     * string known to be a URL ends only with itself, so a password
+     * holding ')' or ',' is still found. */
+    for (const char *q = p + 3; whole ? *q != '\0' : !value_end(*q); q++) {
         if (*q == '@') at = q;
         else if (*q == ':' && !colon && !at) colon = q;
         else if (*q == '/' && at) break;
@@ -130,7 +133,7 @@ static int url_password(const char *p, const char **from, const char **to) {
 
 const char *log_redact_url(const char *url, char *out, size_t cap) {
     const char *scheme = strstr(url, "://"), *from, *to;
-    if (!scheme || !url_password(scheme, &from, &to)) {
+    if (!scheme || !url_password(scheme, 1, &from, &to)) {
         snprintf(out, cap, "%s", url);
     } else {
         snprintf(out, cap, "%.*s%s%s", (int)(from - url), url, MASK, to);
@@ -156,7 +159,7 @@ static void redact(const char *in, char *out, size_t cap) {
         if (len) {
             for (const char *m = MASK; *m; m++) PUT(*m);
             p += len;
-        } else if (*p == ':' && url_password(p, &from, &to)) {
+        } else if (*p == ':' && url_password(p, 0, &from, &to)) {
             while (p < from) PUT(*p++);
             for (const char *m = MASK; *m; m++) PUT(*m);
             p = to;
