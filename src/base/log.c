@@ -117,13 +117,18 @@ static int value_end(char c) {
 static int url_password(const char *p, int whole, const char **from, const char **to) {
     const char *colon = NULL, *at = NULL;
     if (strncmp(p, "://", 3) != 0) return 0;
-    /* In a line of text the URL ends at what usually follows one; a
-     * string known to be a URL ends only with itself, so a password
-     * holding ')' or ',' is still found. */
-    for (const char *q = p + 3; whole ? *q != '\0' : !value_end(*q); q++) {
-        if (*q == '@') at = q;
-        else if (*q == ':' && !colon && !at) colon = q;
-        else if (*q == '/' && at) break;
+    if (whole) {
+        /* A string known to be a URL: its userinfo ends at the last '@'
+         * (as redis_url.c reads it), and a password may hold anything. */
+        at = strrchr(p + 3, '@');
+        if (at) colon = memchr(p + 3, ':', (size_t)(at - (p + 3)));
+    } else {
+        /* In a line of text the URL ends at what usually follows one. */
+        for (const char *q = p + 3; !value_end(*q); q++) {
+            if (*q == '@') at = q;
+            else if (*q == ':' && !colon && !at) colon = q;
+            else if (*q == '/' && at) break;
+        }
     }
     if (!colon || !at || colon > at) return 0;
     *from = colon + 1;
