@@ -107,7 +107,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
 
     lua_settop(L, 0);
-    meta_push(L, &m, attempt);
+    meta_push(L, &m, attempt, NULL);
     top = lua_gettop(L);
     if (top != 1 || !lua_istable(L, 1)) fail("meta_push did not push one table", NULL);
 
