@@ -9,7 +9,9 @@ local broker
 
 setup(function()
   broker = H.broker_start { topics = { "conc_key:4", "conc_partition:4", "conc_none:4",
-    "conc_slow:1", "conc_revoke:4", "conc_abandon:2", "conc_reload:2", "conc_buffer:2" } }
+    "conc_slow_key:1", "conc_slow_partition:1", "conc_slow_none:1", "conc_revoke_key:4",
+    "conc_revoke_partition:4", "conc_revoke_none:4", "conc_abandon:2", "conc_reload:2",
+    "conc_buffer:2" } }
 end)
 teardown(function() broker.stop() end)
 
@@ -143,54 +145,65 @@ describe("concurrency", function()
     assert.equal(0, p.stop(20))
   end)
 
-  it("a slow message holds back its partition's commit, and kill -9 then restart loses nothing", function()
-    local msgs = {}
-    for i = 0, 29 do
-      msgs[#msgs + 1] = { key = "k" .. i, value = ('{"i":%d,"ms":%d}'):format(i, i == 9 and 60000 or 10) }
-    end
-    H.kcat_produce(broker.bootstrap, "conc_slow", msgs)
-    local p, out = start("conc_slow", { CONCURRENCY = "16" })
-    -- Everything but offset 9 (which waits a minute) is handled.
-    wait_records(out, 29)
-    H.sleep(2.5) -- two commit intervals: whatever may be committed is
-    p.kill("KILL")
-    p.wait(10)
-    local first = records(out)
-    for _, r in ipairs(first) do assert(r.offset ~= 9, "the slow message did not finish") end
-    -- Restarted without the slow wait: offset 9 comes again, and so does
-    -- every offset after it, done but never committed past 9.
-    local p2, out2 = start("conc_slow", { CONCURRENCY = "16", FAST = "1" })
-    local again = wait_records(out2, 21)
-    H.sleep(1)
-    again = records(out2)
-    local offs = {}
-    for _, r in ipairs(again) do offs[#offs + 1] = r.offset end
-    table.sort(offs)
-    assert.equal(9, offs[1], "the restart begins at the slow message")
-    assert.equal(21, #offs, "offsets 9..29 came again, nothing before: " .. table.concat(offs, ","))
-    assert.equal(0, p2.stop(20))
-  end)
+  -- Commits and revokes, under each ordering: the offset tracker and the
+  -- revoke's wait do not depend on it, but what runs at once does.
+  for _, ordering in ipairs({ "key", "partition", "none" }) do
+    it(("ordering = %s: a slow message holds back its partition's commit, and kill -9 then "
+        .. "restart loses nothing"):format(ordering), function()
+      local topic = "conc_slow_" .. ordering
+      local msgs = {}
+      for i = 0, 29 do
+        msgs[#msgs + 1] = { key = "k" .. i, value = ('{"i":%d,"ms":%d}'):format(i, i == 9 and 60000 or 10) }
+      end
+      H.kcat_produce(broker.bootstrap, topic, msgs)
+      local p, out = start(topic, { CONCURRENCY = "16", ORDERING = ordering })
+      -- Everything but offset 9 (which waits a minute) is handled; one
+      -- message at a time per partition stops at it.
+      wait_records(out, ordering == "partition" and 9 or 29)
+      H.sleep(2.5) -- two commit intervals: whatever may be committed is
+      p.kill("KILL")
+      p.wait(10)
+      for _, r in ipairs(records(out)) do assert(r.offset ~= 9, "the slow message did not finish") end
+      -- Restarted without the slow wait: offset 9 comes again, and so does
+      -- every offset after it, done or not, never committed past 9.
+      local p2, out2 = start(topic, { CONCURRENCY = "16", ORDERING = ordering, FAST = "1" })
+      wait_records(out2, 21)
+      H.sleep(1)
+      local offs = {}
+      for _, r in ipairs(records(out2)) do offs[#offs + 1] = r.offset end
+      table.sort(offs)
+      assert.equal(9, offs[1], "the restart begins at the slow message")
+      assert.equal(21, #offs, "offsets 9..29 came again, nothing before: " .. table.concat(offs, ","))
+      assert.equal(0, p2.stop(20))
+    end)
 
-  it("a revoke waits for the running handlers of its partitions, then gives them up", function()
-    local msgs = {}
-    for i = 1, 16 do msgs[i] = { key = "k" .. i, value = ('{"i":%d,"ms":3000}'):format(i) } end
-    H.kcat_produce(broker.bootstrap, "conc_revoke", msgs)
-    local dir = H.tmpdir()
-    local p, out = start("conc_revoke", { CONCURRENCY = "16", STARTED = dir .. "/started" })
-    H.wait_until(function() return #H.read_lines(dir .. "/started") >= 16 end, 30, "16 handlers running")
-    local other = H.spawn(("kcat -b %s -G conc_revoke -X session.timeout.ms=6000 "
-      .. "-X auto.offset.reset=earliest -X enable.auto.commit=false -q conc_revoke"):format(broker.bootstrap))
-    p.wait_output("handler%(s%) of the revoked partitions", 30, "the revoke waiting for handlers")
-    local waited_at = H.now()
-    p.wait_output("revoked conc_revoke", 10, "the revoke")
-    -- Every running handler ended before the partitions went back.
-    local list = wait_records(out, 16, 20)
-    assert.equal(16, #list)
-    assert.is_nil(p.output():find("abandoned", 1, true), p.output())
-    assert(H.now() - waited_at < 6, "the revoke did not wait past its handlers")
-    other.stop(20)
-    assert.equal(0, p.stop(20))
-  end)
+    it(("ordering = %s: a revoke waits for the running handlers of its partitions"):format(ordering),
+      function()
+      local topic = "conc_revoke_" .. ordering
+      local msgs = {}
+      for i = 1, 16 do msgs[i] = { key = "k" .. i, value = ('{"i":%d,"ms":3000}'):format(i) } end
+      H.kcat_produce(broker.bootstrap, topic, msgs)
+      local dir = H.tmpdir()
+      -- Four partitions: one message at a time each under "partition".
+      local running = ordering == "partition" and 4 or 16
+      local p, out = start(topic, { CONCURRENCY = "16", ORDERING = ordering, STARTED = dir .. "/started" })
+      H.wait_until(function() return #H.read_lines(dir .. "/started") >= running end, 30,
+        running .. " handlers running")
+      local other = H.spawn(("kcat -b %s -G %s -X session.timeout.ms=6000 "
+        .. "-X auto.offset.reset=earliest -X enable.auto.commit=false -q %s"):format(broker.bootstrap,
+        topic, topic))
+      p.wait_output("handler%(s%) of the revoked partitions", 30, "the revoke waiting for handlers")
+      local waited_at = H.now()
+      p.wait_output("revoked " .. topic, 10, "the revoke")
+      -- Every handler running then ended before the partitions went back.
+      local list = wait_records(out, running, 20)
+      assert.is_true(#list >= running)
+      assert.is_nil(p.output():find("abandoned", 1, true), p.output())
+      assert(H.now() - waited_at < 6, "the revoke did not wait past its handlers")
+      other.stop(20)
+      assert.equal(0, p.stop(20))
+    end)
+  end
 
   it("a handler running past the drain timeout of a revoke is abandoned, uncommitted", function()
     local msgs = {}
