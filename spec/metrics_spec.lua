@@ -7,36 +7,15 @@
 -- broker`.
 local H = require "support.helper"
 
--- Debian's python, where python3-prometheus-client is installed.
-local PY = "/usr/bin/python3"
-
-local PARSE_METRICS = [[
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {"types": {}, "samples": []}
-for family in text_string_to_metric_families(sys.stdin.read()):
-    out["types"][family.name] = family.type
-    for s in family.samples:
-        out["samples"].append({"name": s.name, "labels": s.labels, "value": s.value})
-print(json.dumps(out))
-]]
-
-local broker, parse
+local broker
 
 setup(function()
   broker = H.broker_start { topics = { "metrics_in:3", "metrics_out:1" } }
-  parse = H.write_file(H.tmpdir() .. "/parse.py", PARSE_METRICS)
 end)
 
 teardown(function() broker.stop() end)
 
--- /metrics parsed by prometheus_client: { types = {family = type}, samples = {...} }.
-local function metrics(port)
-  local r = H.run(("curl -sf --max-time 3 http://127.0.0.1:%d/metrics | %s %s"):format(port, PY,
-    H.q(parse)))
-  assert(r.code == 0, "prometheus_client could not parse /metrics: " .. r.stderr)
-  return H.json_decode(r.stdout)
-end
+local metrics = H.metrics
 
 -- The samples called name whose labels include labels.
 local function samples(m, name, labels)

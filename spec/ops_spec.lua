@@ -5,20 +5,7 @@
 -- /metrics is read with Debian's prometheus_client parser.
 local H = require "support.helper"
 
--- Debian's python, where python3-prometheus-client is installed (a pyenv
--- python3 earlier on PATH would not have it).
-local PY = "/usr/bin/python3"
-
-local PARSE_METRICS = [[
-import json, sys
-from prometheus_client.parser import text_string_to_metric_families
-out = {"types": {}, "samples": []}
-for family in text_string_to_metric_families(sys.stdin.read()):
-    out["types"][family.name] = family.type
-    for s in family.samples:
-        out["samples"].append({"name": s.name, "labels": s.labels, "value": s.value})
-print(json.dumps(out))
-]]
+local PY = H.PY
 
 -- raw.py PORT send          : stdin is sent as is; prints the answer
 -- raw.py PORT slow          : holds an unfinished request, probes /healthz meanwhile
@@ -91,8 +78,7 @@ setup(function()
   broker = H.broker_start { control = true, topics = { "ops_in:2", "ops_out:2", "ops_json:1",
     "ops_json_out:1", "ops_lag:3", "ops_grown:2", "ops_same:2" } }
   local dir = H.tmpdir()
-  scripts = { parse = H.write_file(dir .. "/parse.py", PARSE_METRICS),
-              raw = H.write_file(dir .. "/raw.py", RAW_HTTP) }
+  scripts = { raw = H.write_file(dir .. "/raw.py", RAW_HTTP) }
 end)
 
 teardown(function() broker.stop() end)
@@ -113,13 +99,7 @@ local function wait_status(port, path, status, timeout, what)
   end, timeout or 15, what or (path .. " answering " .. status))
 end
 
--- /metrics parsed by prometheus_client: { types = {family = type}, samples = {...} }.
-local function metrics(port)
-  local r = H.run(("curl -sf --max-time 3 http://127.0.0.1:%d/metrics | %s %s"):format(port, PY,
-    H.q(scripts.parse)))
-  assert(r.code == 0, "prometheus_client could not parse /metrics: " .. r.stderr)
-  return H.json_decode(r.stdout)
-end
+local metrics = H.metrics
 
 -- The value of the sample called name whose labels include labels.
 local function sample(m, name, labels)

@@ -565,6 +565,19 @@ end
 -- Records and the test kit
 
 -- The JSON lines at path, decoded, in order ({} while there is no file).
+-- Debian's python, where python3-prometheus-client is installed (a pyenv
+-- python3 earlier on PATH would not have it).
+H.PY = "/usr/bin/python3"
+
+-- luka's /metrics on port, parsed by prometheus_client:
+-- { types = {family = type}, samples = { {name, labels, value}, ... } }.
+function H.metrics(port)
+  local r = H.run(("curl -sf --max-time 3 http://127.0.0.1:%d/metrics | %s %s"):format(port, H.PY,
+    H.q(H.root .. "/spec/support/parse_metrics.py")))
+  assert(r.code == 0, "prometheus_client could not parse /metrics: " .. r.stderr)
+  return H.json_decode(r.stdout)
+end
+
 function H.jsonl(path)
   local out = {}
   for i, line in ipairs(H.read_lines(path)) do out[i] = H.json_decode(line) end
