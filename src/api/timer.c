@@ -1,12 +1,17 @@
 /* timer.c - timers for Lua callbacks.  A timer made while the app script
- * loads waits until the state is bound to a loop; its callback runs
- * through script_call() under the app's runtime timeout, and an error in
- * it is logged, not fatal.  A state bound without a loop (the test kit)
- * keeps its timers on a virtual clock that only timer_advance moves.
+ * loads waits until the state is bound to a loop.  Each call of its
+ * callback runs as a task (lua/task.h), so it may wait on I/O (luka.sleep,
+ * luka.http, luka.redis, a publish with wait) under the app's runtime
+ * timeout; an error in it is logged, not fatal.  A tick of a repeating
+ * timer that comes while its last call still runs is skipped, so calls of
+ * one timer never overlap.  A state bound without a loop (the test kit)
+ * keeps its timers on a virtual clock that only timer_advance moves; their
+ * calls wait on the loop the clock names, each to its end before the next.
  *
  * Live timers are kept in a registry table, which anchors their userdata;
  * a finalizer of that table's stops them all when the state closes, so
- * nothing outside this file has to. */
+ * nothing outside this file has to.  A stopped timer whose call still runs
+ * is freed when that call ends. */
 #include "api/timer.h"
 
 #include <stdlib.h>
@@ -34,10 +39,33 @@ typedef struct ltimer {
     int repeat;
     int started, stopped;
     int manual;   /* on the virtual clock: only timer_advance fires it */
-    int firing;   /* its callback runs: stop() leaves the freeing to the firer */
+    int firing;   /* timer_advance runs it: stop() leaves the freeing to it */
+    int closed;   /* its libuv handle is closed */
     int64_t due;  /* when manual: the virtual time it is due at */
     uint64_t seq; /* creation order, which fires timers due together */
+    task_t *task; /* its callback's call while it runs, else NULL */
+    uint64_t skipped; /* ticks that came while a call still ran */
+    const timer_clock_t *clock; /* the virtual clock that fired it, or NULL */
+    struct ltimer *next_busy;
 } ltimer_t;
+
+/* Timers whose callback runs (in every state): a stopped one is reached
+ * from here alone, to be abandoned when its state closes. */
+static ltimer_t *busy;
+
+static void busy_remove(ltimer_t *t) {
+    for (ltimer_t **p = &busy; *p; p = &(*p)->next_busy)
+        if (*p == t) {
+            *p = t->next_busy;
+            return;
+        }
+}
+
+/* Whether nothing holds t any longer: stopped, not running, its handle
+ * (if it had one) closed. */
+static void maybe_free(ltimer_t *t) {
+    if (t->stopped && !t->task && !t->firing && (t->manual || !t->started || t->closed)) free(t);
+}
 
 /* The virtual clock of a state bound without a loop, in ms from binding. */
 static int64_t clock_now(lua_State *L) {
@@ -66,7 +94,11 @@ static void push_timers(lua_State *L) {
     lua_setmetatable(L, -2);
 }
 
-static void free_timer(uv_handle_t *h) { free(h->data); }
+static void timer_closed(uv_handle_t *h) {
+    ltimer_t *t = h->data;
+    t->closed = 1;
+    maybe_free(t);
+}
 
 /* Stop t, and detach it from its userdata, which may outlive it. */
 static void stop(ltimer_t *t) {
@@ -80,26 +112,47 @@ static void stop(ltimer_t *t) {
     lua_pushnil(L);
     lua_rawsetp(L, -2, t);
     lua_pop(L, 1);
-    if (t->manual) {
-        if (!t->firing) free(t);
-    } else if (t->started) {
-        uv_close((uv_handle_t *)&t->h, free_timer);
-    } else {
-        free(t);
-    }
+    if (!t->manual && t->started) uv_close((uv_handle_t *)&t->h, timer_closed);
+    else maybe_free(t);
 }
 
-/* The one way a timer's callback runs, on a loop or on the virtual clock. */
-static int fire(ltimer_t *t, script_err_t *err) {
+/* A call of t's callback ended. */
+static void fired(task_t *task, int rc, const script_err_t *err, void *data) {
+    ltimer_t *t = data;
+    (void)task;
+    if (t->task) busy_remove(t);
+    t->task = NULL;
+    if (rc != 0) {
+        if (t->clock && t->clock->failed) t->clock->failed(t->clock->ud, err);
+        else log_error("timer", "callback failed: %s\n%s", err->msg, err->traceback);
+    }
+    maybe_free(t);
+}
+
+/* The one way a timer's callback runs, on a loop or on the virtual clock:
+ * as a task on loop, which may end before this returns. */
+static void fire(ltimer_t *t, uv_loop_t *loop, const timer_clock_t *clock) {
+    task_t *task;
+    t->clock = clock;
     lua_rawgeti(t->L, LUA_REGISTRYINDEX, t->fn);
-    return script_call(t->L, 0, 0, app_timeout(t->L), err);
+    if ((task = task_start(t->L, loop, 0, app_timeout(t->L), fired, t))) {
+        t->task = task;
+        t->next_busy = busy;
+        busy = t;
+    }
 }
 
 static void on_timer(uv_timer_t *h) {
     ltimer_t *t = h->data;
-    script_err_t err;
 
-    if (fire(t, &err) != 0) log_error("timer", "callback failed: %s\n%s", err.msg, err.traceback);
+    if (t->task) {
+        t->skipped++;
+        log_debug("timer", "a tick of a timer every %llu ms is skipped: its last call still runs "
+                           "(%llu skipped so far)",
+                  (unsigned long long)t->ms, (unsigned long long)t->skipped);
+        return;
+    }
+    fire(t, h->loop, NULL);
     if (!t->repeat) stop(t);
 }
 
@@ -188,24 +241,29 @@ static ltimer_t *next_due(lua_State *L, int64_t until) {
     return next;
 }
 
-int timer_advance(lua_State *L, int64_t ms, timer_error_cb on_error, void *ud) {
+int timer_advance(lua_State *L, int64_t ms, const timer_clock_t *c) {
     int64_t until = clock_now(L) + ms;
-    int fired = 0;
+    int nfired = 0;
     ltimer_t *t;
 
     while ((t = next_due(L, until))) {
-        script_err_t err;
         clock_set(L, t->due);
         t->firing = 1;
-        if (fire(t, &err) != 0 && on_error) on_error(ud, &err);
+        fire(t, c->loop, c);
+        /* The call runs to its end before the clock moves on: what it
+         * waits for is answered between turns of the loop. */
+        while (t->task) {
+            if (c->turn) c->turn(c->ud);
+            if (t->task) uv_run(c->loop, UV_RUN_ONCE);
+        }
         t->firing = 0;
-        fired++;
+        nfired++;
         if (t->stopped) free(t); /* its callback stopped it */
         else if (t->repeat) t->due += (int64_t)t->ms;
         else stop(t);
     }
     clock_set(L, until);
-    return fired;
+    return nfired;
 }
 
 void timer_stop_all(lua_State *L) {
@@ -221,9 +279,30 @@ void timer_stop_all(lua_State *L) {
     lua_pop(L, 1);
 }
 
+int timer_running(lua_State *L) {
+    int n = 0;
+    for (ltimer_t *t = busy; t; t = t->next_busy) n += t->L == L;
+    return n;
+}
+
+void timer_close_all(lua_State *L) {
+    timer_stop_all(L);
+    for (ltimer_t **p = &busy; *p;) {
+        ltimer_t *t = *p;
+        if (t->L != L) {
+            p = &t->next_busy;
+            continue;
+        }
+        *p = t->next_busy;
+        task_abandon(t->task);
+        t->task = NULL;
+        maybe_free(t);
+    }
+}
+
 /* The timers table's finalizer: the state is closing. */
 static int close_all(lua_State *L) {
-    timer_stop_all(L);
+    timer_close_all(L);
     return 0;
 }
 

@@ -33,7 +33,7 @@ struct testkit {
     testkit_flows_t *flows;
     api_env_t api;
     int64_t now;    /* the virtual clock: ms advanced since load */
-    uv_loop_t loop; /* where handlers wait on I/O (timers stay virtual) */
+    uv_loop_t loop; /* where handlers and timer callbacks wait on I/O (timers stay virtual) */
     testkit_logs_t *logs; /* what was logged since load */
 };
 
@@ -210,7 +210,12 @@ static int l_counters(lua_State *L) {
 typedef struct timer_errors {
     lua_State *L;
     int t;
+    struct testkit *tk;
 } timer_errors_t;
+
+/* While a timer's callback waits: the pretend broker answers what was
+ * published, so a publish it waits for is acknowledged. */
+static void timer_turn(void *ud) { testkit_sinks_ack(&((timer_errors_t *)ud)->tk->sinks); }
 
 static void timer_failed(void *ud, const script_err_t *err) {
     timer_errors_t *e = ud;
@@ -237,12 +242,13 @@ static int l_advance(lua_State *L) {
     lua_settop(L, 1);
     lua_createtable(L, 0, 4);
     lua_newtable(L);
-    errors = (timer_errors_t){L, lua_gettop(L)};
-    fired = timer_advance(tk->app->L, ms, timer_failed, &errors);
-    /* What the timers published is answered, and an on_delivery that
-     * fails counts among the errors. */
+    errors = (timer_errors_t){L, lua_gettop(L), tk};
+    /* What the timers published is answered (while a callback waits, and
+     * at the end), and an on_delivery that fails counts among the errors. */
     tk->sinks.hook_failed = timer_failed;
     tk->sinks.hook_ud = &errors;
+    fired = timer_advance(tk->app->L, ms,
+                          &(timer_clock_t){&tk->loop, timer_turn, timer_failed, &errors});
     testkit_sinks_ack(&tk->sinks);
     tk->sinks.hook_failed = NULL;
     lua_setfield(L, -2, "errors");

@@ -19,7 +19,9 @@
  * its task's. */
 static inflight_t *current;
 
-inflight_t *call_current(void) { return current ? current : task_running_data(); }
+static void ended(task_t *t, int rc, const script_err_t *terr, void *data);
+
+inflight_t *call_current(void) { return current ? current : task_running_data(ended); }
 
 /* meta.trace_id: the trace of the message whose code runs now, if the
  * meta asking is its own (a meta kept from another message gets nil). */

@@ -283,8 +283,8 @@ task_t *task_start(lua_State *L, uv_loop_t *loop, int nargs, int64_t timeout_ms,
 task_t *task_self(lua_State *L, const char **why) {
     task_t *t = running;
     if (!t) {
-        *why = "it can only wait inside a handler or an error channel function, not while the "
-               "app script loads or in a timer callback";
+        *why = "it can only wait inside a handler, an error channel function or a timer "
+               "callback, not while the app script loads";
         return NULL;
     }
     if (L != t->co) {
@@ -306,7 +306,9 @@ task_t *task_self(lua_State *L, const char **why) {
 
 uv_loop_t *task_loop(const task_t *t) { return t->loop; }
 
-void *task_running_data(void) { return running ? running->data : NULL; }
+void *task_running_data(task_done_fn done) {
+    return running && running->done == done ? running->data : NULL;
+}
 
 int task_wait(lua_State *L, task_t *t, const char *what, task_cancel_fn cancel, void *req) {
     t->waiting = 1;

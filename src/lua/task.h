@@ -46,9 +46,10 @@ task_t *task_self(lua_State *L, const char **why);
 /* The loop a task runs on. */
 uv_loop_t *task_loop(const task_t *t);
 
-/* The data given to task_start, for the task running now; NULL when no
- * task runs. */
-void *task_running_data(void);
+/* The data given to task_start, for the task running now when it was
+ * started with done; NULL when no task runs or another owner's does (a
+ * handler's and a timer callback's tasks tell each other apart so). */
+void *task_running_data(task_done_fn done);
 
 /* Park t, which called from L, until task_wake; what describes the wait
  * for a timeout ("luka.sleep", "GET http://..."), copied.  req is handed

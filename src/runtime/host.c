@@ -121,17 +121,21 @@ static void on_shutdown(uv_timer_t *t) {
     host_t *h = t->data;
     int n, running = 0;
 
-    /* Handlers waiting on I/O may finish, up to the drain timeout; what
-     * waited to start is left uncommitted (it comes again). */
+    /* No timer ticks again.  Handlers and timer callbacks waiting on I/O
+     * may finish, up to the drain timeout (an outbox relay's round
+     * commits what was acknowledged); what waited to start is left
+     * uncommitted (it comes again). */
+    timer_stop_all(h->app->L);
     for (int i = 0; i < h->neps; i++) running += pipeline_running(&h->eps[i]->flow, NULL);
+    running += timer_running(h->app->L);
     if (running && uv_now(h->loop) - h->stop_at < (uint64_t)h->drain_timeout_ms) {
         if (!h->waited++)
-            log_info("host", "waiting up to %lld ms for %d handler(s) still running",
+            log_info("host", "waiting up to %lld ms for %d handler(s) or timer callback(s) still "
+                             "running",
                      (long long)h->drain_timeout_ms, running);
         uv_timer_start(t, on_shutdown, 10, 0);
         return;
     }
-    timer_stop_all(h->app->L);
     /* on_stop runs while the publishers still take what it publishes. */
     for (int i = 0; i < h->neps; i++) consumer_stopping(h->eps[i]);
     flush_all(h, (int)h->drain_timeout_ms);
@@ -352,9 +356,9 @@ done:
         uv_close((uv_handle_t *)&h->shutdown, close_cb);
         uv_close((uv_handle_t *)&h->leave, close_cb);
     }
+    if (h->app) timer_close_all(h->app->L); /* before their tasks go below */
     task_shutdown(); /* nothing is left by now, unless the loop never ran */
     if (h->app) {
-        timer_stop_all(h->app->L);
         uv_run(h->loop, UV_RUN_NOWAIT); /* let stopped timers close */
         app_free(h->app);
     }
