@@ -223,6 +223,29 @@ local STORE = { doc = STORE_DOC, check = function(v)
   return nil, ("option 'store' must be %s, got '%s'"):format(STORE_DOC, M.redact_url(v))
 end }
 
+-- A PostgreSQL URL, as libpq reads it.
+local PG_URL = { doc = 'a URL "postgres://USER:PASSWORD@HOST:PORT/DB"', check = function(v, opt)
+  if type(v) ~= "string" then return nil end
+  if v:match("^postgres://.") or v:match("^postgresql://.") then return v end
+  return nil, ("option '%s' must be a URL \"postgres://USER:PASSWORD@HOST:PORT/DB\", got '%s'")
+    :format(opt, M.redact_url(v))
+end }
+
+-- A table name as SQL takes it unquoted: name or schema.name.
+local SQL_NAME = { doc = "a table name, name or schema.name (letters, digits, _)", check = function(v, opt)
+  if type(v) ~= "string" then return nil end
+  if v:match("^[%a_][%w_]*$") or v:match("^[%a_][%w_]*%.[%a_][%w_]*$") then return v:lower() end
+  return nil, ("option '%s' must be a table name, name or schema.name (letters, digits, _), got '%s'")
+    :format(opt, v)
+end }
+
+local POSITIVE_DURATION = { doc = 'a duration such as "200ms", "1s" (more than 0)', check = function(v, opt)
+  local ms, err = M.duration(v)
+  if not ms then return nil, err end
+  if ms == 0 then return nil, ("option '%s' must be more than 0"):format(opt) end
+  return ms
+end }
+
 -- A table option checked against a schema of its own (retry, dedup...);
 -- parse is defined below, and called only once the schema is complete.
 local parse
@@ -324,6 +347,20 @@ M.options = {
     { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
     { name = "on_delivery", type = FUNCTION, help = ON_DELIVERY },
   },
+  -- The transactional outbox's relay (README, "The transactional outbox").
+  outbox = {
+    { name = "db", type = PG_URL,
+      required = 'missing db: add db = "postgres://USER:PASSWORD@HOST:PORT/DB"',
+      help = "the PostgreSQL database that holds the outbox table" },
+    { name = "table", type = SQL_NAME, default = "outbox", help = "the outbox table" },
+    { name = "publisher", type = TEXT,
+      required = 'missing publisher: add publisher = "name" (a luka.publisher or luka.channel)',
+      help = "the publisher that sends the rows; a row without a topic goes to its topic" },
+    { name = "batch", type = integer_at_least(1), default = 500,
+      help = "rows read, published and marked sent per round" },
+    { name = "poll", type = POSITIVE_DURATION, default = "200ms",
+      help = "how often the relay looks for unsent rows" },
+  },
 }
 
 -- What to do when a handler fails, shared by consumers and channels.
@@ -409,7 +446,8 @@ local state
 -- holds names whose options table never came (`luka.consumer "x"` alone).
 function M.reset()
   state = { broker = { config = {} }, runtime = {}, publishers = {}, endpoints = {}, topics = {},
-            targets = {}, endpoint_names = {}, topic_names = {}, pending = {} }
+            outboxes = {}, targets = {}, endpoint_names = {}, topic_names = {}, outbox_names = {},
+            pending = {} }
 end
 M.reset()
 
@@ -509,6 +547,14 @@ M.topic = declaration("topic", { "topic_names" }, function(name, o, at)
   table.insert(state.topics, o)
 end)
 
+-- A relay that publishes the rows an app's transactions write to a table
+-- (lua/luka/outbox.lua runs it).  Its publisher is checked once the whole
+-- script has run, since it may be declared after the outbox.
+M.outbox = declaration("outbox", { "outbox_names" }, function(name, o, at)
+  o.name, o.where = name, at
+  table.insert(state.outboxes, o)
+end)
+
 -- Queries -----------------------------------------------------------------
 
 -- The declared topology, in declaration order.  A name declared without its
@@ -518,8 +564,14 @@ function M.registry()
   if unfinished then error(unfinished, 0) end
   -- An app that never declared luka.runtime gets its defaults too.
   local runtime = state.runtime.where and state.runtime or assert(parse("runtime", nil, {}))
+  for _, o in ipairs(state.outboxes) do
+    local ok, why = M.check_target(o.publisher)
+    if not ok then
+      error(("%s: outbox '%s': %s"):format(o.where, o.name, why:gsub("^unknown publish target", "unknown publisher")), 0)
+    end
+  end
   return { broker = state.broker, runtime = runtime, publishers = state.publishers,
-           endpoints = state.endpoints, topics = state.topics }
+           endpoints = state.endpoints, topics = state.topics, outboxes = state.outboxes }
 end
 
 -- true if name is a declared publisher or channel, else false and a message
@@ -546,7 +598,8 @@ function M.reference()
     { "publisher", 'luka.publisher "name" { ... }' }, { "consumer", 'luka.consumer "name" { ... }' },
     { "channel", 'luka.channel "name" { ... }' }, { "topic", 'luka.topic "name" { ... }' },
     { "retry", "retry = { ... }" }, { "delayed", "retry = { delayed = { ... } }" },
-    { "dedup", "dedup = { ... }" }, { "redis", "luka.redis(url, { ... })" } }
+    { "dedup", "dedup = { ... }" }, { "redis", "luka.redis(url, { ... })" },
+    { "outbox", 'luka.outbox "name" { ... }' } }
   for _, k in ipairs(kinds) do
     out[#out + 1] = ("#### `%s`\n\n| option | type | default | meaning |\n| --- | --- | --- | --- |"):format(k[2])
     for _, opt in ipairs(M.options[k[1]]) do

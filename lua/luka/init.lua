@@ -9,6 +9,9 @@ local luka = {
   consumer = dsl.consumer,
   channel = dsl.channel,
   topic = dsl.topic,
+  -- luka.outbox "name" { db, table, publisher, batch, poll }: publish the
+  -- rows of an outbox table (README, "The transactional outbox").
+  outbox = dsl.outbox,
   runtime = dsl.runtime,
   publish = host.publish,
   fatal = host.fatal,

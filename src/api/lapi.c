@@ -13,6 +13,7 @@
 #include "api/applog.h"
 #include "api/httpc.h"
 #include "api/lmetrics.h"
+#include "api/outbox.h"
 #include "api/publish.h"
 #include "api/redisc.h"
 #include "lua/script.h"
@@ -21,6 +22,7 @@
 
 void lapi_start(lua_State *L) {
     const api_env_t *env = api_env(L);
+    outbox_start(L);
     timer_start_all(L, env->loop);
     publish_deferred(L);
 }
@@ -55,6 +57,7 @@ int lapi_open(lua_State *L) {
     redisc_inject_api(L);
     applog_inject_api(L);
     lmetrics_inject_api(L);
+    outbox_inject_api(L);
     lua_pushcfunction(L, l_now);
     lua_setfield(L, -2, "now");
     lua_pushcfunction(L, l_fatal);

@@ -220,6 +220,23 @@ static void read_topology(lua_State *L, app_t *app) {
     }
     lua_pop(L, 1);
 
+    lua_getfield(L, reg, "outboxes");
+    app->noutboxes = (int)luaL_len(L, -1);
+    app->outboxes = calloc(app->noutboxes ? app->noutboxes : 1, sizeof(*app->outboxes));
+    for (int i = 0; i < app->noutboxes; i++) {
+        outbox_conf_t *o = &app->outboxes[i];
+        lua_rawgeti(L, -1, i + 1); /* Stack: registry, outboxes, o */
+        o->name = field_str(L, -1, "name");
+        o->where = field_str(L, -1, "where");
+        o->db = field_str(L, -1, "db");
+        o->table = field_str(L, -1, "table");
+        o->publisher = field_str(L, -1, "publisher");
+        o->batch = (int)field_int(L, -1, "batch");
+        o->poll_ms = field_int(L, -1, "poll");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+
     lua_getfield(L, reg, "endpoints");
     app->neps = (int)luaL_len(L, -1);
     app->eps = calloc(app->neps ? app->neps : 1, sizeof(*app->eps));
@@ -435,7 +452,11 @@ void app_free(app_t *app) {
         free(app->topics[i].name), free(app->topics[i].where);
         kvlist_free(&app->topics[i].config);
     }
-    free(app->pubs), free(app->eps), free(app->topics);
+    for (int i = 0; i < app->noutboxes; i++) {
+        outbox_conf_t *o = &app->outboxes[i];
+        free(o->name), free(o->where), free(o->db), free(o->table), free(o->publisher);
+    }
+    free(app->pubs), free(app->eps), free(app->topics), free(app->outboxes);
     free(app->brokers), free(app->client_id);
     kvlist_free(&app->broker_config);
     for (int i = 0; i < app->nfiles; i++) free(app->files[i]);

@@ -81,6 +81,16 @@ typedef struct topic_conf {
     kvlist_t config;
 } topic_conf_t;
 
+/* A transactional outbox (luka.outbox): the table a relay publishes. */
+typedef struct outbox_conf {
+    char *name, *where;
+    char *db;        /* postgres:// URL, password included: mask it to show it */
+    char *table;     /* [schema.]name, lower case */
+    char *publisher; /* a publisher or channel of the app */
+    int batch;       /* rows per round */
+    int64_t poll_ms;
+} outbox_conf_t;
+
 typedef struct app {
     lua_State *L;
     char *path; /* as given */
@@ -93,6 +103,8 @@ typedef struct app {
     int neps;
     topic_conf_t *topics;
     int ntopics;
+    outbox_conf_t *outboxes;
+    int noutboxes;
     size_t memory_limit; /* bytes the Lua state may hold, 0 for no limit */
     int64_t timeout_ms;  /* limit of user code run outside handlers (timers) */
     char **files; /* the Lua files it loaded from its directory, script first */

@@ -1,5 +1,5 @@
 /* app_print.c - the resolved topology of an app as `luka check` prints it:
- * broker, publishers, and each endpoint with its policies (timeout, retry,
+ * broker, publishers, outboxes, and each endpoint with its policies (timeout, retry,
  * error channel, final failure, dedup) and librdkafka config.  Secrets are
  * masked: config values log_is_secret() names, and store URL passwords. */
 #include "app/app.h"
@@ -112,6 +112,16 @@ void app_print(const app_t *app, FILE *out) {
                 p->key_field ? p->key_field : "", p->channel ? ", channel" : "", p->where);
         if (p->on_delivery != LUA_NOREF) fputs("      hooks: on_delivery\n", out);
         print_config(out, &p->config);
+    }
+    for (int i = 0; i < app->noutboxes; i++) {
+        const outbox_conf_t *o = &app->outboxes[i];
+        const publisher_conf_t *p = app_publisher(app, o->publisher);
+        char url[1024], poll[32];
+        fprintf(out, "  outbox %s: table %s in %s -> publisher %s (topic %s, or the row's)   (%s)\n",
+                o->name, o->table, log_redact_url(o->db, url, sizeof(url)), o->publisher,
+                p ? p->topic : "?", o->where);
+        fprintf(out, "      relay: %d row(s) per round, polls every %s\n", o->batch,
+                duration(o->poll_ms, poll, sizeof(poll)));
     }
     for (int i = 0; i < app->neps; i++) {
         const endpoint_conf_t *e = &app->eps[i];

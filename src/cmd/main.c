@@ -23,6 +23,7 @@
 #include "runtime/host.h"
 #include "runtime/reload.h"
 #include "base/log.h"
+#include "cmd/outbox_cli.h"
 #include "cmd/pubcli.h"
 #include "cmd/tail.h"
 #include "cmd/testkit.h"
@@ -239,6 +240,9 @@ static const struct command {
     {"lag", "APP | --group G", "each group's committed offsets, log end, lag and members\n"
                                "(an app's endpoints' groups, or those named)",
      admin_lag},
+    {"outbox", "APP", "each outbox's unsent rows and the oldest one's age;\n"
+                      "--create creates the outbox tables",
+     outbox_cli_main},
     {"test", "[SPEC_DIR]", "run handler specs with busted and require \"luka.test\"", test_main},
     {"publish", "APP TARGET", "publish each stdin line through the app's publisher TARGET;\n"
                               "with -t TOPIC and no app, as it is (like kcat -P)",
