@@ -1,6 +1,6 @@
 # luka - build, run and test.  `make run` and `make test` set everything up.
 
-PKGS     := rdkafka lua5.4 jansson libuv sqlite3 hiredis libcurl
+PKGS     := rdkafka lua5.4 jansson libuv sqlite3 hiredis libcurl libpq
 # The Debian package that brings each pkg-config module, for the error that
 # names what is missing (scripts/setup installs them all).
 DEB_rdkafka := librdkafka-dev
@@ -10,6 +10,7 @@ DEB_libuv   := libuv1-dev
 DEB_sqlite3 := libsqlite3-dev
 DEB_hiredis := libhiredis-dev
 DEB_libcurl := libcurl4-openssl-dev
+DEB_libpq   := libpq-dev
 VERSION  := 0.1.0
 CC       ?= cc
 OPT      ?= -O2 -g

@@ -304,6 +304,12 @@ M.options = {
     { name = "pool", type = integer_at_least(0), default = 8,
       help = "idle connections kept for the next calls" },
   },
+  pg = {
+    { name = "timeout", type = DURATION, default = "10s",
+      help = "longest a call waits for a connection and its result, then it returns nil, err (0: only the handler's timeout)" },
+    { name = "pool", type = integer_at_least(1), default = 4,
+      help = "most connections open at once; a call that finds none free waits for one" },
+  },
   runtime = {
     { name = "memory_limit", type = SIZE,
       help = "most memory the app's Lua state may hold; beyond it a handler gets a memory error" },

@@ -62,6 +62,20 @@ function luka.redis(url, opts)
   return client
 end
 
+-- A PostgreSQL client for handlers: db:query(sql, ...) and
+-- db:transaction(fn) wait for the server without holding up other
+-- messages (README, "PostgreSQL calls").
+function luka.pg(url, opts)
+  if type(url) ~= "string" then
+    error(("luka.pg: the url must be a string, got %s"):format(type(url)), 2)
+  end
+  local o, err = dsl.call_options("pg", opts)
+  if not o then error("luka.pg: " .. err, 2) end
+  local client, why = host.pg(url, o.timeout, o.pool)
+  if not client then error("luka.pg: " .. why, 2) end
+  return client
+end
+
 -- Wait for a duration inside a handler; other messages run meanwhile.
 -- Returns true, or nil and why not (outside a handler).
 function luka.sleep(value)
