@@ -50,16 +50,16 @@ local function relay(o, luka)
     .. "FROM %s WHERE sent_at IS NULL"):format(o.table)
   local db
 
-  -- One round: returns rows read, rows marked sent, and the trouble (a
-  -- sentence) or nil.
+  -- One round: returns rows read, rows marked sent, the trouble (a
+  -- sentence) or nil, and whether the database failed.
   local function round()
     local read, marked, trouble = 0, 0, nil
     local ok, err = db:transaction(function(tx)
       local got = assert(tx:query("SELECT pg_try_advisory_xact_lock($1::bigint) AS locked", lock))
-      if not got[1].locked then return end -- another relay works the table now
+      if not got[1].locked then return true end -- another relay works the table now
       local rows = assert(tx:query(select_rows, o.batch))
       read = rows.count
-      if read == 0 then return end
+      if read == 0 then return true end
       local results = assert(host.outbox_send(o.publisher, rows))
       local ids, blocked, failed, first = {}, {}, 0, nil
       for i = 1, read do
@@ -81,9 +81,10 @@ local function relay(o, luka)
       end
       if #ids > 0 then assert(tx:query(mark_sent, "{" .. table.concat(ids, ",") .. "}")) end
       marked = #ids
+      return true
     end)
-    if not ok then return read, 0, "database: " .. tostring(err) end
-    return read, marked, trouble
+    if not ok then return read, 0, "database: " .. tostring(err), true end
+    return read, marked, trouble, false
   end
 
   return function()
@@ -96,14 +97,14 @@ local function relay(o, luka)
       db = client
     end
     local start = host.now()
-    local published, trouble = 0, nil
+    local published, trouble, dead = 0, nil, false
     repeat
       local read, marked
-      read, marked, trouble = round()
+      read, marked, trouble, dead = round()
       published = published + marked
     until trouble or read < o.batch or host.now() - start >= BUDGET_S
     local pending, age
-    if not trouble or published > 0 then
+    if not dead then
       local seen = db:query(look)
       if seen then pending, age = seen[1].pending, seen[1].age end
     end

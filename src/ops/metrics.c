@@ -17,6 +17,7 @@
 #include <jansson.h>
 #include <lua.h>
 
+#include "api/outbox.h"
 #include "base/log.h"
 #include "kafka/consumer.h"
 #include "kafka/producer.h"
@@ -262,6 +263,51 @@ static void render_endpoints(prom_t *b, const host_t *h) {
     free(fig);
 }
 
+/* The transactional outboxes' relays (api/outbox.c): one family at a time. */
+typedef struct outbox_family {
+    prom_t *b;
+    const char *name;
+    int which;
+} outbox_family_t;
+
+static void outbox_sample(void *ud, const outbox_figures_t *f) {
+    outbox_family_t *c = ud;
+    prom_label_t label = {"outbox", f->name};
+    switch (c->which) {
+    case 0:
+        if (f->pending >= 0) prom_u64(c->b, c->name, &label, 1, (uint64_t)f->pending);
+        break;
+    case 1:
+        if (f->oldest_age >= 0) prom_double(c->b, c->name, &label, 1, f->oldest_age);
+        break;
+    case 2:
+        prom_u64(c->b, c->name, &label, 1, f->published);
+        break;
+    default:
+        prom_u64(c->b, c->name, &label, 1, f->errors);
+    }
+}
+
+static void render_outboxes(prom_t *b) {
+    static const struct {
+        const char *name, *type, *help;
+    } families[] = {
+        {"luka_outbox_pending_rows", "gauge",
+         "Rows of the outbox table not sent yet, at the relay's last look."},
+        {"luka_outbox_oldest_pending_age_seconds", "gauge",
+         "Seconds since the oldest unsent row was written (0 when none waits)."},
+        {"luka_outbox_published_total", "counter",
+         "Rows the relay published, the broker acknowledged and the relay marked sent."},
+        {"luka_outbox_failed_rounds_total", "counter",
+         "Relay rounds that failed (database unreachable, rows not acknowledged)."},
+    };
+    for (int i = 0; i < 4; i++) {
+        outbox_family_t c = {b, families[i].name, i};
+        prom_family(b, families[i].name, families[i].type, families[i].help);
+        outbox_each(outbox_sample, &c);
+    }
+}
+
 static void render_process(prom_t *b) {
     process_figures_t p;
     process_read(&p);
@@ -323,6 +369,8 @@ static void render(struct metrics *m, int ready) {
         prom_histogram(b, "luka_publish_latency_seconds", &label, 1, p->latency.bounds,
                        p->latency.n, p->latency.counts, p->latency.sum);
     }
+
+    render_outboxes(b);
 
     prom_family(b, "luka_reloads_total", "counter", "App reloads that took effect.");
     prom_u64(b, "luka_reloads_total", NULL, 0, h->reloads);

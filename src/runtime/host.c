@@ -18,6 +18,7 @@
 #include "api/httpc.h"
 #include "api/lapi.h"
 #include "api/lmetrics.h"
+#include "api/outbox.h"
 #include "api/timer.h"
 #include "base/cliopt.h"
 #include "base/log.h"
@@ -372,6 +373,7 @@ done:
     uv_run(h->loop, UV_RUN_DEFAULT);
     if (uv_loop_close(h->loop) != 0) log_warn("host", "loop closed with handles still open");
     inflight_shutdown();
+    outbox_shutdown();
     /* After every state that declared metrics in it. */
     lmetrics_share(NULL);
     appmetrics_free(h->appmetrics);

@@ -1,0 +1,269 @@
+-- The transactional outbox's relay (luka.outbox), against a real PostgreSQL
+-- (spec/support/pg.lua) and `luka broker`: `luka outbox --create` makes the
+-- table, the relay publishes rows in id order with their id as the `id`
+-- header and their key, marks only acknowledged rows sent (a row behind a
+-- failed one of its key waits for it), two relays on one table do not
+-- publish a row twice, /metrics shows each outbox, and rows written before
+-- luka is killed with SIGKILL again and again are all published: an
+-- independent client (kcat) finds every row id, each exactly once when
+-- counted by distinct id header.
+local H = require "support.helper"
+local PG = require "support.pg"
+
+local broker, pg
+
+setup(function()
+  broker = H.broker_start { control = true,
+    topics = { "ob_basic:4", "ob_down:2", "ob_two:4", "ob_kill:4", "ob_metrics:1", "ob_other:1" } }
+  pg = PG.start()
+end)
+
+teardown(function()
+  pg.destroy()
+  broker.stop()
+end)
+
+-- An app with one outbox on table tbl publishing to topic; extra: more
+-- Lua for the script.  Returns the script's path.
+local function app(tbl, topic, extra)
+  local dir = H.tmpdir()
+  return H.write_file(dir .. "/app.lua", ([[
+local luka = require "luka"
+luka.publisher "events" { topic = %q, config = { ["message.timeout.ms"] = 2000 } }
+luka.outbox "events" { db = os.getenv("OUTBOX_DB"), table = %q, publisher = "events",
+  batch = tonumber(os.getenv("BATCH") or "500"), poll = "50ms" }
+%s
+]]):format(topic, tbl, extra or ""))
+end
+
+local function luka(args, env)
+  local e = ""
+  for k, v in pairs(env or {}) do e = e .. ("%s=%s "):format(k, H.q(v)) end
+  return H.run(e .. H.luka .. " " .. args, { timeout = 60 })
+end
+
+local function create(path)
+  local r = luka(("outbox %s --create"):format(H.q(path)), { OUTBOX_DB = pg.url })
+  assert(r.code == 0, r.stdout .. r.stderr)
+  return r
+end
+
+-- Inserts n rows: key k<i % keys>, payload {"n":i}, a header h=i.
+local function insert(tbl, n, keys, topic)
+  pg.sql(([[
+INSERT INTO %s (topic, key, payload, headers)
+SELECT %s, 'k' || (i %% %d), '{"n":' || i || '}', jsonb_build_object('h', i::text)
+FROM generate_series(1, %d) AS i]]):format(tbl, topic and ("'" .. topic .. "'") or "NULL", keys, n))
+end
+
+local function pending(tbl)
+  return tonumber(pg.sql(("SELECT count(*) FROM %s WHERE sent_at IS NULL"):format(tbl)))
+end
+
+-- The value of sample name{outbox="events"} in /metrics on port, or nil.
+local function sample(port, name)
+  for _, smp in ipairs(H.metrics(port).samples) do
+    if smp.name == name and smp.labels.outbox == "events" then return smp.value end
+  end
+end
+
+local function run(path, env, args)
+  env = env or {}
+  env.OUTBOX_DB = pg.url
+  return H.spawn(("%s run %s --brokers %s %s"):format(H.luka, H.q(path), broker.bootstrap, args or ""),
+    { env = env })
+end
+
+local function wait_sent(tbl, timeout)
+  H.wait_until(function() return pending(tbl) == 0 end, timeout or 30, "every row of " .. tbl .. " sent")
+end
+
+describe("luka outbox APP", function()
+  it("--create makes the table and its index of unsent rows, and says so; again is harmless", function()
+    local path = app("ob_created", "ob_other")
+    local r = create(path)
+    assert.truthy(r.stdout:find("outbox events: table ob_created ready in postgres://luka:********@", 1, true),
+      r.stdout)
+    assert.falsy(r.stdout:find(pg.password, 1, true))
+    create(path)
+    assert.equal("id|bigint\ntopic|text\nkey|text\npayload|text\nheaders|jsonb\n"
+      .. "created_at|timestamp with time zone\nsent_at|timestamp with time zone",
+      pg.sql("SELECT column_name, data_type FROM information_schema.columns "
+        .. "WHERE table_name = 'ob_created' ORDER BY ordinal_position"))
+    assert.equal("CREATE INDEX ob_created_unsent ON public.ob_created USING btree (id) WHERE (sent_at IS NULL)",
+      pg.sql("SELECT indexdef FROM pg_indexes WHERE tablename = 'ob_created' AND indexname LIKE '%unsent'"))
+  end)
+
+  it("prints each outbox's pending rows and oldest age", function()
+    local path = app("ob_listed", "ob_other")
+    create(path)
+    insert("ob_listed", 3, 1)
+    local r = luka(("outbox %s"):format(H.q(path)), { OUTBOX_DB = pg.url })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("^outbox events: table ob_listed, 3 row%(s%) pending, oldest %d+%.%ds, publisher events", r.stdout)
+  end)
+
+  it("names the outbox and the masked URL when the database cannot be reached", function()
+    local path = app("ob_listed", "ob_other")
+    local url = ("postgres://luka:hunter22@127.0.0.1:%d/luka"):format(H.free_port())
+    local r = luka(("outbox %s"):format(H.q(path)), { OUTBOX_DB = url })
+    assert.equal(1, r.code)
+    assert.truthy(r.stderr:find("outbox 'events': cannot connect to postgres://luka:********@127.0.0.1", 1, true),
+      r.stderr)
+    assert.falsy(r.stderr:find("hunter22", 1, true))
+  end)
+end)
+
+describe("the outbox relay", function()
+  it("publishes rows in id order with the id header, key, headers and payload, and marks them sent", function()
+    local path = app("ob_basic", "ob_basic")
+    create(path)
+    insert("ob_basic", 60, 5)
+    local p = run(path)
+    wait_sent("ob_basic")
+    local got = H.kcat_consume(broker.bootstrap, "ob_basic", 60)
+    assert.equal(0, p.stop())
+    assert.equal(60, #got)
+    local last = {}
+    for _, m in ipairs(got) do
+      local id = tonumber(m.headers.id)
+      local n = H.json_decode(m.value).n
+      assert.equal(id, n) -- ids follow the insert order
+      assert.equal("k" .. (n % 5), m.key)
+      assert.equal(tostring(n), m.headers.h)
+      -- Per key, in id order (a key stays in its partition).
+      assert.is_true((last[m.key] or 0) < id, "key " .. m.key .. " out of order")
+      last[m.key] = id
+    end
+    assert.equal(0, tonumber(pg.sql("SELECT count(*) FROM ob_basic WHERE sent_at < created_at")))
+  end)
+
+  it("sends a row with a topic there, and a row without one to the publisher's topic", function()
+    local path = app("ob_topics", "ob_other")
+    create(path)
+    pg.sql([[INSERT INTO ob_topics (topic, key, payload) VALUES ('ob_metrics', 'a', 'to metrics'),
+      (NULL, 'b', 'to other')]])
+    local p = run(path)
+    wait_sent("ob_topics")
+    assert.equal(0, p.stop())
+    local other = H.kcat_consume(broker.bootstrap, "ob_other", 1)
+    assert.equal("to other", other[#other].value)
+    local m = H.kcat_consume(broker.bootstrap, "ob_metrics", 1)
+    assert.equal("to metrics", m[1].value)
+  end)
+
+  it("leaves rows unsent while the broker does not acknowledge them, then sends them", function()
+    local path = app("ob_down", "ob_down", 'luka.runtime { timeout = "10s" }')
+    create(path)
+    assert.equal("ok", broker.control("down all"))
+    insert("ob_down", 20, 3)
+    local p = run(path)
+    local ok, err = pcall(function()
+      p.wait_output("outbox 'events' %(postgres://luka:%*%*%*%*%*%*%*%*@[^)]*%): 20 of 20 row%(s%) not acknowledged",
+        20, "the relay's failed round")
+      assert.equal(20, pending("ob_down"))
+    end)
+    assert.equal("ok", broker.control("up all"))
+    assert(ok, err)
+    wait_sent("ob_down", 40)
+    p.wait_output("outbox 'events' %(.-%) works again", 10)
+    assert.equal(0, p.stop())
+    local got = H.kcat_consume(broker.bootstrap, "ob_down", nil)
+    local ids = {}
+    for _, m in ipairs(got) do ids[tonumber(m.headers.id)] = true end
+    for id = 1, 20 do assert.is_true(ids[id], "row " .. id) end
+  end)
+
+  it("logs a database it cannot reach with the outbox and the masked URL, and goes on", function()
+    local path = app("ob_basic", "ob_other")
+    local url = ("postgres://luka:hunter22@127.0.0.1:%d/luka"):format(H.free_port())
+    local p = H.spawn(("%s run %s --brokers %s"):format(H.luka, H.q(path), broker.bootstrap),
+      { env = { OUTBOX_DB = url } })
+    p.wait_output("outbox 'events' %(postgres://luka:%*%*%*%*%*%*%*%*@127%.0%.0%.1:%d+/luka%): database:", 15)
+    H.sleep(0.5)
+    assert.is_true(p.alive())
+    assert.equal(0, p.stop())
+    assert.falsy(p.output():find("hunter22", 1, true))
+    -- Logged once, not at every poll.
+    local _, n = p.output():gsub("database:", "")
+    assert.equal(1, n)
+  end)
+
+  it("run by two luka processes on one table publishes each row once", function()
+    local path = app("ob_two", "ob_two")
+    create(path)
+    insert("ob_two", 1000, 20)
+    local a = run(path, { BATCH = "50" })
+    local b = run(path, { BATCH = "50" })
+    wait_sent("ob_two", 60)
+    assert.equal(0, a.stop())
+    assert.equal(0, b.stop())
+    local got = H.kcat_consume(broker.bootstrap, "ob_two", nil)
+    assert.equal(1000, #got)
+    local seen = {}
+    for _, m in ipairs(got) do
+      assert.is_nil(seen[m.headers.id], "row " .. m.headers.id .. " twice")
+      seen[m.headers.id] = true
+    end
+  end)
+
+  it("shows pending rows, the oldest one's age and rows published on /metrics", function()
+    local path = app("ob_metrics", "ob_metrics")
+    create(path)
+    pg.sql("INSERT INTO ob_metrics (key, payload, created_at) VALUES ('x', 'old', now() - interval '1 hour')")
+    local port = H.free_port()
+    assert.equal("ok", broker.control("down all"))
+    local p = run(path, nil, "--http 127.0.0.1:" .. port)
+    local ok, err = pcall(function()
+      H.wait_until(function()
+        local age = sample(port, "luka_outbox_oldest_pending_age_seconds")
+        return age and age >= 3600 and sample(port, "luka_outbox_pending_rows") == 1
+          and sample(port, "luka_outbox_failed_rounds_total") >= 1
+      end, 20, "the pending row on /metrics")
+    end)
+    assert.equal("ok", broker.control("up all"))
+    assert(ok, err)
+    H.wait_until(function()
+      return sample(port, "luka_outbox_published_total") == 1
+        and sample(port, "luka_outbox_pending_rows") == 0
+        and sample(port, "luka_outbox_oldest_pending_age_seconds") == 0
+    end, 20, "the row published on /metrics")
+    assert.equal("counter", H.metrics(port).types.luka_outbox_published)
+    assert.equal(0, p.stop())
+  end)
+end)
+
+describe("the outbox relay under kill -9", function()
+  local rows = tonumber(os.getenv("CHAOS_LONG") and "20000" or "2000")
+
+  it(("publishes every one of %d rows at least once, each exactly once by distinct id"):format(rows), function()
+    local path = app("ob_kill", "ob_kill")
+    create(path)
+    insert("ob_kill", rows, 50)
+    local kills = os.getenv("CHAOS_LONG") and 10 or 4
+    for k = 1, kills do
+      local p = run(path, { BATCH = "100" })
+      -- Kill it while it publishes: once some rows went out since it started.
+      local before = pending("ob_kill")
+      if before == 0 then break end
+      H.wait_until(function() return pending("ob_kill") < before end, 20, "the relay to publish")
+      H.sleep(0.05 * (k % 3))
+      p.kill("KILL")
+      p.wait(5)
+    end
+    local last = run(path)
+    wait_sent("ob_kill", 60)
+    assert.equal(0, last.stop())
+    local got, err = H.kcat_consume(broker.bootstrap, "ob_kill", nil, { timeout = 60 })
+    assert.is_nil(err)
+    local distinct, n = {}, 0
+    for _, m in ipairs(got) do
+      local id = tonumber(m.headers.id)
+      if not distinct[id] then n = n + 1 end
+      distinct[id] = true
+    end
+    for id = 1, rows do assert.is_true(distinct[id], "row " .. id .. " was never published") end
+    assert.equal(rows, n)
+    assert.is_true(#got >= rows)
+  end)
+end)
