@@ -9,6 +9,12 @@
 --   ENRICH_URL=http://127.0.0.1:8080 make run
 --                                          (enriching from that service)
 --   luka test config/spec                  (its handler specs, no broker)
+--
+-- With OUTBOX_DB set to a PostgreSQL URL, orders are placed in that
+-- database instead (handlers/place_order.lua): an order row and its event
+-- in one transaction, and the transactional outbox's relay publishes the
+-- events to the orders topic.  Create the outbox table first:
+--   OUTBOX_DB=postgres://... luka outbox config/orders.lua --create
 local luka = require "luka"
 
 luka.broker { brokers = os.getenv("KAFKA_BROKERS") or "localhost:9092", client_id = "crm" }
@@ -47,6 +53,15 @@ luka.channel "notifications" {
   handle = require "handlers.notify",
 }
 
+local OUTBOX_DB = os.getenv("OUTBOX_DB")
+if OUTBOX_DB then
+  -- The transactional outbox: what the database commits is published.
+  luka.outbox "orders" { db = OUTBOX_DB, table = "orders_outbox", publisher = "orders" }
+  luka.every("1s", require "handlers.place_order" (OUTBOX_DB))
+  return
+end
+
+-- Without a database, the timer publishes a demo order itself.
 local customers = { "ada", "grace", "linus", "barbara", "ken" }
 local n = 0
 luka.every("1s", function()

@@ -233,6 +233,65 @@ describe("the outbox relay", function()
   end)
 end)
 
+describe("the outbox relay in the test kit", function()
+  it("marks a row behind a failed one of its key unsent, and sends both again in order", function()
+    pg.sql([[CREATE TABLE ob_kit (id bigserial PRIMARY KEY, topic text, key text, payload text,
+      headers jsonb, created_at timestamptz NOT NULL DEFAULT now(), sent_at timestamptz);
+      INSERT INTO ob_kit (key, payload) VALUES ('k1', 'a'), ('k1', 'b'), ('k2', 'c')]])
+    local psql = ("PGPASSWORD=%s psql -X -q -At -h 127.0.0.1 -p %d -U %s -d %s -c "):format(
+      pg.password, pg.port, pg.user, pg.db)
+    local r = H.luka_test([[
+local luka = require "luka"
+luka.publisher "events" { topic = "ob_kit" }
+luka.outbox "events" { db = os.getenv("OUTBOX_DB"), table = "ob_kit", publisher = "events", poll = "50ms" }
+]], ([[
+local test = require "luka.test"
+local function sent()
+  local f = io.popen(%q .. "'SELECT string_agg(id::text, $$,$$ ORDER BY id) FROM ob_kit WHERE sent_at IS NOT NULL'")
+  local s = f:read("a"):gsub("%%s+$", "")
+  f:close()
+  return s
+end
+it("keeps per-key order over a failed publish", function()
+  local app = test.load("app.lua", { env = { OUTBOX_DB = %q } })
+  app:fail_publishes(1)
+  local r = app:advance("50ms")
+  assert.equal(1, r.fired)
+  local ids = {}
+  for i, m in ipairs(r.published) do ids[i] = m.headers.id .. "=" .. m.key .. ":" .. m.payload end
+  assert.same({ "1=k1:a", "2=k1:b", "3=k2:c" }, ids)
+  -- Row 1 failed: row 2 (same key) waits for it; row 3 went out.
+  assert.equal("3", sent())
+  r = app:advance("50ms")
+  ids = {}
+  for i, m in ipairs(r.published) do ids[i] = m.headers.id end
+  assert.same({ "1", "2" }, ids)
+  assert.equal("1,2,3", sent())
+  r = app:advance("50ms")
+  assert.same({}, r.published)
+  app:close()
+end)
+]]):format(psql, pg.url))
+    H.assert_luka_test_passed(r, 1)
+  end)
+end)
+
+describe("the example app with OUTBOX_DB", function()
+  it("places orders in the database and its relay publishes them (luka test config/spec)", function()
+    pg.sql("CREATE DATABASE shop", "postgres")
+    local url = pg.url:gsub("/luka$", "/shop")
+    local r = luka("outbox config/orders.lua --create", { OUTBOX_DB = url })
+    assert(r.code == 0, r.stdout .. r.stderr)
+    r = H.run(H.luka .. " test config/spec", { timeout = 120 })
+    assert.truthy(r.stdout:find("1 pending", 1, true), r.stdout) -- without OUTBOX_DB
+    r = luka("test config/spec", { OUTBOX_DB = url })
+    assert(r.code == 0, r.stdout .. r.stderr)
+    assert.truthy(r.stdout:find("12 successes / 0 failures / 0 errors / 0 pending", 1, true), r.stdout)
+    assert.equal("2|2|0", pg.sql("SELECT (SELECT count(*) FROM shop_orders), (SELECT count(*) FROM orders_outbox), "
+      .. "(SELECT count(*) FROM orders_outbox WHERE sent_at IS NULL)", "shop"))
+  end)
+end)
+
 describe("the outbox relay under kill -9", function()
   local rows = tonumber(os.getenv("CHAOS_LONG") and "20000" or "2000")
 

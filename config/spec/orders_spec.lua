@@ -141,3 +141,38 @@ describe("the notifications channel", function()
     app:close()
   end)
 end)
+
+-- With OUTBOX_DB (a PostgreSQL URL whose outbox table exists: `luka outbox
+-- config/orders.lua --create`), orders are placed in the database and the
+-- outbox relay publishes them; spec/outbox_spec.lua runs this against a
+-- real server.  Without it, this block is pending.
+describe("placing orders through the transactional outbox", function()
+  if not os.getenv("OUTBOX_DB") then
+    pending("set OUTBOX_DB to a PostgreSQL URL (and run luka outbox config/orders.lua --create)")
+    return
+  end
+
+  it("writes each order and its event in one transaction; the relay publishes the event", function()
+    local app = test.load("config/orders.lua", { env = { ENRICH_URL = false } })
+    local r = app:advance("1s")
+    assert.same({}, r.errors)
+    local events = {}
+    for _, m in ipairs(r.published) do
+      if m.target == "orders" then events[#events + 1] = m end
+    end
+    assert.equal(1, #events)
+    local e = events[1]
+    assert.equal("orders", e.topic)
+    assert.matches("^o%-%d+$", e.payload.orderId)
+    assert.equal(e.payload.orderId, e.key)
+    assert.matches("^%d+$", e.headers.id) -- the outbox row's id
+    -- The next second's order comes with the next row id.
+    r = app:advance("1s")
+    local next_id
+    for _, m in ipairs(r.published) do
+      if m.target == "orders" then next_id = tonumber(m.headers.id) end
+    end
+    assert.equal(tonumber(e.headers.id) + 1, next_id)
+    app:close()
+  end)
+end)
