@@ -157,5 +157,304 @@ end }
     assert.same({ "false", { b = false, p = false } }, got["false"])
     assert.same({ "empty", 0, 0 }, got.empty)
   end)
-end)
 
+  it("commits a transaction, and rolls it back when its function raises or one of its statements fails", function()
+    pg.sql("CREATE TABLE accounts (name text PRIMARY KEY, balance int CHECK (balance >= 0))")
+    pg.sql("INSERT INTO accounts VALUES ('a', 10), ('b', 0)")
+    local path, out = app(([[
+local db = luka.pg("%s", { pool = 1 })
+local function move(tx, amount)
+  assert(tx:query("UPDATE accounts SET balance = balance + $1 WHERE name = 'b'", amount))
+  local r, err = tx:query("UPDATE accounts SET balance = balance - $1 WHERE name = 'a'", amount)
+  return r and r.count, err
+end
+luka.consumer "c" { topics = { "tx" }, config = config, handle = function(msg)
+  record("commit", db:transaction(function(tx)
+    local n = move(tx, 3)
+    return "moved", n
+  end))
+  record("raise", db:transaction(function(tx)
+    move(tx, 2)
+    error("changed my mind")
+  end))
+  local seen
+  record("failed", db:transaction(function(tx)
+    local n, err = move(tx, 100)   -- the CHECK fails
+    seen = err
+    return "not committed"
+  end))
+  record("seen", seen)
+  record("badarg", pcall(db.transaction, db, 42))
+  record("outside", db:transaction(function(tx) _G.kept = tx end))
+  record("kept", pcall(_G.kept.query, _G.kept, "SELECT 1"))
+  record("after", db:query("SELECT name, balance FROM accounts ORDER BY name"))
+end }
+]]):format(pg.url))
+    produce("tx", { "{}" })
+    local p = run(path, out)
+    wait_named(out, "after")
+    assert.equal(0, p.stop())
+    local got = by_name(out)
+    assert.same({ "commit", "moved", 1 }, got.commit)
+    assert.equal("<nil>", got.raise[2])
+    assert.matches("changed my mind", got.raise[3])
+    assert.equal("<nil>", got.failed[2])
+    assert.matches("^pg 127.0.0.1:%d+/luka: ERROR 23514: new row for relation \"accounts\" violates check constraint",
+      got.failed[3])
+    assert.equal(got.failed[3], got.seen[2])
+    assert.is_false(got.badarg[2])
+    assert.matches("db:transaction expects a function, got number", got.badarg[3])
+    assert.same({ "outside" }, got.outside)
+    assert.is_false(got.kept[2])
+    assert.matches("tx:query outside its transaction's function", got.kept[3])
+    assert.equal("a|7\nb|3", pg.sql("SELECT name, balance FROM accounts ORDER BY name"))
+  end)
+
+  it("does not block the loop while a statement waits: other messages run and /healthz answers", function()
+    local http = H.free_port()
+    local path, out = app(([[
+local db = luka.pg("%s")
+luka.consumer "c" { topics = { "slow" }, config = config, concurrency = 4, handle = function(msg)
+  record("start", msg.n)
+  if msg.n == 1 then
+    -- Waits for the lock the spec's session holds, then sleeps.
+    record("slow", msg.n, db:query("SELECT pg_advisory_lock(42), pg_sleep(0.2)")[1] ~= nil)
+  else
+    record("quick", msg.n, db:query("SELECT $1::int * 10 AS v", msg.n)[1].v)
+  end
+end }
+]]):format(pg.url))
+    local holder = pg.session("SELECT pg_advisory_lock(42)")
+    produce("slow", { '{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}' })
+    local p = run(path, out, "--http 127.0.0.1:" .. http)
+    -- The slow statement waits on the server...
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock(42), pg_sleep%'") == "1"
+    end, 30, "the slow statement to wait for its lock")
+    -- ...while the other messages are handled and the endpoint answers.
+    local quick = wait_named(out, "quick", 3)
+    local r = H.run(("curl -sf --max-time 5 http://127.0.0.1:%d/healthz"):format(http))
+    assert.equal(0, r.code, r.stderr)
+    assert.matches('"healthy":true', r.stdout)
+    assert.same({}, named(out, "slow"))
+    table.sort(quick, function(a, b) return a[2] < b[2] end)
+    assert.same({ { "quick", 2, 20 }, { "quick", 3, 30 }, { "quick", 4, 40 } }, quick)
+    holder.stop()
+    assert.same({ "slow", 1, true }, wait_named(out, "slow")[1])
+    assert.equal(0, p.stop())
+    -- In the order of events: the slow one started first and ended last.
+    local records = H.jsonl(out)
+    assert.same({ "start", 1 }, records[1])
+    assert.same({ "slow", 1, true }, records[#records])
+  end)
+
+  it("keeps at most pool connections: a call waits for a free one, or fails as pool exhausted after its timeout", function()
+    pg.sql("CREATE TABLE go (x int)")
+    local path, out = app(([[
+local a = luka.pg("%s", { pool = 1, timeout = "20s" })
+local b = luka.pg("%s", { pool = 1, timeout = "300ms" })
+local holding = false
+luka.consumer "c" { topics = { "pool" }, config = config, concurrency = 2, timeout = "60s", handle = function(msg)
+  if msg.n == 1 then
+    -- Holds the only connection of a and of b until the spec says go.
+    record("committed", a:transaction(function(txa)
+      return b:transaction(function(txb)
+        assert(txa:query("SELECT 1"))
+        holding = true
+        while txb:query("SELECT count(*) AS n FROM go")[1].n == 0 do luka.sleep("20ms") end
+        return "held"
+      end)
+    end))
+  else
+    while not holding do luka.sleep("10ms") end
+    record("exhausted", b:query("SELECT 2"))
+    record("waiting")
+    record("waited", a:query("SELECT 3 AS v")[1].v)
+  end
+end }
+]]):format(pg.url, pg.url))
+    produce("pool", { '{"n":1}', '{"n":2}' })
+    local p = run(path, out)
+    local exhausted = wait_named(out, "exhausted")[1]
+    assert.equal("<nil>", exhausted[2])
+    assert.equal(("pg 127.0.0.1:%d/luka: SELECT 2: the pool is exhausted: all 1 connections stayed busy for 300 ms (raise the pool option, or the timeout)")
+      :format(pg.port), exhausted[3])
+    wait_named(out, "waiting")
+    -- One connection each, however many calls wait.
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'luka'") == "2"
+    end, 10, "two connections of the app")
+    assert.same({}, named(out, "waited"))
+    pg.sql("INSERT INTO go VALUES (1)")
+    assert.same({ "waited", 3 }, wait_named(out, "waited")[1])
+    assert.equal(0, p.stop())
+    local order = {}
+    for _, r in ipairs(H.jsonl(out)) do order[#order + 1] = r[1] end
+    assert.same({ "exhausted", "waiting", "committed", "waited" }, order)
+    assert.same({ "committed", "held" }, named(out, "committed")[1])
+  end)
+
+  it("fails calls while the server is down or restarting, connects again after, and loses no message", function()
+    pg.sql("CREATE TABLE seen (n int PRIMARY KEY)")
+    local path, out = app(([[
+local db = luka.pg("%s", { timeout = "30s" })
+luka.consumer "c" { topics = { "restart" }, config = config,
+  retry = { delayed = { initial = "200ms", multiplier = 1, attempts = 100 } },
+  handle = function(msg)
+    record("start", msg.n)
+    if msg.lock then
+      local r, err = db:query("SELECT pg_advisory_lock(7)")
+      if not r then record("err", msg.n, err) error(err) end
+      db:query("SELECT pg_advisory_unlock(7)")
+    end
+    local r, err = db:query("INSERT INTO seen VALUES ($1) RETURNING n", msg.n)
+    if not r then record("err", msg.n, err) error(err) end
+    record("ok", msg.n, r[1].n)
+  end }
+]]):format(pg.url))
+    produce("restart", { '{"n":1}' })
+    local p = run(path, out)
+    wait_named(out, "ok")
+    -- Down: the call fails, the message is retried until the server is back.
+    pg.stop()
+    produce("restart", { '{"n":2}' })
+    local err = wait_named(out, "err")[1]
+    assert.equal(2, err[2])
+    assert.matches(("^pg 127.0.0.1:%d/luka: "):format(pg.port), err[3])
+    assert.matches("the next call connects again", err[3])
+    pg.start()
+    wait_named(out, "ok", 2)
+    -- Restarted while the pool's connection idles: the next call does not see the old one.
+    pg.restart()
+    produce("restart", { '{"n":3}' })
+    wait_named(out, "ok", 3)
+    assert.same({}, H.wait_until(function()
+      local e = {}
+      for _, r in ipairs(named(out, "err")) do if r[2] == 3 then e[#e + 1] = r end end
+      return e
+    end))
+    -- Restarted while a statement waits: that call fails, its retry succeeds.
+    local holder = pg.session("SELECT pg_advisory_lock(7)")
+    produce("restart", { '{"n":4,"lock":true}' })
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%pg_advisory_lock(7)%' AND application_name = 'luka'") == "1"
+    end, 30, "the statement to wait for its lock")
+    pg.restart()
+    holder.stop()
+    local ok4 = H.wait_until(function()
+      for _, r in ipairs(named(out, "ok")) do if r[2] == 4 then return r end end
+    end, 30, "message 4 handled")
+    assert.same({ "ok", 4, 4 }, ok4)
+    local lost
+    for _, r in ipairs(named(out, "err")) do if r[2] == 4 then lost = r end end
+    assert.truthy(lost, "message 4's call failed during the restart")
+    assert.matches("the connection was lost", lost[3])
+    assert.truthy(p.alive())
+    assert.equal(0, p.stop())
+    assert.equal("1\n2\n3\n4", pg.sql("SELECT n FROM seen ORDER BY n"))
+  end)
+
+  it("gives a clear error for a dead server, a wrong password, an unknown database and a bad URL", function()
+    local dead = H.free_port()
+    local path, out = app(([[
+local dead = luka.pg("postgres://luka:secret@127.0.0.1:%d/luka")
+local wrong = luka.pg("postgres://luka:not-the-pw@127.0.0.1:%d/luka")
+local nodb = luka.pg("postgres://luka:secret@127.0.0.1:%d/nope")
+record("badurl", pcall(luka.pg, "mysql://luka:hunter2@127.0.0.1/x"))
+record("badparam", pcall(luka.pg, "postgres://luka:hunter2@127.0.0.1/x?bogus=1"))
+record("badopt", pcall(luka.pg, "postgres://127.0.0.1/x", { pool = 0 }))
+record("nourl", pcall(luka.pg))
+luka.consumer "c" { topics = { "bad" }, config = config, handle = function()
+  record("dead", dead:query("SELECT 1"))
+  record("wrong", wrong:query("SELECT 1"))
+  record("nodb", nodb:query("SELECT 1"))
+end }
+]]):format(dead, pg.port, pg.port))
+    produce("bad", { "{}" })
+    local p = run(path, out)
+    wait_named(out, "nodb")
+    assert.equal(0, p.stop())
+    local got = by_name(out)
+    assert.is_false(got.badurl[2])
+    assert.matches("luka.pg: the url must look like postgres://USER:PASSWORD@HOST:PORT/DB, got 'mysql://luka:%*%*%*%*%*%*%*%*@127.0.0.1/x'",
+      got.badurl[3])
+    assert.is_false(got.badparam[2])
+    assert.matches("luka.pg: bad url 'postgres://luka:%*%*%*%*%*%*%*%*@127.0.0.1/x%?bogus=1': invalid URI query parameter: \"bogus\"",
+      got.badparam[3])
+    assert.is_false(got.badopt[2])
+    assert.matches("pool", got.badopt[3])
+    assert.matches("luka.pg: the url must be a string, got nil", got.nourl[3])
+    assert.equal("<nil>", got.dead[2])
+    assert.matches(("^pg 127.0.0.1:%d/luka: cannot connect: .*Connection refused.*check that PostgreSQL runs there"):format(dead),
+      got.dead[3])
+    assert.matches(("^pg 127.0.0.1:%d/luka: cannot connect: .*password authentication failed for user \"luka\""):format(pg.port),
+      got.wrong[3])
+    assert.is_nil(got.wrong[3]:find("not-the-pw", 1, true))
+    assert.matches(("^pg 127.0.0.1:%d/nope: cannot connect: .*database \"nope\" does not exist"):format(pg.port),
+      got.nodb[3])
+    for _, r in ipairs(H.jsonl(out)) do
+      for _, v in ipairs(r) do
+        if type(v) == "string" then assert.is_nil(v:find("hunter2", 1, true), v) end
+      end
+    end
+  end)
+
+  it("cancels the statement of a handler that runs out of time, and its connection goes", function()
+    local path, out = app(([[
+local db = luka.pg("%s", { timeout = 0 })
+luka.consumer "c" { topics = { "limit" }, config = config, timeout = "1s",
+  error_channel = function(msg, meta, err) record("failed", msg.n, err.message) end,
+  handle = function(msg)
+    if msg.n == 1 then db:query("SELECT pg_sleep(60)") end
+    record("next", msg.n, db:query("SELECT 2 AS v")[1].v)
+  end }
+]]):format(pg.url))
+    produce("limit", { '{"n":1}', '{"n":2}' })
+    local p = run(path, out)
+    local failed = wait_named(out, "failed")[1]
+    assert.equal(1, failed[2])
+    assert.matches(("timed out after 1000 ms waiting for pg SELECT pg_sleep%%(60%%) at 127.0.0.1:%d/luka"):format(pg.port),
+      failed[3])
+    assert.same({ "next", 2, 2 }, wait_named(out, "next")[1])
+    -- The server was asked to cancel the statement: it does not run on.
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'") == "0"
+    end, 10, "the statement to be cancelled")
+    assert.truthy(p.alive())
+    assert.equal(0, p.stop())
+  end)
+
+  it("works in handlers under luka test, whose loop lets the calls wait", function()
+    pg.sql("CREATE TABLE greetings (k text PRIMARY KEY, v text)")
+    pg.sql("INSERT INTO greetings VALUES ('greeting', 'hi')")
+    local r = H.luka_test(([[
+local luka = require "luka"
+local db = luka.pg("%s")
+luka.consumer "c" { topics = { "t" }, handle = function(msg)
+  local rows = assert(db:query("SELECT v FROM greetings WHERE k = $1", msg.key))
+  if not rows[1] then error("no value") end
+  assert(db:transaction(function(tx)
+    return tx:query("INSERT INTO greetings VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = $2",
+      msg.key .. "-seen", rows[1].v)
+  end))
+  luka.publish("out", { value = rows[1].v })
+end }
+luka.publisher "out" {}
+]]):format(pg.url), [[
+local test = require "luka.test"
+describe("the app", function()
+  it("reads PostgreSQL", function()
+    local app = test.load("app.lua")
+    local r = app:deliver("c", { key = "greeting" })
+    assert.equal("handled", r.outcome)
+    assert.equal("hi", r.published[1].payload.value)
+    r = app:deliver("c", { key = "nothing" })
+    assert.matches("no value", tostring(r.error))
+    app:close()
+  end)
+end)
+]])
+    H.assert_luka_test_passed(r, 1)
+    assert.equal("hi", pg.sql("SELECT v FROM greetings WHERE k = 'greeting-seen'"))
+  end)
+end)

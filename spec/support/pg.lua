@@ -9,6 +9,9 @@
 --   pg.sql("CREATE TABLE t (id int)") -- runs SQL with psql; returns its output
 --                                    -- (unaligned, tuples only), raises on error
 --   pg.try_sql(sql)                  -- the same, returns H.run's result instead
+--   pg.session(sql)                  -- a psql session that ran sql and stays
+--                                    -- connected, holding its locks, until its
+--                                    -- stop() (which ends its backend too)
 --   pg.stop() / pg.start() / pg.restart()   -- the server (pg_ctl -m fast)
 --   pg.destroy()                     -- stops it for good (also at the file's end)
 --
@@ -91,6 +94,28 @@ function PG.start(opts)
     local res = pg.try_sql(sql, dbname)
     assert(res.code == 0, "psql failed: " .. res.stderr .. "\nSQL: " .. sql)
     return (res.stdout:gsub("\n$", ""))
+  end
+
+  local sessions = 0
+  function pg.session(sql)
+    sessions = sessions + 1
+    local name = ("luka-spec-session-%d"):format(sessions)
+    local proc = H.spawn(("psql -X -q -h 127.0.0.1 -p %d -U %s -d %s -c %s -c %s"):format(port, H.q(user),
+      H.q(db), H.q(sql), H.q("SELECT pg_sleep(3600)")), { env = { PGPASSWORD = password, PGAPPNAME = name } })
+    H.wait_until(function()
+      assert(proc.alive(), "psql exited: " .. proc.output())
+      return pg.sql(("SELECT count(*) FROM pg_stat_activity WHERE application_name = '%s' AND query LIKE '%%pg_sleep(3600)%%'")
+        :format(name)) == "1"
+    end, 20, "the psql session " .. name)
+    -- The server does not notice a closed client while it runs a
+    -- statement: end the backend itself.
+    return { proc = proc, name = name, stop = function()
+      if up then
+        pg.sql(("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = '%s'")
+          :format(name))
+      end
+      return proc.stop()
+    end }
   end
 
   function pg.start()

@@ -151,9 +151,9 @@ static void finish(req_t *q, int nres) {
     q->task = NULL;
     unqueue(q);
     if (q->timing) uv_close((uv_handle_t *)&q->timer, on_timer_closed);
-    else req_unref(q);
     q->timing = 0;
     if (t) task_wake(t, nres);
+    req_unref(q); /* the task's: q is gone now unless its timer still closes */
 }
 
 static void vfail(req_t *q, const char *fmt, va_list ap) {
