@@ -120,7 +120,7 @@ luka.broker { brokers = "localhost:9092", client_id = "crm",
     it("gives an empty broker record when no broker is declared", function()
       local r = app ""
       assert.same({ broker = { config = {} }, runtime = { timeout = 30000 }, publishers = {},
-                    endpoints = {}, topics = {} }, r)
+                    endpoints = {}, topics = {}, outboxes = {} }, r)
     end)
 
     it("keeps declaration order for publishers and endpoints", function()
@@ -184,7 +184,7 @@ luka.channel "notifications" { topic = "crm_notifications", group = "crm", handl
       app [[luka.publisher "orders" {}]]
       dsl.reset()
       assert.same({ broker = { config = {} }, runtime = { timeout = 30000 }, publishers = {},
-                    endpoints = {}, topics = {} }, dsl.registry())
+                    endpoints = {}, topics = {}, outboxes = {} }, dsl.registry())
     end)
 
     it("does not share default config tables between records", function()

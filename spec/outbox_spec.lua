@@ -78,6 +78,40 @@ local function wait_sent(tbl, timeout)
   H.wait_until(function() return pending(tbl) == 0 end, timeout or 30, "every row of " .. tbl .. " sent")
 end
 
+describe("luka.outbox", function()
+  -- luka check on a script with one outbox declared as decl.
+  local function check(decl)
+    local dir = H.tmpdir()
+    H.write_file(dir .. "/app.lua", 'local luka = require "luka"\nluka.publisher "orders" {}\n' .. decl)
+    return luka("check " .. H.q(dir .. "/app.lua"))
+  end
+
+  it("is listed by luka check with its table, masked database, publisher and relay", function()
+    local r = check('luka.outbox "o" { db = "postgres://u:hunter22@db:5432/shop", publisher = "orders", table = "app.Events", batch = 50, poll = "1s" }')
+    assert.equal(0, r.code, r.stderr)
+    assert.truthy(r.stdout:find("  outbox o: table app.events in postgres://u:********@db:5432/shop -> publisher orders (topic orders, or the row's)", 1, true), r.stdout)
+    assert.truthy(r.stdout:find("      relay: 50 row(s) per round, polls every 1s", 1, true), r.stdout)
+    assert.falsy(r.stdout:find("hunter22", 1, true))
+  end)
+
+  for _, case in ipairs({
+    { 'publisher = "order", db = "postgres://h/d"', "app.lua:3: outbox 'o': unknown publisher 'order' (did you mean 'orders'?); declared: orders" },
+    { 'publisher = "orders"', [[outbox 'o': missing db: add db = "postgres://USER:PASSWORD@HOST:PORT/DB"]] },
+    { 'db = "postgres://h/d"', [[outbox 'o': missing publisher: add publisher = "name" (a luka.publisher or luka.channel)]] },
+    { 'publisher = "orders", db = "mysql://u:pw@h/d"', [[outbox 'o': option 'db' must be a URL "postgres://USER:PASSWORD@HOST:PORT/DB", got 'mysql://u:********@h/d']] },
+    { 'publisher = "orders", db = "postgres://h/d", table = "drop table"', "option 'table' must be a table name, name or schema.name (letters, digits, _), got 'drop table'" },
+    { 'publisher = "orders", db = "postgres://h/d", batch = 0', "option 'batch' must be an integer >= 1, got number" },
+    { 'publisher = "orders", db = "postgres://h/d", poll = "0ms"', "option 'poll' must be more than 0" },
+    { 'publisher = "orders", db = "postgres://h/d", tabel = "x"', "unknown option 'tabel' (did you mean 'table'?)" },
+  }) do
+    it("refuses " .. case[1], function()
+      local r = check('luka.outbox "o" { ' .. case[1] .. ' }')
+      assert.equal(1, r.code)
+      assert.truthy(r.stderr:find(case[2], 1, true), r.stderr)
+    end)
+  end
+end)
+
 describe("luka outbox APP", function()
   it("--create makes the table and its index of unsent rows, and says so; again is harmless", function()
     local path = app("ob_created", "ob_other")
