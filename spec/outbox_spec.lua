@@ -14,7 +14,7 @@ local broker, pg
 
 setup(function()
   broker = H.broker_start { control = true,
-    topics = { "ob_basic:4", "ob_down:2", "ob_two:4", "ob_kill:4", "ob_metrics:1", "ob_other:1" } }
+    topics = { "ob_basic:4", "ob_down:2", "ob_two:4", "ob_kill:4", "ob_metrics:1", "ob_other:1", "ob_bytes:1" } }
   pg = PG.start()
 end)
 
@@ -184,6 +184,22 @@ describe("the outbox relay", function()
     assert.equal("to other", other[#other].value)
     local m = H.kcat_consume(broker.bootstrap, "ob_metrics", 1)
     assert.equal("to metrics", m[1].value)
+  end)
+
+  it("sends a bytea payload's bytes as they are", function()
+    local path = app("ob_bytes", "ob_bytes")
+    pg.sql([[CREATE TABLE ob_bytes (id bigserial PRIMARY KEY, topic text, key text, payload bytea,
+      headers jsonb, created_at timestamptz NOT NULL DEFAULT now(), sent_at timestamptz);
+      INSERT INTO ob_bytes (key, payload) VALUES ('bin', decode('680069', 'hex'))]])
+    local p = run(path)
+    wait_sent("ob_bytes")
+    assert.equal(0, p.stop())
+    local got = H.kcat_consume(broker.bootstrap, "ob_bytes", nil)
+    local found
+    for _, m in ipairs(got) do
+      if m.key == "bin" then found = m end
+    end
+    assert.equal("h\0i", found.value)
   end)
 
   it("leaves rows unsent while the broker does not acknowledge them, then sends them", function()
