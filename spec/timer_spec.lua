@@ -47,7 +47,7 @@ luka.every("50ms", function()
   local id, err = luka.publish("out", { call = n }, { key = "k", wait = true })
   write({ call = n, at = "end", t = luka.now(), id = id, err = err })
 end)
-]])
+]], { LUKA_LOG_LEVEL = "debug" })
     local recs = H.wait_jsonl(out, 8, "four calls' start and end records", 20)
     assert.equal(0, p.stop())
     -- Every call starts after the one before ended: ticks in between are skipped.
@@ -70,6 +70,8 @@ end)
     for _, m in ipairs(got) do ids[m.headers.id] = true end
     for i = 1, 3 do assert.is_true(ids[ends[i].id], "message of call " .. ends[i].call) end
     assert.truthy(p.output():find("stopped", 1, true))
+    assert.truthy(p.output():find("a tick of a timer every 50 ms is skipped: its last call still runs", 1, true),
+      p.output())
   end)
 
   it("is ended by the runtime timeout while it waits, and the timer goes on", function()
