@@ -65,7 +65,7 @@ end
 
 setup(function()
   broker = H.broker_start { topics = { "basic:1", "types:1", "tx:1", "slow:1", "pool:1", "restart:1",
-    "bad:1", "limit:1" } }
+    "bad:1", "limit:1", "stop:1" } }
   pg = PG.start()
 end)
 teardown(function()
@@ -423,6 +423,27 @@ luka.consumer "c" { topics = { "limit" }, config = config, timeout = "1s",
     end, 10, "the statement to be cancelled")
     assert.truthy(p.alive())
     assert.equal(0, p.stop())
+  end)
+
+  it("stops with a statement still running: the handler is abandoned, the statement cancelled, luka exits", function()
+    local path, out = app(([[
+local db = luka.pg("%s", { timeout = 0 })
+luka.consumer "c" { topics = { "stop" }, config = config, timeout = "120s", handle = function(msg)
+  record("start", msg.n)
+  record("done", db:query("SELECT pg_sleep(60)"))
+end }
+]]):format(pg.url))
+    produce("stop", { '{"n":1}' })
+    local p = run(path, out, "--drain-timeout 1s")
+    wait_named(out, "start")
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'") == "1"
+    end, 20, "the statement to run")
+    assert.equal(0, p.stop(20))
+    assert.same({}, named(out, "done"))
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'") == "0"
+    end, 10, "the statement to be cancelled")
   end)
 
   it("works in handlers under luka test, whose loop lets the calls wait", function()
