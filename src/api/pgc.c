@@ -871,9 +871,10 @@ static int l_pg(lua_State *L) {
     return 1;
 }
 
-/* db:transaction(fn), in Lua: BEGIN, fn(tx), then COMMIT, or ROLLBACK
- * when fn raised or one of its statements failed; the to-be-closed tx
- * closes the connection of a transaction whose task was stopped. */
+/* db:transaction(fn), in Lua: BEGIN, fn(tx), then COMMIT and fn's values
+ * (true when it returned none), or ROLLBACK and nil, err when fn raised or
+ * one of its statements failed; the to-be-closed tx closes the connection
+ * of a transaction whose task was stopped. */
 static const char transaction_lua[] =
     "local methods = ...\n"
     "local pack, unpack = table.pack, table.unpack\n"
@@ -889,6 +890,7 @@ static const char transaction_lua[] =
     "  if res[1] and not failed then\n"
     "    local cok, cerr = tx:_finish(true)\n"
     "    if not cok then return nil, cerr end\n"
+    "    if res.n == 1 then return true end\n"
     "    return unpack(res, 2, res.n)\n"
     "  end\n"
     "  tx:_finish(false)\n"

@@ -8,12 +8,15 @@
  * of a host, or again without SSL): the poll handle follows PQsocket at
  * each step.  A connection closed while a statement runs asks the server
  * to cancel it first (the server does not notice a closed socket while it
- * computes); PQcancel blocks, so it runs on libuv's thread pool. */
+ * computes); PQcancel blocks, so it runs on libuv's thread pool.  The
+ * server's notices and warnings go to luka's log, not to libpq's stderr. */
 #include "api/pgc_conn.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "base/log.h"
 
 typedef enum { PC_CONNECTING, PC_IDLE, PC_BUSY, PC_CLOSED } pc_state_t;
 
@@ -87,12 +90,19 @@ static void clear_results(pgc_conn_t *pc) {
 
 /* libpq's message for pc, on one line. */
 static const char *pq_error(pgc_conn_t *pc, char *buf, size_t len) {
-    char *nl;
-    snprintf(buf, len, "%s", PQerrorMessage(pc->pg));
-    while ((nl = strchr(buf, '\n'))) {
-        if (nl[1] == '\0') *nl = '\0';
-        else *nl = ' ';
+    const char *m = PQerrorMessage(pc->pg);
+    size_t n = 0;
+    /* Its lines ("...failed: Connection refused\n\tIs the server
+     * running...") joined by one space. */
+    for (; *m && n + 1 < len; m++) {
+        if (*m == '\n' || *m == '\t' || *m == '\r') {
+            if (n > 0 && buf[n - 1] != ' ') buf[n++] = ' ';
+            continue;
+        }
+        buf[n++] = *m;
     }
+    while (n > 0 && buf[n - 1] == ' ') n--;
+    buf[n] = '\0';
     if (!buf[0]) snprintf(buf, len, "the connection was closed");
     return buf;
 }
@@ -131,6 +141,17 @@ static void step_connect(pgc_conn_t *pc) {
     }
 }
 
+/* Whether r is an error that ends the session (FATAL, PANIC: the server
+ * shuts down, or the backend was terminated); its message then. */
+static int fatal(const PGresult *r, char *buf, size_t len) {
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    if (!sev || (strcmp(sev, "FATAL") != 0 && strcmp(sev, "PANIC") != 0)) return 0;
+    snprintf(buf, len, "%s %s: %s", sev, state ? state : "", msg ? msg : "");
+    return 1;
+}
+
 /* Read what came and collect results until the statement is done. */
 static void step_busy(pgc_conn_t *pc, int events) {
     char err[512];
@@ -162,6 +183,10 @@ static void step_busy(pgc_conn_t *pc, int events) {
                 broke(pc, pq_error(pc, err, sizeof(err)));
                 return;
             }
+            if (pc->first_err && fatal(pc->first_err, err, sizeof(err))) {
+                broke(pc, err); /* the server ends the session (a restart) */
+                return;
+            }
             res = pc->first_err ? pc->first_err : pc->last;
             if (pc->first_err && pc->last) PQclear(pc->last);
             pc->first_err = pc->last = NULL;
@@ -175,6 +200,13 @@ static void step_busy(pgc_conn_t *pc, int events) {
             return;
         }
         switch (PQresultStatus(r)) {
+        case PGRES_COPY_IN:
+        case PGRES_COPY_OUT:
+        case PGRES_COPY_BOTH:
+            /* libpq would wait for the copy's data for ever. */
+            PQclear(r);
+            broke(pc, "COPY is not supported: a call runs one statement and takes its rows");
+            return;
         case PGRES_FATAL_ERROR:
         case PGRES_BAD_RESPONSE:
         case PGRES_NONFATAL_ERROR:
@@ -237,6 +269,16 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     }
 }
 
+/* A notice or warning of the server (RAISE NOTICE, DROP ... IF EXISTS). */
+static void on_notice(void *arg, const PGresult *r) {
+    const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+    int level = sev && strcmp(sev, "WARNING") == 0 ? LOG_WARN : LOG_DEBUG;
+    (void)arg;
+    if (log_enabled(level))
+        log_write(level, "pg", NULL, "server %s: %s", sev ? sev : "NOTICE", msg ? msg : "");
+}
+
 pgc_conn_t *pgc_conn_open(uv_loop_t *loop, const char *const *keys, const char *const *vals,
                           pgc_conn_fn fn, void *data, char *errbuf, size_t errlen) {
     pgc_conn_t *pc = calloc(1, sizeof(*pc));
@@ -257,6 +299,7 @@ pgc_conn_t *pgc_conn_open(uv_loop_t *loop, const char *const *keys, const char *
         free(pc);
         return NULL;
     }
+    PQsetNoticeReceiver(pc->pg, on_notice, NULL);
     /* libpq starts with a connect in progress: wait until it can write. */
     if (watch(pc, UV_WRITABLE) != 0) {
         snprintf(errbuf, errlen, "cannot watch the connection's socket");
