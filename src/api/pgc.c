@@ -577,7 +577,7 @@ static void start_timer(req_t *q, uv_loop_t *loop) {
 /* Park the task of L on q, which has a connection, is queued, or failed
  * (then return nil, err at once). */
 static int run(lua_State *L, task_t *t, req_t *q, conn_t *fixed) {
-    char err[800], what[480];
+    char err[800], what[560];
     int rc;
 
     q->task = t;
@@ -606,7 +606,11 @@ static int run(lua_State *L, task_t *t, req_t *q, conn_t *fixed) {
         q->c->wtail = q;
     }
     start_timer(q, task_loop(t));
-    snprintf(what, sizeof(what), "pg %s at %s", q->what, q->c->where);
+    if (q->queued)
+        snprintf(what, sizeof(what), "pg %s at %s, queued for a connection (the pool of %d was exhausted)",
+                 q->what, q->c->where, q->c->pool);
+    else
+        snprintf(what, sizeof(what), "pg %s at %s", q->what, q->c->where);
     return task_wait(L, t, what, cancel, q);
 }
 
