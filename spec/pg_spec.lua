@@ -65,7 +65,7 @@ end
 
 setup(function()
   broker = H.broker_start { topics = { "basic:1", "types:1", "tx:1", "slow:1", "pool:1", "restart:1",
-    "bad:1", "limit:1", "stop:1" } }
+    "bad:1", "limit:1", "stop:1", "many:1" } }
   pg = PG.start()
 end)
 teardown(function()
@@ -302,6 +302,31 @@ end }
     for _, r in ipairs(H.jsonl(out)) do order[#order + 1] = r[1] end
     assert.same({ "exhausted", "waiting", "committed", "waited" }, order)
     assert.same({ "committed", "held" }, named(out, "committed")[1])
+  end)
+
+  it("serves many concurrent calls through a small pool, in turn, on at most pool connections", function()
+    local path, out = app(([[
+local db = luka.pg("%s", { pool = 3, timeout = "30s" })
+luka.consumer "c" { topics = { "many" }, config = config, concurrency = 20, ordering = "none",
+  handle = function(msg)
+    local r = assert(db:query("SELECT $1::int * 2 AS v, pg_backend_pid() AS pid, pg_sleep(0.01)", msg.n))
+    record("done", msg.n, r[1].v, r[1].pid)
+  end }
+]]):format(pg.url))
+    local values = {}
+    for i = 1, 60 do values[i] = ('{"n":%d}'):format(i) end
+    produce("many", values)
+    local p = run(path, out)
+    local done = wait_named(out, "done", 60)
+    assert.equal(0, p.stop())
+    local pids, n, seen = {}, 0, {}
+    for _, r in ipairs(done) do
+      assert.equal(r[2] * 2, r[3])
+      seen[r[2]] = true
+      if not pids[r[4]] then pids[r[4]] = true n = n + 1 end
+    end
+    for i = 1, 60 do assert.truthy(seen[i], "message " .. i) end
+    assert.is_true(n >= 1 and n <= 3, n .. " connections")
   end)
 
   it("fails calls while the server is down or restarting, connects again after, and loses no message", function()
