@@ -65,7 +65,7 @@ end
 
 setup(function()
   broker = H.broker_start { topics = { "basic:1", "types:1", "tx:1", "slow:1", "pool:1", "restart:1",
-    "bad:1", "limit:1", "stop:1", "many:1" } }
+    "bad:1", "limit:1", "stop:1", "many:1", "txlimit:1" } }
   pg = PG.start()
 end)
 teardown(function()
@@ -457,6 +457,32 @@ luka.consumer "c" { topics = { "limit" }, config = config, timeout = "1s",
     end, 10, "the statement to be cancelled")
     assert.truthy(p.alive())
     assert.equal(0, p.stop())
+  end)
+
+  it("rolls back the transaction of a handler stopped by its timeout, and frees its connection", function()
+    pg.sql("CREATE TABLE notes (n int)")
+    local path, out = app(([[
+local db = luka.pg("%s", { pool = 1 })
+luka.consumer "c" { topics = { "txlimit" }, config = config, timeout = "1s",
+  error_channel = function(msg, meta, err) record("failed", msg.n, err.message) end,
+  handle = function(msg)
+    if msg.n == 1 then
+      db:transaction(function(tx)
+        assert(tx:query("INSERT INTO notes VALUES (1)"))
+        luka.sleep("30s") -- the handler's timeout stops it here
+      end)
+    end
+    record("count", msg.n, db:query("SELECT count(*) AS n FROM notes")[1].n)
+  end }
+]]):format(pg.url))
+    produce("txlimit", { '{"n":1}', '{"n":2}' })
+    local p = run(path, out)
+    local failed = wait_named(out, "failed")[1]
+    assert.equal(1, failed[2])
+    assert.matches("timed out after 1000 ms waiting for luka.sleep", failed[3])
+    assert.same({ "count", 2, 0 }, wait_named(out, "count")[1])
+    assert.equal(0, p.stop())
+    assert.equal("0", pg.sql("SELECT count(*) FROM notes"))
   end)
 
   it("stops with a statement still running: the handler is abandoned, the statement cancelled, luka exits", function()
