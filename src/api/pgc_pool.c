@@ -419,6 +419,7 @@ void pgc_client_close(client_t *c) {
         conn_t *conn = c->conns;
         req_t *q = conn->req;
         conn->req = NULL;
+        if (q) q->conn = NULL;
         pgc_pool_drop(conn);
         if (q && q->task) pgc_fail(q, "pg %s: the client was closed", c->where);
     }
