@@ -65,7 +65,7 @@ end
 
 setup(function()
   broker = H.broker_start { topics = { "basic:1", "types:1", "tx:1", "slow:1", "pool:1", "restart:1",
-    "bad:1", "limit:1", "stop:1", "many:1", "txlimit:1" } }
+    "bad:1", "limit:1", "stop:1", "many:1", "txlimit:1", "reload:1" } }
   pg = PG.start()
 end)
 teardown(function()
@@ -483,6 +483,40 @@ luka.consumer "c" { topics = { "txlimit" }, config = config, timeout = "1s",
     assert.same({ "count", 2, 0 }, wait_named(out, "count")[1])
     assert.equal(0, p.stop())
     assert.equal("0", pg.sql("SELECT count(*) FROM notes"))
+  end)
+
+  it("keeps a call of the old app answered across a reload, and closes the old app's connections", function()
+    local path, out = app(([[
+local db = luka.pg("%s", { pool = 2 })
+luka.consumer "c" { topics = { "reload" }, config = config, concurrency = 2, handle = function(msg)
+  if msg.n == 1 then
+    record("locked", db:query("SELECT pg_advisory_lock(9) IS NOT NULL AS ok")[1].ok)
+    db:query("SELECT pg_advisory_unlock(9)")
+  else
+    record("plain", msg.n, db:query("SELECT $1::int AS n", msg.n)[1].n)
+  end
+end }
+]]):format(pg.url))
+    local function conns()
+      return tonumber(pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'luka'"))
+    end
+    local holder = pg.session("SELECT pg_advisory_lock(9)")
+    produce("reload", { '{"n":1}', '{"n":2}' })
+    local p = run(path, out)
+    wait_named(out, "plain")
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'luka'") == "1"
+    end, 30, "the old app's statement to wait for its lock")
+    assert.equal(2, conns())
+    p.kill("HUP")
+    p.wait_output("reloaded", 10)
+    holder.stop()
+    assert.same({ "locked", true }, wait_named(out, "locked")[1])
+    produce("reload", { '{"n":3}' })
+    assert.same({ "plain", 3, 3 }, wait_named(out, "plain", 2)[2])
+    -- The old app closed with its last call: its connections went with it.
+    H.wait_until(function() return conns() == 1 end, 10, "the old app's connections to close")
+    assert.equal(0, p.stop())
   end)
 
   it("stops with a statement still running: the handler is abandoned, the statement cancelled, luka exits", function()
