@@ -65,7 +65,7 @@ end
 
 setup(function()
   broker = H.broker_start { topics = { "basic:1", "types:1", "tx:1", "slow:1", "pool:1", "restart:1",
-    "bad:1", "limit:1", "stop:1" } }
+    "bad:1", "limit:1", "stop:1", "many:1", "txlimit:1", "reload:1" } }
   pg = PG.start()
 end)
 teardown(function()
@@ -304,6 +304,31 @@ end }
     assert.same({ "committed", "held" }, named(out, "committed")[1])
   end)
 
+  it("serves many concurrent calls through a small pool, in turn, on at most pool connections", function()
+    local path, out = app(([[
+local db = luka.pg("%s", { pool = 3, timeout = "30s" })
+luka.consumer "c" { topics = { "many" }, config = config, concurrency = 20, ordering = "none",
+  handle = function(msg)
+    local r = assert(db:query("SELECT $1::int * 2 AS v, pg_backend_pid() AS pid, pg_sleep(0.01)", msg.n))
+    record("done", msg.n, r[1].v, r[1].pid)
+  end }
+]]):format(pg.url))
+    local values = {}
+    for i = 1, 60 do values[i] = ('{"n":%d}'):format(i) end
+    produce("many", values)
+    local p = run(path, out)
+    local done = wait_named(out, "done", 60)
+    assert.equal(0, p.stop())
+    local pids, n, seen = {}, 0, {}
+    for _, r in ipairs(done) do
+      assert.equal(r[2] * 2, r[3])
+      seen[r[2]] = true
+      if not pids[r[4]] then pids[r[4]] = true n = n + 1 end
+    end
+    for i = 1, 60 do assert.truthy(seen[i], "message " .. i) end
+    assert.is_true(n >= 1 and n <= 3, n .. " connections")
+  end)
+
   it("fails calls while the server is down or restarting, connects again after, and loses no message", function()
     pg.sql("CREATE TABLE seen (n int PRIMARY KEY)")
     local path, out = app(([[
@@ -431,6 +456,66 @@ luka.consumer "c" { topics = { "limit" }, config = config, timeout = "1s",
       return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%' AND state = 'active'") == "0"
     end, 10, "the statement to be cancelled")
     assert.truthy(p.alive())
+    assert.equal(0, p.stop())
+  end)
+
+  it("rolls back the transaction of a handler stopped by its timeout, and frees its connection", function()
+    pg.sql("CREATE TABLE notes (n int)")
+    local path, out = app(([[
+local db = luka.pg("%s", { pool = 1 })
+luka.consumer "c" { topics = { "txlimit" }, config = config, timeout = "1s",
+  error_channel = function(msg, meta, err) record("failed", msg.n, err.message) end,
+  handle = function(msg)
+    if msg.n == 1 then
+      db:transaction(function(tx)
+        assert(tx:query("INSERT INTO notes VALUES (1)"))
+        luka.sleep("30s") -- the handler's timeout stops it here
+      end)
+    end
+    record("count", msg.n, db:query("SELECT count(*) AS n FROM notes")[1].n)
+  end }
+]]):format(pg.url))
+    produce("txlimit", { '{"n":1}', '{"n":2}' })
+    local p = run(path, out)
+    local failed = wait_named(out, "failed")[1]
+    assert.equal(1, failed[2])
+    assert.matches("timed out after 1000 ms waiting for luka.sleep", failed[3])
+    assert.same({ "count", 2, 0 }, wait_named(out, "count")[1])
+    assert.equal(0, p.stop())
+    assert.equal("0", pg.sql("SELECT count(*) FROM notes"))
+  end)
+
+  it("keeps a call of the old app answered across a reload, and closes the old app's connections", function()
+    local path, out = app(([[
+local db = luka.pg("%s", { pool = 2 })
+luka.consumer "c" { topics = { "reload" }, config = config, concurrency = 2, handle = function(msg)
+  if msg.n == 1 then
+    record("locked", db:query("SELECT pg_advisory_lock(9) IS NOT NULL AS ok")[1].ok)
+    db:query("SELECT pg_advisory_unlock(9)")
+  else
+    record("plain", msg.n, db:query("SELECT $1::int AS n", msg.n)[1].n)
+  end
+end }
+]]):format(pg.url))
+    local function conns()
+      return tonumber(pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'luka'"))
+    end
+    local holder = pg.session("SELECT pg_advisory_lock(9)")
+    produce("reload", { '{"n":1}', '{"n":2}' })
+    local p = run(path, out)
+    wait_named(out, "plain")
+    H.wait_until(function()
+      return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'luka'") == "1"
+    end, 30, "the old app's statement to wait for its lock")
+    assert.equal(2, conns())
+    p.kill("HUP")
+    p.wait_output("reloaded", 10)
+    holder.stop()
+    assert.same({ "locked", true }, wait_named(out, "locked")[1])
+    produce("reload", { '{"n":3}' })
+    assert.same({ "plain", 3, 3 }, wait_named(out, "plain", 2)[2])
+    -- The old app closed with its last call: its connections went with it.
+    H.wait_until(function() return conns() == 1 end, 10, "the old app's connections to close")
     assert.equal(0, p.stop())
   end)
 

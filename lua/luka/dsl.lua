@@ -605,7 +605,7 @@ function M.reference()
     { "channel", 'luka.channel "name" { ... }' }, { "topic", 'luka.topic "name" { ... }' },
     { "retry", "retry = { ... }" }, { "delayed", "retry = { delayed = { ... } }" },
     { "dedup", "dedup = { ... }" }, { "redis", "luka.redis(url, { ... })" },
-    { "outbox", 'luka.outbox "name" { ... }' } }
+    { "pg", "luka.pg(url, { ... })" }, { "outbox", 'luka.outbox "name" { ... }' } }
   for _, k in ipairs(kinds) do
     out[#out + 1] = ("#### `%s`\n\n| option | type | default | meaning |\n| --- | --- | --- | --- |"):format(k[2])
     for _, opt in ipairs(M.options[k[1]]) do
