@@ -238,6 +238,12 @@ static void read_topology(lua_State *L, app_t *app) {
         free(format);
         kvlist_read(L, -1, "config", &e->config);
         e->handle = field_ref(L, -1, "handle", LUA_TFUNCTION);
+        e->handle_batch = field_ref(L, -1, "handle_batch", LUA_TFUNCTION);
+        if (lua_getfield(L, -1, "batch") == LUA_TTABLE) {
+            e->batch_max = (int)field_int(L, -1, "max");
+            e->batch_wait_ms = field_int(L, -1, "wait");
+        }
+        lua_pop(L, 1);
         e->on_assign = field_ref(L, -1, "on_assign", LUA_TFUNCTION);
         e->on_revoke = field_ref(L, -1, "on_revoke", LUA_TFUNCTION);
         e->on_stop = field_ref(L, -1, "on_stop", LUA_TFUNCTION);
@@ -249,6 +255,8 @@ static void read_topology(lua_State *L, app_t *app) {
                       : strcmp(format, "partition") == 0   ? ORDER_PARTITION
                                                            : ORDER_NONE;
         free(format);
+        /* A batch holds its partition while it runs. */
+        if (e->handle_batch != LUA_NOREF) e->ordering = ORDER_PARTITION;
         lua_getfield(L, -1, "topics");
         e->ntopics = (int)luaL_len(L, -1);
         e->topics = calloc(e->ntopics + 1, sizeof(char *));

@@ -65,7 +65,10 @@ typedef struct endpoint_conf {
     int ntopics;
     int format;
     kvlist_t config;
-    int handle; /* registry ref of the handler */
+    int handle; /* registry ref of the handler, or LUA_NOREF with handle_batch */
+    int handle_batch;      /* registry ref of function(batch), or LUA_NOREF */
+    int batch_max;         /* with handle_batch: most messages in a batch */
+    int64_t batch_wait_ms; /* and longest its first message waits for more */
     policy_conf_t policy;
     int concurrency; /* handler calls in flight at once */
     int ordering;    /* ORDER_*: what runs one at a time */

@@ -57,7 +57,9 @@ void outcome_settle(inflight_t *inf, int stage) {
  * it in its partition is handled first, and none of it commits. */
 static inflight_t *redeliver(inflight_t *inf, int64_t delay_ms) {
     flow_t *f = inf->flow;
-    if (f->retry_in_memory && !f->stopped) {
+    /* A batch endpoint's retries wait in memory as batches (batch.c); a
+     * message's own, after its batch, go through the source. */
+    if (f->retry_in_memory && !f->batcher && !f->stopped) {
         inflight_t *again = inflight_respawn(inf);
         again->delay_ms = delay_ms;
         return again;
