@@ -345,6 +345,15 @@ int64_t app_timeout(lua_State *L) {
 }
 
 static const char NAME_KEY = 'n';
+static const char DIR_KEY = 'd';
+
+const char *app_dir(lua_State *L) {
+    const char *dir;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &DIR_KEY);
+    dir = lua_tostring(L, -1); /* anchored by the registry */
+    lua_pop(L, 1);
+    return dir;
+}
 
 const char *app_name(lua_State *L) {
     const char *name;
@@ -380,6 +389,8 @@ app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api
         goto fail;
     }
     set_name(L, path);
+    lua_pushstring(L, app->dir);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &DIR_KEY);
     setup_state(L, app->dir, host_api);
     if (state_json && state_set_luka_state(L, state_json, strlen(state_json), errbuf, errlen))
         goto fail;

@@ -118,6 +118,10 @@ int64_t app_timeout(lua_State *L);
  * without ".lua". */
 const char *app_name(lua_State *L);
 
+/* The app's directory, where relative paths of its files are found
+ * (luka.sqlite); NULL in a state that is not an app's. */
+const char *app_dir(lua_State *L);
+
 void app_free(app_t *app);
 
 const publisher_conf_t *app_publisher(const app_t *app, const char *name);

@@ -25,8 +25,9 @@
 #include "base/log.h"
 #include "flow/call.h"
 #include "flow/outcome.h"
-#include "flow/pipeline.h"
 #include "flow/policy.h"
+#include "flow/seen.h"
+#include "lua/meta.h"
 #include "lua/script.h"
 #include "lua/task.h"
 
@@ -257,7 +258,7 @@ static void filter(batch_t *b) {
     gone = calloc((size_t)b->n, 1);
     for (int i = 0; i < b->n; i++) {
         inflight_t *inf = b->m[i];
-        if (!pipeline_seen(inf)) continue;
+        if (!seen_before(inf)) continue;
         log_at(LOG_INFO, "dedup", CTX(inf), "key '%.*s' already handled: skipped from the batch",
                (int)inf->dedup_len, inf->dedup_key);
         f->stats.deduplicated++;
@@ -323,6 +324,16 @@ static int l_resolve(lua_State *L) {
     return 0;
 }
 
+/* meta.trace_id of a batch's message: its own trace, if the meta asking
+ * is of the batch whose call runs now. */
+static const char *member_trace(const char *topic, int32_t partition, int64_t offset) {
+    inflight_t *carrier = call_current(), *m;
+    if (!carrier || !carrier->batch) return NULL;
+    if (!(m = batch_member(carrier, topic, partition, offset))) return NULL;
+    inflight_read_context(m);
+    return m->trace.trace_id;
+}
+
 /* Runs protected with the batch at 1: push the sequence of { msg, meta }
  * the handler gets, and the state behind its resolve.  A message whose
  * payload does not decode is left out, its error in its record. */
@@ -342,7 +353,7 @@ static int build(lua_State *L) {
             continue;
         }
         lua_setfield(L, -2, "msg");
-        call_push_meta(L, inf);
+        meta_push(L, &inf->msg, inf->attempts, member_trace);
         lua_setfield(L, -2, "meta");
         lua_rawseti(L, -2, ++k);
     }

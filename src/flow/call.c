@@ -12,7 +12,6 @@
 #include <lauxlib.h>
 
 #include "base/json.h"
-#include "flow/batch.h"
 #include "lua/meta.h"
 #include "lua/task.h"
 
@@ -26,8 +25,6 @@ inflight_t *call_current(void) { return current ? current : task_running_data();
  * meta asking is its own (a meta kept from another message gets nil). */
 static const char *current_trace(const char *topic, int32_t partition, int64_t offset) {
     inflight_t *inf = call_current();
-    /* A batch's call: any of its messages' meta may ask. */
-    if (inf && inf->batch) inf = batch_member(inf, topic, partition, offset);
     if (!inf || !inf->flow || inf->msg.partition != partition || inf->msg.offset != offset ||
         strcmp(inf->msg.topic, topic) != 0)
         return NULL;

@@ -20,6 +20,7 @@
 #include "flow/outcome.h"
 #include "flow/policy.h"
 #include "flow/sched.h"
+#include "flow/seen.h"
 #include "lua/script.h"
 #include "lua/task.h"
 
@@ -32,46 +33,6 @@ static const double age_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,  
                                     5,     10,   30,    60,   300,  900,  3600,  21600, 86400};
 
 #define CTX(inf) INFLIGHT_CTX(inf)
-
-int pipeline_seen(inflight_t *inf) {
-    flow_t *f = inf->flow;
-    const policy_conf_t *pol = &f->conf->policy;
-    lua_State *L = f->L;
-    int top = lua_gettop(L), rc = 0;
-    char err[512];
-    size_t len;
-    const char *key = NULL;
-    script_err_t serr;
-
-    if (pol->dedup_header) {
-        const void *v;
-        if (inf->msg.headers &&
-            !rd_kafka_header_get_last(inf->msg.headers, pol->dedup_header, &v, &len) && v)
-            key = v;
-    } else if (call_user(inf, pol->dedup_fn, pol->dedup_field, 0, 1, &serr) == 0) {
-        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-            lua_pushvalue(L, -1);
-            key = lua_tolstring(L, -1, &len); /* a copy: never converts the original */
-        }
-    } else if (strncmp(serr.msg, "decode error:", 13) != 0) {
-        /* A payload that does not decode has no key; the handler call
-         * reports the decode error. */
-        log_warn("dedup", "[%s] key function failed: %s; handling the message anyway",
-                 f->conf->name, serr.msg);
-    }
-    if (key) {
-        inf->dedup_key = malloc(len ? len : 1);
-        memcpy(inf->dedup_key, key, len);
-        inf->dedup_len = len;
-        rc = dedup_seen(f->dedup, key, len, err, sizeof(err));
-        if (rc < 0) {
-            log_warn("dedup", "[%s] %s; handling the message anyway", f->conf->name, err);
-            rc = 0;
-        }
-    }
-    lua_settop(L, top);
-    return rc;
-}
 
 /* The age of a message whose handling starts now, once per delivery. */
 static void observe_age(inflight_t *inf) {
@@ -102,7 +63,7 @@ static void attempt(inflight_t *inf) {
 static void run(inflight_t *inf) {
     flow_t *f = inf->flow;
 
-    if (f->dedup && !inf->dedup_key && pipeline_seen(inf)) {
+    if (f->dedup && !inf->dedup_key && seen_before(inf)) {
         /* Info, with its key: a skip must never go unseen. */
         log_at(LOG_INFO, "dedup", CTX(inf), "key '%.*s' already handled: skipped",
                (int)inf->dedup_len, inf->dedup_key);

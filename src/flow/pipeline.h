@@ -42,10 +42,6 @@ void pipeline_flush(flow_t *f);
 /* Whether a batch endpoint has batches to run or running. */
 int pipeline_batch_busy(const flow_t *f);
 
-/* Compute inf's dedup key and look it up.  Returns 1 when it was handled
- * before; 0 otherwise, with inf->dedup_key set when it has one. */
-int pipeline_seen(inflight_t *inf);
-
 /* Handler calls waiting on I/O, of partition o (NULL: of any). */
 int pipeline_running(const flow_t *f, const offsets_t *o);
 
