@@ -269,6 +269,22 @@ static void filter(batch_t *b) {
     free(gone);
 }
 
+/* Each message's age as its batch starts, once per delivery. */
+static void observe_ages(batch_t *b) {
+    hist_t *h = &b->part->owner->f->stats.age;
+    uv_timeval64_t now;
+    double t;
+    uv_gettimeofday(&now);
+    t = (double)now.tv_sec + now.tv_usec / 1e6;
+    for (int i = 0; i < b->n; i++) {
+        double age;
+        if (b->m[i]->msg.timestamp < 0) continue;
+        age = t - (double)b->m[i]->msg.timestamp / 1e3;
+        /* A producer's clock ahead of ours makes a message from the future. */
+        hist_observe(h, age > 0 ? age : 0);
+    }
+}
+
 static void start(batch_t *b) {
     batcher_t *bt = b->part->owner;
     flow_t *f = bt->f;
@@ -284,6 +300,7 @@ static void start(batch_t *b) {
             return;
         }
         hist_observe(&f->stats.batch_size, b->n);
+        observe_ages(b);
     }
     call(b);
 }
