@@ -264,8 +264,6 @@ describe("batch handlers", function()
     local dir = H.tmpdir()
     local src = H.read_file("config/examples/batch_sqlite.lua")
     H.write_file(dir .. "/app.lua", (src:gsub('"orders"', '"b_sqlite"')))
-    local p = H.spawn(("%s run %s/app.lua --brokers %s"):format(H.luka, dir, broker.bootstrap))
-    p.wait_output("assigned", 20, "the assignment")
     local list = {}
     for i = 1, 50 do
       list[i] = { key = "c" .. (i % 5), value = ('{"id":"o-%d","customer":"c%d","total":%d.5}'):format(i, i % 5, i) }
@@ -273,6 +271,7 @@ describe("batch handlers", function()
     -- One order twice: the table's primary key keeps one row.
     list[51] = list[1]
     H.kcat_produce(broker.bootstrap, "b_sqlite", list)
+    local p = H.spawn(("%s run %s/app.lua --brokers %s"):format(H.luka, dir, broker.bootstrap))
     local py = [[
 import sqlite3, sys
 db = sqlite3.connect(sys.argv[1])

@@ -15,6 +15,8 @@ assert(db:exec([[
 
 luka.consumer "orders-to-sqlite" {
   topics = { "orders" },
+  -- A new group starts from the topic's beginning.
+  config = { ["auto.offset.reset"] = "earliest" },
   batch = { max = 200, wait = "100ms" },
   retry = { delayed = { initial = "1s", attempts = 3 } },
   error_channel = "orders.dlt",
