@@ -4,36 +4,23 @@
  * first one came.  A batch holds its partition until it is over, and
  * takes a slot of the endpoint's concurrency while its call runs.
  *
- * A call is one task, whose messages are each settled by the outcome code
- * as a handled message is: dedup filters some out before the first call,
- * batch:resolve(i) or a return marks a prefix done, and a failure sends
- * the unresolved rest to the policy as one batch (instant and delayed
- * retries counted per batch, waited for in memory), then message by
- * message to the error channel or the final failure.  What the call
- * publishes is carried by its first message, which commits only once it
- * is all acknowledged: offsets commit in order, so neither does anything
- * after it. */
+ * Dedup filters a batch before its first call; the calls themselves, and
+ * what becomes of their messages, are batch_call.c's.  A delayed retry
+ * waits here, in memory, the batch holding its partition but no slot. */
 #include "flow/batch.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <lauxlib.h>
 #include <uv.h>
 
 #include "base/log.h"
-#include "flow/call.h"
+#include "flow/batch_call.h"
 #include "flow/outcome.h"
-#include "flow/policy.h"
 #include "flow/seen.h"
-#include "lua/meta.h"
-#include "lua/script.h"
-#include "lua/task.h"
 
 #define CTX(inf) INFLIGHT_CTX(inf)
-
-typedef struct batch batch_t;
 
 /* A partition's side: what waits to be cut, and the batch holding it. */
 typedef struct bpart {
@@ -49,32 +36,6 @@ typedef struct bpart {
     batcher_t *owner;
 } bpart_t;
 
-/* The Lua side of a running call: what batch:resolve(i) changes. */
-typedef struct bstate {
-    batch_t *b; /* NULL once the call is over */
-    int n, resolved;
-} bstate_t;
-
-struct batch {
-    bpart_t *part;
-    inflight_t **m; /* the messages still to handle, in offset order */
-    int n;
-    int tries;    /* calls in this round: 1 + instant retries */
-    int rounds;   /* delayed retries so far */
-    int slot;     /* holds a slot of the concurrency */
-    int filtered; /* dedup has looked at it */
-    int busy;     /* being started or ended: a drop leaves it alone */
-    int sync_rc;  /* the call ended inside task_start: how */
-    int sync_done;
-    script_err_t sync_err;
-    task_t *task;
-    uv_timer_t *timer; /* a delayed retry */
-    uint64_t started;
-    bstate_t *state;
-    int state_ref;
-    lua_State *L; /* whose registry holds state_ref: a reload may swap the flow's */
-};
-
 struct batcher {
     flow_t *f;
     bpart_t *parts;
@@ -84,7 +45,10 @@ struct batcher {
 };
 
 static void pump(batcher_t *bt);
-static void call(batch_t *b);
+static void end_batch(batch_t *b);
+static void retry_in(batch_t *b, int64_t ms);
+
+static const batch_ops_t ops = {end_batch, retry_in};
 
 void batch_open(flow_t *f) {
     f->batcher = calloc(1, sizeof(*f->batcher));
@@ -201,6 +165,8 @@ static batch_t *cut(batcher_t *bt, bpart_t *bp) {
     int n = bp->nqueued < max ? bp->nqueued : max;
     batch_t *b = calloc(1, sizeof(*b));
 
+    b->f = bt->f;
+    b->ops = &ops;
     b->part = bp;
     b->m = malloc((size_t)n * sizeof(*b->m));
     b->state_ref = LUA_NOREF;
@@ -233,19 +199,6 @@ static void end_batch(batch_t *b) {
     pump(bt);
 }
 
-/* Let go of a message uncommitted: it is delivered again. */
-static void let_go(inflight_t *inf) {
-    offsets_void_from(inf->offsets, inf->seq);
-    inflight_finish(inf, 0);
-}
-
-/* Remove the members for which keep says no, in order. */
-static void compact(batch_t *b, const char *gone) {
-    int k = 0;
-    for (int i = 0; i < b->n; i++)
-        if (!gone[i]) b->m[k++] = b->m[i];
-    b->n = k;
-}
 
 /* Skip what dedup says was handled, before the first call. */
 static void filter(batch_t *b) {
@@ -265,7 +218,7 @@ static void filter(batch_t *b) {
         gone[i] = 1, any = 1;
         outcome_settle(inf, STAGE_IGNORE);
     }
-    if (any) compact(b, gone);
+    if (any) batch_compact(b, gone);
     free(gone);
 }
 
@@ -302,7 +255,7 @@ static void start(batch_t *b) {
         hist_observe(&f->stats.batch_size, b->n);
         observe_ages(b);
     }
-    call(b);
+    batch_call(b);
 }
 
 /* Start what may start: batches waiting for a slot, in the order they
@@ -326,166 +279,6 @@ static void pump(batcher_t *bt) {
     bt->pumping = 0;
 }
 
-/* batch:resolve(i): the first i messages are done. */
-static int l_resolve(lua_State *L) {
-    bstate_t *s = lua_touserdata(L, lua_upvalueindex(1));
-    lua_Integer i = luaL_checkinteger(L, 2);
-    if (!s->b)
-        return luaL_error(L, "batch:resolve: this batch's call is over; call resolve inside "
-                             "handle_batch");
-    if (i < 0 || i > s->n)
-        return luaL_error(L, "batch:resolve(%d): give how many messages are done, from 0 to %d "
-                             "(the batch's size)",
-                          (int)i, s->n);
-    if (i > s->resolved) s->resolved = (int)i;
-    return 0;
-}
-
-/* meta.trace_id of a batch's message: its own trace, if the meta asking
- * is of the batch whose call runs now. */
-static const char *member_trace(const char *topic, int32_t partition, int64_t offset) {
-    inflight_t *carrier = call_current(), *m;
-    if (!carrier || !carrier->batch) return NULL;
-    if (!(m = batch_member(carrier, topic, partition, offset))) return NULL;
-    inflight_read_context(m);
-    return m->trace.trace_id;
-}
-
-/* Runs protected with the batch at 1: push the sequence of { msg, meta }
- * the handler gets, and the state behind its resolve.  A message whose
- * payload does not decode is left out, its error in its record. */
-static int build(lua_State *L) {
-    batch_t *b = lua_touserdata(L, 1);
-    char why[600];
-    int k = 0;
-    bstate_t *s;
-
-    lua_createtable(L, b->n, 0); /* Stack: b, batch */
-    for (int i = 0; i < b->n; i++) {
-        inflight_t *inf = b->m[i];
-        lua_createtable(L, 0, 2);
-        if (call_push_payload(L, inf, why, sizeof(why)) != 0) {
-            inf->error = strdup(why);
-            lua_pop(L, 1);
-            continue;
-        }
-        lua_setfield(L, -2, "msg");
-        meta_push(L, &inf->msg, inf->attempts, member_trace);
-        lua_setfield(L, -2, "meta");
-        lua_rawseti(L, -2, ++k);
-    }
-    s = lua_newuserdatauv(L, sizeof(*s), 0); /* Stack: b, batch, state */
-    s->b = b;
-    s->n = k;
-    s->resolved = 0;
-    lua_createtable(L, 0, 1); /* the batch's metatable */
-    lua_createtable(L, 0, 3); /* its __index */
-    lua_pushvalue(L, 3);
-    lua_pushcclosure(L, l_resolve, 1);
-    lua_setfield(L, -2, "resolve");
-    lua_pushstring(L, b->m[0]->msg.topic ? b->m[0]->msg.topic : "");
-    lua_setfield(L, -2, "topic");
-    lua_pushinteger(L, b->m[0]->msg.partition);
-    lua_setfield(L, -2, "partition");
-    lua_setfield(L, -2, "__index");
-    lua_setmetatable(L, 2);
-    return 2;
-}
-
-static void finish_call(batch_t *b, int rc, const script_err_t *err);
-
-static void ended(task_t *t, int rc, const script_err_t *terr, void *data) {
-    inflight_t *carrier = data;
-    batch_t *b = carrier->batch;
-    script_err_t none;
-    (void)t;
-    b->task = NULL;
-    if (!terr) {
-        none.msg[0] = none.traceback[0] = '\0';
-        none.fatal = 0;
-        terr = &none;
-    }
-    if (b->busy) {
-        /* Inside task_start: call() goes on from here. */
-        b->sync_done = 1;
-        b->sync_rc = rc;
-        b->sync_err = *terr;
-        return;
-    }
-    finish_call(b, rc, terr);
-}
-
-/* Fail the members that did not decode, one by one, as a message whose
- * payload does not decode fails: not retried. */
-static void fail_undecodable(batch_t *b) {
-    char *gone = calloc((size_t)b->n, 1);
-    inflight_t **bad = malloc((size_t)b->n * sizeof(*bad));
-    int nbad = 0;
-    char why[1024];
-
-    for (int i = 0; i < b->n; i++)
-        if (b->m[i]->error) gone[i] = 1, bad[nbad++] = b->m[i];
-    compact(b, gone);
-    for (int i = 0; i < nbad; i++) {
-        snprintf(why, sizeof(why), "%s", bad[i]->error);
-        bad[i]->rounds = b->rounds;
-        outcome_failed(bad[i], why, "", 0);
-    }
-    free(bad);
-    free(gone);
-}
-
-/* One call of the handler with what is left of the batch. */
-static void call(batch_t *b) {
-    flow_t *f = b->part->owner->f;
-    lua_State *L = f->L;
-    inflight_t *carrier;
-    script_err_t err;
-    task_t *t;
-
-    b->tries++;
-    for (int i = 0; i < b->n; i++) {
-        b->m[i]->attempts++;
-        free(b->m[i]->error);
-        b->m[i]->error = NULL;
-    }
-    b->started = uv_hrtime();
-    b->busy = 1;
-    lua_pushcfunction(L, build);
-    lua_pushlightuserdata(L, b);
-    if (script_call(L, 1, 2, f->conf->policy.timeout_ms, &err) != 0) {
-        /* Out of memory while building it: the batch fails as a call. */
-        for (int i = 0; i < b->n; i++) free(b->m[i]->error), b->m[i]->error = NULL;
-        b->busy = 0;
-        finish_call(b, -1, &err);
-        return;
-    }
-    b->state = lua_touserdata(L, -1);
-    b->state_ref = luaL_ref(L, LUA_REGISTRYINDEX); /* Stack: ..., batch */
-    b->L = L;
-    fail_undecodable(b);
-    if (b->n == 0 || f->stopped) {
-        lua_pop(L, 1);
-        b->state->b = NULL;
-        luaL_unref(b->L, LUA_REGISTRYINDEX, b->state_ref);
-        b->state_ref = LUA_NOREF;
-        for (int i = 0; i < b->n; i++) let_go(b->m[i]);
-        b->busy = 0;
-        end_batch(b);
-        return;
-    }
-    if (f->on_batch) f->on_batch(f, b->n);
-    lua_rawgeti(L, LUA_REGISTRYINDEX, f->conf->handle_batch);
-    lua_insert(L, -2); /* Stack: ..., handle_batch, batch */
-    carrier = b->m[0];
-    carrier->batch = b;
-    b->sync_done = 0;
-    t = task_start(L, f->loop, 1, f->conf->policy.timeout_ms, ended, carrier);
-    b->busy = 0;
-    if (b->sync_done) finish_call(b, b->sync_rc, &b->sync_err);
-    else b->task = t;
-}
-
 /* Retry the rest after its delay. */
 static void on_retry(uv_timer_t *t) {
     batch_t *b = t->data;
@@ -493,102 +286,12 @@ static void on_retry(uv_timer_t *t) {
     want_slot(b->part->owner, b->part);
 }
 
-static void log_failure(batch_t *b, const script_err_t *e) {
-    char msg[4096];
-    if (!log_enabled(LOG_ERROR)) return;
-    snprintf(msg, sizeof(msg), "batch handler failed (attempt %d) with %d message(s) unresolved: %s",
-             b->m[0]->attempts, b->n, e->msg);
-    log_put(&(log_record_t){LOG_ERROR, "policy", CTX(b->m[0]), msg, NULL, 0,
-                            *e->traceback ? e->traceback : NULL});
-}
-
-/* The call is over: settle the resolved prefix, and take the rest to the
- * policy. */
-static void finish_call(batch_t *b, int rc, const script_err_t *err) {
+static void retry_in(batch_t *b, int64_t ms) {
     batcher_t *bt = b->part->owner;
-    flow_t *f = bt->f;
-    const policy_conf_t *pol = &f->conf->policy;
-    inflight_t *carrier = b->m[0];
-    int resolved = 0, retryable;
-    script_err_t e = *err;
-    decision_t d;
-
-    hist_observe(&f->stats.duration, (double)(uv_hrtime() - b->started) / 1e9);
-    carrier->batch = NULL;
-    if (b->state) {
-        resolved = b->state->resolved;
-        b->state->b = NULL;
-        b->state = NULL;
-        luaL_unref(b->L, LUA_REGISTRYINDEX, b->state_ref);
-        b->state_ref = LUA_NOREF;
-    }
-    /* A publish that could not be queued, or was refused meanwhile, fails
-     * the unresolved rest too. */
-    if (rc == 0 && carrier->error) {
-        snprintf(e.msg, sizeof(e.msg), "%s", carrier->error);
-        e.traceback[0] = '\0';
-        e.fatal = 0;
-        rc = -1;
-    }
-    free(carrier->error);
-    carrier->error = NULL;
-    if (rc == 0) resolved = b->n;
-
-    b->busy = 1;
-    /* The first carries the call's publishes: it ends when they are
-     * acknowledged; the others are done now, and commit after it. */
-    for (int i = 0; i < resolved; i++) outcome_settle(b->m[i], STAGE_ACKS);
-    if (resolved == b->n) {
-        b->busy = 0;
-        end_batch(b);
-        return;
-    }
-    memmove(b->m, b->m + resolved, (size_t)(b->n - resolved) * sizeof(*b->m));
-    b->n -= resolved;
-    retryable = !e.fatal;
-    log_failure(b, &e);
-    if (retryable && b->tries <= pol->instant && !f->stopped) {
-        f->stats.retried += (uint64_t)b->n;
-        log_at(LOG_WARN, "policy", CTX(b->m[0]),
-               "batch of %d: retrying at once (%d of %d)", b->n, b->tries, pol->instant);
-        b->busy = 0;
-        call(b);
-        return;
-    }
-    d = policy_decide(pol, b->rounds, retryable);
-    if (d.action == POLICY_RETRY && !f->stopped) {
-        int64_t wait = d.delay_ms;
-        f->stats.failed += (uint64_t)b->n;
-        f->stats.retried += (uint64_t)b->n;
-        log_at(LOG_WARN, "policy", CTX(b->m[0]),
-               "batch of %d: retrying in %lld ms (delayed retry %d of %d)", b->n,
-               (long long)d.delay_ms, b->rounds + 1, pol->delayed);
-        for (int i = 0; i < b->n; i++) {
-            free(b->m[i]->error);
-            b->m[i]->error = strdup(e.msg);
-            b->m[i]->delay_ms = d.delay_ms;
-            if (f->retry_wait) {
-                int64_t w = f->retry_wait(f, b->m[i]);
-                if (i == 0) wait = w;
-            }
-        }
-        b->rounds++;
-        b->tries = 0;
-        b->slot = 0;
-        bt->running--;
-        b->busy = 0;
-        arm(f->loop, &b->timer, on_retry, b, (uint64_t)(wait > 0 ? wait : 0));
-        pump(bt);
-        return;
-    }
-    /* Out of attempts: each message takes its own way out, with its own
-     * dead letter. */
-    for (int i = 0; i < b->n; i++) {
-        b->m[i]->rounds = b->rounds;
-        outcome_failed(b->m[i], e.msg, e.traceback, retryable);
-    }
-    b->busy = 0;
-    end_batch(b);
+    b->slot = 0;
+    bt->running--;
+    arm(bt->f->loop, &b->timer, on_retry, b, (uint64_t)ms);
+    pump(bt);
 }
 
 int batch_waiting(const flow_t *f) {
@@ -619,22 +322,14 @@ int batch_busy(const flow_t *f) {
 static int drop_batch(batch_t *b) {
     int n = b->n;
 
-    if (b->task) {
+    if (b->task)
         log_at(LOG_WARN, "flow", CTX(b->m[0]),
                "batch handler still running after the drain timeout: abandoned, uncommitted; its "
                "%d message(s) come again",
                b->n);
-        task_abandon(b->task);
-        b->task = NULL;
-        b->m[0]->batch = NULL;
-    }
-    if (b->state) {
-        b->state->b = NULL;
-        luaL_unref(b->L, LUA_REGISTRYINDEX, b->state_ref);
-        b->state = NULL;
-    }
+    batch_call_stop(b);
     unready(b->part->owner, b->part);
-    for (int i = 0; i < b->n; i++) let_go(b->m[i]);
+    for (int i = 0; i < b->n; i++) batch_let_go(b->m[i]);
     b->n = 0;
     end_batch(b);
     return n;
@@ -652,7 +347,7 @@ int batch_drop(flow_t *f, const offsets_t *o, int running_too) {
             inflight_t *inf = bp->head;
             bp->head = inf->qnext;
             bp->nqueued--;
-            let_go(inf);
+            batch_let_go(inf);
             n++;
         }
         bp->tail = NULL;
@@ -676,12 +371,7 @@ void batch_close(flow_t *f) {
         batch_t *b = bp->batch;
         bt->parts = bp->next;
         if (b) {
-            if (b->task) task_abandon(b->task);
-            if (b->n) b->m[0]->batch = NULL;
-            if (b->state) {
-                b->state->b = NULL;
-                luaL_unref(b->L, LUA_REGISTRYINDEX, b->state_ref);
-            }
+            batch_call_stop(b);
             close_timer(&b->timer);
             free(b->m);
             free(b);
@@ -693,15 +383,3 @@ void batch_close(flow_t *f) {
     f->batcher = NULL;
 }
 
-inflight_t *batch_member(const inflight_t *inf, const char *topic, int32_t partition,
-                         int64_t offset) {
-    const batch_t *b = inf->batch;
-    if (!b) return NULL;
-    for (int i = 0; i < b->n; i++) {
-        inflight_t *m = b->m[i];
-        if (m->msg.partition == partition && m->msg.offset == offset &&
-            strcmp(m->msg.topic, topic) == 0)
-            return m;
-    }
-    return NULL;
-}

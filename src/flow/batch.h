@@ -44,9 +44,4 @@ int batch_drop(flow_t *f, const offsets_t *o, int running_too);
  * for the pipeline to let go of. */
 void batch_close(flow_t *f);
 
-/* The member of the batch whose carrier is inf at topic, partition and
- * offset, or NULL: which message a meta of a batch stands for. */
-inflight_t *batch_member(const inflight_t *inf, const char *topic, int32_t partition,
-                         int64_t offset);
-
 #endif
