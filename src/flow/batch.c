@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
 #include <uv.h>
 
 #include "base/log.h"
