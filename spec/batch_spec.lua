@@ -412,6 +412,8 @@ luka.consumer "c" { topics = { "in" }, %s }
     assert.truthy(r.stderr:find("option 'batch' goes with handle_batch", 1, true), r.stderr)
     r = check("batch = { max = 0 }, handle_batch = function() end")
     assert.truthy(r.stderr:find("option 'batch': option 'max' must be an integer >= 1", 1, true), r.stderr)
+    r = check("batch = { max = 10001 }, handle_batch = function() end")
+    assert.truthy(r.stderr:find("max = 10001 is more than an endpoint holds in flight (10000); use at most 10000", 1, true), r.stderr)
     r = check('batch = { wait = "soon" }, handle_batch = function() end')
     assert.truthy(r.stderr:find("bad duration 'soon'", 1, true), r.stderr)
     r = check('batch = { size = 5 }, handle_batch = function() end')

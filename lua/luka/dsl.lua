@@ -4,6 +4,10 @@
 
 local M = {}
 
+-- The most messages an endpoint holds in flight (MAX_INFLIGHT in
+-- src/kafka/consumer.c): a batch cannot be larger.
+M.BATCH_MAX = 10000
+
 -- Suggestions -------------------------------------------------------------
 
 -- Levenshtein distance; it only serves to suggest the name the user meant.
@@ -273,7 +277,7 @@ M.options = {
   },
   batch = {
     { name = "max", type = integer_at_least(1), default = 500,
-      help = "most messages in a batch; a batch is cut as soon as it has them" },
+      help = "most messages in a batch (at most 10000); a batch is cut as soon as it has them" },
     { name = "wait", type = DURATION, default = "50ms",
       help = "longest the first message of a batch waits for more before the batch is cut smaller" },
   },
@@ -416,6 +420,10 @@ function parse(kind, name, opts)
         .. "so batches run one at a time per partition; remove ordering"):format(out.ordering)
     end
     if out.handle_batch and not out.batch then out.batch = assert(parse("batch", nil, {})) end
+    if out.batch and out.batch.max > M.BATCH_MAX then
+      return nil, ("option 'batch': max = %d is more than an endpoint holds in flight (%d); "
+        .. "use at most %d"):format(out.batch.max, M.BATCH_MAX, M.BATCH_MAX)
+    end
   end
   return out
 end
