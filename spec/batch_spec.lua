@@ -368,6 +368,40 @@ end)
     H.assert_luka_test_passed(r, 1)
   end)
 
+  it("holds every commit of a batch until its publishes are acknowledged", function()
+    local r = H.luka_test([[
+local luka = require "luka"
+luka.publisher "out" {}
+luka.consumer "c" { topics = { "in" }, retry = { delayed = { initial = "1s", attempts = 2 } },
+  handle_batch = function(batch)
+    for _, m in ipairs(batch) do luka.publish("out", { id = m.msg.id }) end
+  end }
+]], [[
+local test = require "luka.test"
+it("retries from the first message when a publish fails", function()
+  local app = test.load("app.lua")
+  local r = app:deliver_batch("c", { { { id = 1 } }, { { id = 2 } }, { { id = 3 } } })
+  assert.same({ 3 }, r.calls)
+  for i = 1, 3 do assert.is_true(r[i].committed) end
+  assert.equal(3, #r[1].published)
+  -- The first publish is not acknowledged: the first message carries the
+  -- call's publishes, so it is retried, and nothing after it commits (in
+  -- production the seek back brings 2 and 3 again).
+  app:fail_publishes(1)
+  r = app:deliver_batch("c", { { { id = 4 } }, { { id = 5 } }, { { id = 6 } } })
+  assert.same({ 3, 1 }, r.calls)
+  assert.equal("handled", r[1].outcome)
+  assert.equal(2, r[1].attempts)
+  assert.same({ 1000 }, r[1].retries)
+  assert.is_true(r[1].committed)
+  assert.is_false(r[2].committed)
+  assert.is_false(r[3].committed)
+  app:close()
+end)
+]])
+    H.assert_luka_test_passed(r, 1)
+  end)
+
   it("refuses a bad resolve with a clear error", function()
     local r = H.luka_test([[
 local luka = require "luka"
