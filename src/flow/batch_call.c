@@ -35,6 +35,7 @@ void batch_compact(batch_t *b, const char *gone) {
         if (!gone[i]) b->m[k++] = b->m[i];
     b->n = k;
 }
+
 /* batch:resolve(i): the first i messages are done. */
 static int l_resolve(lua_State *L) {
     bstate_t *s = lua_touserdata(L, lua_upvalueindex(1));
@@ -191,6 +192,7 @@ void batch_call(batch_t *b) {
         lua_pop(L, 1);
         b->state->b = NULL;
         luaL_unref(b->L, LUA_REGISTRYINDEX, b->state_ref);
+        b->state = NULL;
         b->state_ref = LUA_NOREF;
         for (int i = 0; i < b->n; i++) batch_let_go(b->m[i]);
         b->busy = 0;
@@ -208,6 +210,9 @@ void batch_call(batch_t *b) {
     if (b->sync_done) finish_call(b, b->sync_rc, &b->sync_err);
     else b->task = t;
 }
+
+/* One line per failed call, its traceback a field of its own (as
+ * outcome.c logs a handler's failure). */
 static void log_failure(batch_t *b, const script_err_t *e) {
     char msg[4096];
     if (!log_enabled(LOG_ERROR)) return;
@@ -293,7 +298,8 @@ static void finish_call(batch_t *b, int rc, const script_err_t *err) {
         return;
     }
     /* Out of attempts: each message takes its own way out, with its own
-     * dead letter. */
+     * dead letter.  None comes back as a retry to wait in memory: a batch
+     * endpoint's flow has those go through its source (outcome.c). */
     for (int i = 0; i < b->n; i++) {
         b->m[i]->rounds = b->rounds;
         outcome_failed(b->m[i], e.msg, e.traceback, retryable);
