@@ -195,15 +195,20 @@ describe("batch handlers", function()
     for _ in pairs(seen) do n = n + 1 end
     assert.equal(30, n)
     local calls = read(out)
-    local m = H.metrics(port)
-    local count, sum, le7
-    for _, s in ipairs(m.samples) do
-      if s.labels.endpoint == "b" then
-        if s.name == "luka_batch_size_count" then count = s.value end
-        if s.name == "luka_batch_size_sum" then sum = s.value end
-        if s.name == "luka_batch_size_bucket" and s.labels.le == "10" then le7 = s.value end
+    -- /metrics serves figures the loop refreshes now and then: wait for
+    -- the last batch to show.
+    local m, count, sum, le7
+    H.wait_until(function()
+      m = H.metrics(port)
+      for _, s in ipairs(m.samples) do
+        if s.labels.endpoint == "b" then
+          if s.name == "luka_batch_size_count" then count = s.value end
+          if s.name == "luka_batch_size_sum" then sum = s.value end
+          if s.name == "luka_batch_size_bucket" and s.labels.le == "10" then le7 = s.value end
+        end
       end
-    end
+      return sum == 30
+    end, 10, "30 messages in luka_batch_size")
     assert.equal("histogram", m.types.luka_batch_size)
     assert.equal(#calls, count)
     assert.equal(30, sum)

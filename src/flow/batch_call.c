@@ -268,6 +268,9 @@ static void finish_call(batch_t *b, int rc, const script_err_t *err) {
     log_failure(b, &e);
     if (retryable && b->tries <= pol->instant && !f->stopped) {
         f->stats.retried += (uint64_t)b->n;
+        /* In the status page's last failures under its first message; the
+         * last round puts each message there (outcome.c). */
+        outcome_remember(f, b->m[0], e.msg);
         log_at(LOG_WARN, "policy", CTX(b->m[0]),
                "batch of %d: retrying at once (%d of %d)", b->n, b->tries, pol->instant);
         b->busy = 0;
@@ -279,6 +282,7 @@ static void finish_call(batch_t *b, int rc, const script_err_t *err) {
         int64_t wait = d.delay_ms;
         f->stats.failed += (uint64_t)b->n;
         f->stats.retried += (uint64_t)b->n;
+        outcome_remember(f, b->m[0], e.msg);
         log_at(LOG_WARN, "policy", CTX(b->m[0]),
                "batch of %d: retrying in %lld ms (delayed retry %d of %d)", b->n,
                (long long)d.delay_ms, b->rounds + 1, pol->delayed);

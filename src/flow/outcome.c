@@ -194,8 +194,7 @@ static inflight_t *carry_out(inflight_t *inf, decision_t d) {
     return NULL;
 }
 
-/* Keep the failure in the endpoint's ring of its last ones. */
-static void remember(flow_t *f, const inflight_t *inf, const char *why) {
+void outcome_remember(flow_t *f, const inflight_t *inf, const char *why) {
     static uint64_t seen; /* only the loop thread fails messages */
     flow_failure_t *r = &f->failures[f->failures_next];
     struct timespec ts;
@@ -221,7 +220,7 @@ inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceba
     inf->error = strdup(why);
     inf->traceback = strdup(traceback ? traceback : "");
     f->stats.failed++;
-    remember(f, inf, why);
+    outcome_remember(f, inf, why);
     if (log_enabled(LOG_ERROR)) {
         /* The traceback is a field of its own: the lines after the
          * message in text, "traceback" in JSON. */
