@@ -240,9 +240,9 @@ luka.consumer "orders" { topics = "orders", handle = function() end }
     end)
 
     it("requires a handler on consumers and channels", function()
-      assert.equal("app.lua:1: consumer 'orders': missing handler: add handle = function(msg, meta) ... end",
+      assert.equal("app.lua:1: consumer 'orders': missing handler: add handle = function(msg, meta) ... end, or handle_batch = function(batch) ... end",
         app_error [[luka.consumer "orders" { topics = { "orders" } }]])
-      assert.equal("app.lua:1: channel 'orders': missing handler: add handle = function(msg, meta) ... end",
+      assert.equal("app.lua:1: channel 'orders': missing handler: add handle = function(msg, meta) ... end, or handle_batch = function(batch) ... end",
         app_error [[luka.channel "orders" {}]])
     end)
 
@@ -380,7 +380,7 @@ luka.channel "bad" { format = "xml", handle = function() end }
       end
       local names = {}
       for i, opt in ipairs(dsl.options.consumer) do names[i] = opt.name end
-      assert.same({ "topics", "group", "format", "config", "handle",
+      assert.same({ "topics", "group", "format", "config", "handle", "handle_batch", "batch",
                     "retry", "error_channel", "final_failure", "dedup", "timeout",
                     "concurrency", "ordering", "buffer", "on_assign", "on_revoke", "on_stop" }, names)
     end)

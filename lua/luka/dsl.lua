@@ -4,6 +4,10 @@
 
 local M = {}
 
+-- The most messages an endpoint holds in flight (MAX_INFLIGHT in
+-- src/kafka/consumer.c): a batch cannot be larger.
+M.BATCH_MAX = 10000
+
 -- Suggestions -------------------------------------------------------------
 
 -- Levenshtein distance; it only serves to suggest the name the user meant.
@@ -266,7 +270,11 @@ local NAME = setmetatable({}, { __tostring = function() return "the declaration'
 M.NAME = NAME
 
 local FORMAT = one_of("json", "raw")
-local HANDLER = "missing handler: add handle = function(msg, meta) ... end"
+local HANDLER = "missing handler: add handle = function(msg, meta) ... end, "
+  .. "or handle_batch = function(batch) ... end"
+local BOTH_HANDLERS = "both handle and handle_batch are given: keep one (handle_batch takes a "
+  .. "batch of messages, handle one message)"
+local BATCH_ONLY = "option 'batch' goes with handle_batch: write handle_batch = function(batch) ... end"
 local ON_DELIVERY = "function(report) called with the delivery report of each message published "
   .. "outside a handler (timers, loading): { topic, partition, offset, key, id, error }"
 
@@ -289,6 +297,12 @@ M.options = {
     { name = "max", type = DURATION, default = "30s", help = "longest backoff" },
     { name = "attempts", type = integer_at_least(1), default = 3, help = "delayed retries before giving up" },
     { name = "jitter", type = BOOLEAN, default = false, help = "randomise each backoff by up to half" },
+  },
+  batch = {
+    { name = "max", type = integer_at_least(1), default = 500,
+      help = "most messages in a batch (at most 10000); a batch is cut as soon as it has them" },
+    { name = "wait", type = DURATION, default = "50ms",
+      help = "longest the first message of a batch waits for more before the batch is cut smaller" },
   },
   dedup = {
     { name = "key", type = KEY, help = "payload field, or function(msg, meta), giving the dedup key" },
@@ -341,7 +355,11 @@ M.options = {
     { name = "format", type = FORMAT, default = "json",
       help = "json decodes each payload into a table; raw passes it on as a string" },
     { name = "config", type = config("consumer"), default = {}, help = "librdkafka consumer properties" },
-    { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
+    { name = "handle", type = FUNCTION, help = "function(msg, meta) called for each message" },
+    { name = "handle_batch", type = FUNCTION,
+      help = "function(batch) called with up to batch.max messages of one partition, instead of handle" },
+    { name = "batch", type = nested("batch", "a table { max = N, wait = duration }"),
+      help = "with handle_batch: how a batch is cut (default { max = 500, wait = \"50ms\" })" },
   },
   channel = {
     { name = "topic", type = TEXT, default = NAME, help = "topic the channel publishes to and consumes from" },
@@ -350,7 +368,11 @@ M.options = {
       help = "json decodes each payload into a table; raw passes it on as a string" },
     { name = "key", type = KEY, help = "message key: a payload field name, or function(payload) returning it" },
     { name = "config", type = config("consumer"), default = {}, help = "librdkafka consumer properties" },
-    { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
+    { name = "handle", type = FUNCTION, help = "function(msg, meta) called for each message" },
+    { name = "handle_batch", type = FUNCTION,
+      help = "function(batch) called with up to batch.max messages of one partition, instead of handle" },
+    { name = "batch", type = nested("batch", "a table { max = N, wait = duration }"),
+      help = "with handle_batch: how a batch is cut (default { max = 500, wait = \"50ms\" })" },
     { name = "on_delivery", type = FUNCTION, help = ON_DELIVERY },
   },
   -- The transactional outbox's relay (README, "The transactional outbox").
@@ -430,6 +452,20 @@ function parse(kind, name, opts)
         return nil, msg or ("option '%s' must be %s, got %s"):format(opt.name, opt.type.doc, type(v))
       end
       out[opt.name] = value
+    end
+  end
+  if kind == "consumer" or kind == "channel" then
+    if out.handle and out.handle_batch then return nil, BOTH_HANDLERS end
+    if not out.handle and not out.handle_batch then return nil, HANDLER end
+    if out.batch and not out.handle_batch then return nil, BATCH_ONLY end
+    if out.handle_batch and out.ordering and out.ordering ~= "partition" then
+      return nil, ("ordering = %q does not go with handle_batch: a batch holds its partition, "
+        .. "so batches run one at a time per partition; remove ordering"):format(out.ordering)
+    end
+    if out.handle_batch and not out.batch then out.batch = assert(parse("batch", nil, {})) end
+    if out.batch and out.batch.max > M.BATCH_MAX then
+      return nil, ("option 'batch': max = %d is more than an endpoint holds in flight (%d); "
+        .. "use at most %d"):format(out.batch.max, M.BATCH_MAX, M.BATCH_MAX)
     end
   end
   return out
@@ -604,7 +640,7 @@ function M.reference()
     { "publisher", 'luka.publisher "name" { ... }' }, { "consumer", 'luka.consumer "name" { ... }' },
     { "channel", 'luka.channel "name" { ... }' }, { "topic", 'luka.topic "name" { ... }' },
     { "retry", "retry = { ... }" }, { "delayed", "retry = { delayed = { ... } }" },
-    { "dedup", "dedup = { ... }" }, { "redis", "luka.redis(url, { ... })" },
+    { "dedup", "dedup = { ... }" }, { "batch", "batch = { ... }" }, { "redis", "luka.redis(url, { ... })" },
     { "pg", "luka.pg(url, { ... })" }, { "outbox", 'luka.outbox "name" { ... }' } }
   for _, k in ipairs(kinds) do
     out[#out + 1] = ("#### `%s`\n\n| option | type | default | meaning |\n| --- | --- | --- | --- |"):format(k[2])

@@ -28,6 +28,8 @@ local luka = {
   -- counter(name, help, labels), gauge(...), histogram(name, help, labels,
   -- buckets): exported on /metrics as luka_app_<name>, kept across reloads.
   metrics = host.metrics,
+  -- sqlite(path): a SQLite database; its calls block the loop.
+  sqlite = host.sqlite,
 }
 
 -- Intervals are milliseconds or durations such as "250ms", "5s", "2m".

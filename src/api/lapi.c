@@ -1,6 +1,7 @@
 /* lapi.c - the luka.host module.  Each area of the API fills its part of
  * the module table (publish_inject_api, timer_inject_api, httpc_inject_api,
- * redisc_inject_api, pgc_inject_api, applog_inject_api, lmetrics_inject_api, json_inject_api),
+ * redisc_inject_api, pgc_inject_api, sqlitec_inject_api, applog_inject_api, lmetrics_inject_api,
+ * outbox_inject_api, json_inject_api),
  * as OpenResty's modules do; what a state is bound to is kept in its
  * registry. */
 #include "api/lapi.h"
@@ -17,6 +18,7 @@
 #include "api/pgc.h"
 #include "api/publish.h"
 #include "api/redisc.h"
+#include "api/sqlitec.h"
 #include "lua/script.h"
 #include "lua/state.h"
 #include "api/timer.h"
@@ -57,6 +59,7 @@ int lapi_open(lua_State *L) {
     httpc_inject_api(L);
     redisc_inject_api(L);
     pgc_inject_api(L);
+    sqlitec_inject_api(L);
     applog_inject_api(L);
     lmetrics_inject_api(L);
     outbox_inject_api(L);

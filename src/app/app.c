@@ -255,6 +255,12 @@ static void read_topology(lua_State *L, app_t *app) {
         free(format);
         kvlist_read(L, -1, "config", &e->config);
         e->handle = field_ref(L, -1, "handle", LUA_TFUNCTION);
+        e->handle_batch = field_ref(L, -1, "handle_batch", LUA_TFUNCTION);
+        if (lua_getfield(L, -1, "batch") == LUA_TTABLE) {
+            e->batch_max = (int)field_int(L, -1, "max");
+            e->batch_wait_ms = field_int(L, -1, "wait");
+        }
+        lua_pop(L, 1);
         e->on_assign = field_ref(L, -1, "on_assign", LUA_TFUNCTION);
         e->on_revoke = field_ref(L, -1, "on_revoke", LUA_TFUNCTION);
         e->on_stop = field_ref(L, -1, "on_stop", LUA_TFUNCTION);
@@ -266,6 +272,8 @@ static void read_topology(lua_State *L, app_t *app) {
                       : strcmp(format, "partition") == 0   ? ORDER_PARTITION
                                                            : ORDER_NONE;
         free(format);
+        /* A batch holds its partition while it runs. */
+        if (e->handle_batch != LUA_NOREF) e->ordering = ORDER_PARTITION;
         lua_getfield(L, -1, "topics");
         e->ntopics = (int)luaL_len(L, -1);
         e->topics = calloc(e->ntopics + 1, sizeof(char *));
@@ -354,6 +362,15 @@ int64_t app_timeout(lua_State *L) {
 }
 
 static const char NAME_KEY = 'n';
+static const char DIR_KEY = 'd';
+
+const char *app_dir(lua_State *L) {
+    const char *dir;
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &DIR_KEY);
+    dir = lua_tostring(L, -1); /* anchored by the registry */
+    lua_pop(L, 1);
+    return dir;
+}
 
 const char *app_name(lua_State *L) {
     const char *name;
@@ -389,6 +406,8 @@ app_t *app_load(const char *path, const char *state_json, lua_CFunction host_api
         goto fail;
     }
     set_name(L, path);
+    lua_pushstring(L, app->dir);
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &DIR_KEY);
     setup_state(L, app->dir, host_api);
     if (state_json && state_set_luka_state(L, state_json, strlen(state_json), errbuf, errlen))
         goto fail;

@@ -65,7 +65,10 @@ typedef struct endpoint_conf {
     int ntopics;
     int format;
     kvlist_t config;
-    int handle; /* registry ref of the handler */
+    int handle; /* registry ref of the handler, or LUA_NOREF with handle_batch */
+    int handle_batch;      /* registry ref of function(batch), or LUA_NOREF */
+    int batch_max;         /* with handle_batch: most messages in a batch */
+    int64_t batch_wait_ms; /* and longest its first message waits for more */
     policy_conf_t policy;
     int concurrency; /* handler calls in flight at once */
     int ordering;    /* ORDER_*: what runs one at a time */
@@ -126,6 +129,10 @@ int64_t app_timeout(lua_State *L);
 /* The app's name for log lines its code writes: its script's file name
  * without ".lua". */
 const char *app_name(lua_State *L);
+
+/* The app's directory, where relative paths of its files are found
+ * (luka.sqlite); NULL in a state that is not an app's. */
+const char *app_dir(lua_State *L);
 
 void app_free(app_t *app);
 

@@ -130,6 +130,9 @@ void app_print(const app_t *app, FILE *out) {
         fprintf(out, ", group %s, format %s   (%s)\n", e->group,
                 e->format == FORMAT_RAW ? "raw" : "json", e->where);
         print_policy(out, app, &e->policy);
+        if (e->handle_batch != LUA_NOREF)
+            fprintf(out, "      batches: up to %d messages of one partition, cut after %lld ms\n",
+                    e->batch_max, (long long)e->batch_wait_ms);
         if (e->concurrency > 1)
             fprintf(out, "      concurrency: %d, one at a time per %s, buffer %d\n", e->concurrency,
                     (const char *[]){"key", "partition", "message (no order)"}[e->ordering],

@@ -167,6 +167,12 @@ static int l_deliver(lua_State *L) { return testkit_deliver(L, check(L)->flows);
 /* harness:deliver_all(endpoint, { { payload, meta }, ... }) -> results */
 static int l_deliver_all(lua_State *L) { return testkit_deliver_all(L, check(L)->flows); }
 
+/* harness:deliver_batch(endpoint, { { payload, meta }, ... }) -> results,
+ * with results.calls the sizes of the handle_batch calls made */
+static int l_deliver_batch(lua_State *L) {
+    return testkit_deliver_batch(L, check(L)->flows, 1);
+}
+
 /* harness:published() -> every message published since the app loaded */
 static int l_published(lua_State *L) {
     testkit_push_records(L, &check(L)->sinks, 0);
@@ -271,6 +277,7 @@ static int l_close(lua_State *L) {
 int testkit_open(lua_State *L) {
     static const luaL_Reg methods[] = {
         {"deliver", l_deliver},   {"deliver_all", l_deliver_all},
+        {"deliver_batch", l_deliver_batch},
         {"published", l_published}, {"logs", l_logs},
         {"fail_publishes", l_fail_publishes},
         {"counters", l_counters}, {"advance", l_advance},

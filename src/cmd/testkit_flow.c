@@ -77,6 +77,7 @@ struct testkit_flows {
     int nparts;
     batch_t *batch;        /* the batch being delivered, or NULL */
     endpoint_stats_t seen; /* its flow's counters when its last message ended */
+    int *calls, ncalls, capcalls; /* sizes of the handle_batch calls made for it */
     int seeking;           /* dropped now: behind a seek back, delivered again */
 };
 
@@ -175,6 +176,15 @@ static const source_ops_t kit_source = {source_redeliver, source_stop, source_pr
 
 /* A retry waiting in memory (under concurrency) runs at once; a release
  * is parked, holding its lane and its offset, until the batch ends. */
+static void on_batch(flow_t *f, int size) {
+    testkit_flows_t *k = KIT(f);
+    if (k->ncalls == k->capcalls) {
+        k->capcalls = k->capcalls ? k->capcalls * 2 : 16;
+        k->calls = realloc(k->calls, (size_t)k->capcalls * sizeof(*k->calls));
+    }
+    k->calls[k->ncalls++] = size;
+}
+
 static int64_t retry_wait(flow_t *f, const inflight_t *again) {
     testkit_flows_t *k = KIT(f);
     item_t *it = find_item(k, again->msg.own);
@@ -206,6 +216,7 @@ testkit_flows_t *testkit_flows_open(app_t *app, uv_loop_t *loop, testkit_sinks_t
         /* As the consumer sets it. */
         f->retry_in_memory = app->eps[i].concurrency > 1;
         f->retry_wait = retry_wait;
+        f->on_batch = on_batch;
         k->nflows++;
     }
     return k;
@@ -218,7 +229,7 @@ void testkit_flows_close(testkit_flows_t *k) {
         offsets_unref(k->parts[i]->offsets);
         free(k->parts[i]);
     }
-    free(k->parts), free(k->flows), free(k);
+    free(k->parts), free(k->flows), free(k->calls), free(k);
 }
 
 flow_t *testkit_flow(lua_State *L, testkit_flows_t *k, const char *name) {
@@ -403,6 +414,7 @@ static int pending(const batch_t *b) {
 /* Whether what is left in f can only wait for ever: no handler runs, and
  * no retry is due but parked releases. */
 static int stuck(testkit_flows_t *k, const flow_t *f) {
+    if (pipeline_batch_busy(f)) return 0;
     for (const inflight_t *inf = f->inflight; inf; inf = inf->next) {
         const item_t *it = find_item(k, inf->msg.own);
         if (inf->task || (inf->timer && !(it && it->parked))) return 0;
@@ -421,6 +433,8 @@ static void settle(testkit_flows_t *k, batch_t *b, flow_t *f) {
             testkit_sinks_ack(k->sinks);
             if (f->stopped) pipeline_drop(f, NULL, 0);
             hand_over(b, f);
+            /* Batches are cut at once: the kit's clock does not run. */
+            pipeline_flush(f);
         } while (k->sinks->nacks || pending(b));
         if (!f->ninflight || stuck(k, f)) break;
         uv_run(k->loop, UV_RUN_ONCE);
@@ -517,6 +531,10 @@ int testkit_deliver(lua_State *L, testkit_flows_t *k) {
 }
 
 int testkit_deliver_all(lua_State *L, testkit_flows_t *k) {
+    return testkit_deliver_batch(L, k, 0);
+}
+
+int testkit_deliver_batch(lua_State *L, testkit_flows_t *k, int batch) {
     flow_t *f = testkit_flow(L, k, luaL_checkstring(L, 2));
     firsts_t first = firsts(k);
     int n;
@@ -529,7 +547,7 @@ int testkit_deliver_all(lua_State *L, testkit_flows_t *k) {
     /* Stack: harness, endpoint, list, batch */
     b = new_batch(L, n);
     for (int i = 1; i <= n; i++) {
-        snprintf(what, sizeof(what), "deliver_all: message %d", i);
+        snprintf(what, sizeof(what), "%s: message %d", batch ? "deliver_batch" : "deliver_all", i);
         if (lua_rawgeti(L, 3, i) != LUA_TTABLE)
             luaL_error(L, "%s: give { payload, meta }, not %s", what, luaL_typename(L, -1));
         /* Stack: ..., batch, { payload, meta }, payload, meta */
@@ -538,11 +556,23 @@ int testkit_deliver_all(lua_State *L, testkit_flows_t *k) {
         read_item(L, k, f, b, lua_gettop(L) - 1, lua_gettop(L), what);
         lua_pop(L, 3);
     }
+    if (batch && f->conf->handle_batch == LUA_NOREF)
+        luaL_error(L, "deliver_batch: endpoint '%s' has handle, not handle_batch; use deliver_all",
+                   f->conf->name);
+    k->ncalls = 0;
     run_batch(k, b, f);
-    lua_createtable(L, n, 0);
+    lua_createtable(L, n, 1);
     for (int i = 0; i < n; i++) {
         push_result(L, k->sinks, &b->items[i], i, first, n == 1);
         lua_rawseti(L, -2, i + 1);
+    }
+    if (batch) {
+        lua_createtable(L, k->ncalls, 0);
+        for (int i = 0; i < k->ncalls; i++) {
+            lua_pushinteger(L, k->calls[i]);
+            lua_rawseti(L, -2, i + 1);
+        }
+        lua_setfield(L, -2, "calls");
     }
     batch_free(b);
     return 1;

@@ -37,4 +37,8 @@ int testkit_deliver(lua_State *L, testkit_flows_t *k);
  * results, in the order of the list. */
 int testkit_deliver_all(lua_State *L, testkit_flows_t *k);
 
+/* deliver_all, for an endpoint with handle_batch when batch is 1: the
+ * results also carry `calls`, the sizes of the handler calls made. */
+int testkit_deliver_batch(lua_State *L, testkit_flows_t *k, int batch);
+
 #endif

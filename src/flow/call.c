@@ -34,10 +34,11 @@ static const char *current_trace(const char *topic, int32_t partition, int64_t o
     return inf->trace.trace_id;
 }
 
-/* Push the payload as the handler sees it (a decoded table, a string or
- * nil) on L, the thread the call runs in.  Returns 0, or -1 with a decode
- * error in errbuf. */
-static int push_payload(lua_State *L, inflight_t *inf, char *errbuf, size_t errlen) {
+void call_push_meta(lua_State *L, inflight_t *inf) {
+    meta_push(L, &inf->msg, inf->attempts, current_trace);
+}
+
+int call_push_payload(lua_State *L, inflight_t *inf, char *errbuf, size_t errlen) {
     const message_t *m = &inf->msg;
     char why[512];
 
@@ -78,7 +79,7 @@ static int trampoline(lua_State *L) {
     char err[600];
 
     if (c->fn != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, c->fn);
-    if (push_payload(L, inf, err, sizeof(err)) != 0) {
+    if (call_push_payload(L, inf, err, sizeof(err)) != 0) {
         if (!c->raw_on_bad_json) {
             /* Not retryable: the same bytes will never decode. */
             lua_pushstring(L, err);
@@ -92,7 +93,7 @@ static int trampoline(lua_State *L) {
         else lua_pushnil(L);
         return 1;
     }
-    meta_push(L, &inf->msg, inf->attempts, current_trace);
+    call_push_meta(L, inf);
     if (c->with_err) {
         lua_createtable(L, 0, 3);
         lua_pushstring(L, inf->error ? inf->error : "");

@@ -22,8 +22,16 @@ int call_user(inflight_t *inf, int fn, const char *field, int with_err, int nres
 typedef void (*call_done_fn)(inflight_t *inf, int rc, const script_err_t *err);
 void call_start(inflight_t *inf, int fn, call_done_fn done);
 
+/* Push the payload as the handler sees it (a decoded table, a string or
+ * nil) on L, the thread the call runs in.  Returns 0, or -1 with a decode
+ * error in errbuf. */
+int call_push_payload(lua_State *L, inflight_t *inf, char *errbuf, size_t errlen);
+
+/* Push the meta the handler gets for inf. */
+void call_push_meta(lua_State *L, inflight_t *inf);
+
 /* The message whose user code runs now, or NULL: what luka.publish
- * publishes on behalf of. */
+ * publishes on behalf of (for a batch, its first message). */
 inflight_t *call_current(void);
 
 #endif

@@ -18,6 +18,7 @@
 #include "base/message.h"
 #include "stores/dedup.h"
 
+struct batcher;
 struct inflight;
 struct publish_tag;
 struct sched;
@@ -76,6 +77,9 @@ typedef struct endpoint_stats {
     /* Seconds from the message's timestamp to the start of its handler,
      * once per delivery (a message without a timestamp is not counted). */
     hist_t age;
+    /* Messages per batch handed to handle_batch, counted at its first
+     * call (after dedup); empty for an endpoint with handle. */
+    hist_t batch_size;
 } endpoint_stats_t;
 
 /* One of the last failures of an endpoint, for the status page. */
@@ -99,6 +103,10 @@ struct flow {
     uv_loop_t *loop;            /* where handlers wait; NULL: they cannot */
     struct sched *sched;        /* which message runs next */
     struct inflight *inflight;  /* messages in flight, newest first */
+    struct batcher *batcher;    /* with handle_batch: its batches (batch.c); else NULL */
+    /* Told of each call of handle_batch and its size; NULL: nobody asks
+     * (the test kit reports the sizes). */
+    void (*on_batch)(flow_t *f, int size);
     int ninflight;
     int stopped; /* takes no more messages: failures are left uncommitted */
     int retry_in_memory; /* a delayed retry waits in memory, not by a seek back */

@@ -71,6 +71,7 @@ typedef struct inflight {
     struct inflight *prev, *next; /* the flow's list, or the lingering list */
     /* While its handler runs or waits to. */
     struct task *task;       /* the handler's call while it waits on I/O */
+    struct batch *batch;     /* the batch whose call it carries (its first message), or NULL */
     uint64_t started;        /* uv_hrtime() of the call's start */
     int tries;               /* handler calls in this delivery (instant retries) */
     int aged;                /* its age was observed (pipeline.c) */

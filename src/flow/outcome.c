@@ -57,7 +57,9 @@ void outcome_settle(inflight_t *inf, int stage) {
  * it in its partition is handled first, and none of it commits. */
 static inflight_t *redeliver(inflight_t *inf, int64_t delay_ms) {
     flow_t *f = inf->flow;
-    if (f->retry_in_memory && !f->stopped) {
+    /* A batch endpoint's retries wait in memory as batches (batch.c); a
+     * message's own, after its batch, go through the source. */
+    if (f->retry_in_memory && !f->batcher && !f->stopped) {
         inflight_t *again = inflight_respawn(inf);
         again->delay_ms = delay_ms;
         return again;
@@ -192,8 +194,7 @@ static inflight_t *carry_out(inflight_t *inf, decision_t d) {
     return NULL;
 }
 
-/* Keep the failure in the endpoint's ring of its last ones. */
-static void remember(flow_t *f, const inflight_t *inf, const char *why) {
+void outcome_remember(flow_t *f, const inflight_t *inf, const char *why) {
     static uint64_t seen; /* only the loop thread fails messages */
     flow_failure_t *r = &f->failures[f->failures_next];
     struct timespec ts;
@@ -219,7 +220,7 @@ inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceba
     inf->error = strdup(why);
     inf->traceback = strdup(traceback ? traceback : "");
     f->stats.failed++;
-    remember(f, inf, why);
+    outcome_remember(f, inf, why);
     if (log_enabled(LOG_ERROR)) {
         /* The traceback is a field of its own: the lines after the
          * message in text, "traceback" in JSON. */

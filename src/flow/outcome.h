@@ -22,6 +22,9 @@ void outcome_settle(inflight_t *inf, int stage);
 inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceback,
                            int retryable);
 
+/* Keep a failure of inf in f's ring of its last ones (the status page's). */
+void outcome_remember(flow_t *f, const inflight_t *inf, const char *why);
+
 /* A publish tagged t was accepted by its sink. */
 void outcome_sent(publish_tag_t *t);
 

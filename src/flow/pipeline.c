@@ -15,12 +15,17 @@
 #include <uv.h>
 
 #include "base/log.h"
+#include "flow/batch.h"
 #include "flow/call.h"
 #include "flow/outcome.h"
 #include "flow/policy.h"
 #include "flow/sched.h"
+#include "flow/seen.h"
 #include "lua/script.h"
 #include "lua/task.h"
+
+/* Batch sizes: from one message to a large batch.max. */
+static const double batch_bounds[] = {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
 
 /* Message ages run from milliseconds (a consumer keeping up) to days (a
  * backlog, or a replay from the start of a topic). */
@@ -28,48 +33,6 @@ static const double age_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1,  0.25, 0.5,  
                                     5,     10,   30,    60,   300,  900,  3600,  21600, 86400};
 
 #define CTX(inf) INFLIGHT_CTX(inf)
-
-/* Compute the dedup key of the message and look it up.  Returns 1 when it
- * was handled before; 0 otherwise, with inf->dedup_key set when it has one. */
-static int seen_before(inflight_t *inf) {
-    flow_t *f = inf->flow;
-    const policy_conf_t *pol = &f->conf->policy;
-    lua_State *L = f->L;
-    int top = lua_gettop(L), rc = 0;
-    char err[512];
-    size_t len;
-    const char *key = NULL;
-    script_err_t serr;
-
-    if (pol->dedup_header) {
-        const void *v;
-        if (inf->msg.headers &&
-            !rd_kafka_header_get_last(inf->msg.headers, pol->dedup_header, &v, &len) && v)
-            key = v;
-    } else if (call_user(inf, pol->dedup_fn, pol->dedup_field, 0, 1, &serr) == 0) {
-        if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
-            lua_pushvalue(L, -1);
-            key = lua_tolstring(L, -1, &len); /* a copy: never converts the original */
-        }
-    } else if (strncmp(serr.msg, "decode error:", 13) != 0) {
-        /* A payload that does not decode has no key; the handler call
-         * reports the decode error. */
-        log_warn("dedup", "[%s] key function failed: %s; handling the message anyway",
-                 f->conf->name, serr.msg);
-    }
-    if (key) {
-        inf->dedup_key = malloc(len ? len : 1);
-        memcpy(inf->dedup_key, key, len);
-        inf->dedup_len = len;
-        rc = dedup_seen(f->dedup, key, len, err, sizeof(err));
-        if (rc < 0) {
-            log_warn("dedup", "[%s] %s; handling the message anyway", f->conf->name, err);
-            rc = 0;
-        }
-    }
-    lua_settop(L, top);
-    return rc;
-}
 
 /* The age of a message whose handling starts now, once per delivery. */
 static void observe_age(inflight_t *inf) {
@@ -200,6 +163,10 @@ void pipeline_handle(flow_t *f, message_t *m, offsets_t *o, const redelivery_t *
     } else {
         inf->attempts = policy_header_attempts(&inf->msg);
     }
+    if (f->batcher) {
+        batch_push(f, inf);
+        return;
+    }
     if (sched_push(f->sched, inf)) {
         if (f->pumping) {
             run(inf);
@@ -225,12 +192,25 @@ void pipeline_reported(publish_tag_t *t, rd_kafka_resp_err_t err) {
     if (f) pump(f);
 }
 
-int pipeline_waiting(const flow_t *f) { return f->sched ? f->sched->queued : 0; }
+int pipeline_waiting(const flow_t *f) {
+    if (f->batcher) return batch_waiting(f);
+    return f->sched ? f->sched->queued : 0;
+}
 
-int pipeline_in_use(const flow_t *f) { return f->sched ? f->sched->running : 0; }
+int pipeline_in_use(const flow_t *f) {
+    if (f->batcher) return batch_in_use(f);
+    return f->sched ? f->sched->running : 0;
+}
+
+void pipeline_flush(flow_t *f) {
+    if (f->batcher) batch_flush(f);
+}
+
+int pipeline_batch_busy(const flow_t *f) { return f->batcher && batch_busy(f); }
 
 int pipeline_running(const flow_t *f, const offsets_t *o) {
     int n = 0;
+    if (f->batcher) return batch_running(f, o);
     for (const inflight_t *inf = f->inflight; inf; inf = inf->next)
         n += inf->task != NULL && (!o || inf->offsets == o);
     return n;
@@ -254,6 +234,9 @@ static void drop(inflight_t *inf) {
 
 int pipeline_drop(flow_t *f, const offsets_t *o, int running_too) {
     int n = 0;
+    /* A batch endpoint's messages wait in its batches, and those waiting
+     * for their publishes stay. */
+    if (f->batcher) return batch_drop(f, o, running_too);
     for (inflight_t *inf = f->inflight, *next; inf; inf = next) {
         next = inf->next;
         if (o && inf->offsets != o) continue;
@@ -276,6 +259,8 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_
     memset(f, 0, sizeof(*f));
     hist_init(&f->stats.duration, bounds, hist_bounds_upto(bounds, conf->policy.timeout_ms / 1e3));
     hist_init(&f->stats.age, age_bounds, (int)(sizeof(age_bounds) / sizeof(age_bounds[0])));
+    hist_init(&f->stats.batch_size, batch_bounds,
+              (int)(sizeof(batch_bounds) / sizeof(batch_bounds[0])));
     f->conf = conf;
     f->L = L;
     f->loop = loop;
@@ -283,6 +268,7 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_
     f->sinks = sinks;
     f->sched = malloc(sizeof(*f->sched));
     sched_init(f->sched, conf->concurrency, conf->ordering);
+    if (conf->handle_batch != LUA_NOREF) batch_open(f);
     if (conf->policy.dedup) {
         char scope[512], why[512];
         snprintf(scope, sizeof(scope), "%s:%s", conf->group, conf->name);
@@ -293,6 +279,7 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_
             snprintf(errbuf, errlen, "endpoint '%s' (%s): %s", conf->name, conf->where, why);
             free(f->sched);
             f->sched = NULL;
+            batch_close(f);
             return -1;
         }
     }
@@ -302,6 +289,7 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_
 int pipeline_close(flow_t *f) {
     int n = 0;
     f->stopped = 1;
+    batch_close(f);
     for (; f->inflight; n++) {
         inflight_t *inf = f->inflight;
         if (inf->task) task_abandon(inf->task);

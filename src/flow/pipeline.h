@@ -35,6 +35,13 @@ int pipeline_waiting(const flow_t *f);
  * by calls running or waiting on I/O. */
 int pipeline_in_use(const flow_t *f);
 
+/* A batch endpoint's waiting messages cut into batches now (the test kit,
+ * whose clock does not run).  Nothing for other endpoints. */
+void pipeline_flush(flow_t *f);
+
+/* Whether a batch endpoint has batches to run or running. */
+int pipeline_batch_busy(const flow_t *f);
+
 /* Handler calls waiting on I/O, of partition o (NULL: of any). */
 int pipeline_running(const flow_t *f, const offsets_t *o);
 

@@ -260,6 +260,10 @@ static void render_endpoints(prom_t *b, const host_t *h) {
                        "Time from the message's timestamp to the start of its handler, once per "
                        "delivery.",
                        offsetof(endpoint_stats_t, age));
+    endpoint_histogram(b, fig, n, "luka_batch_size",
+                       "Messages per batch handed to handle_batch, after dedup; empty for "
+                       "endpoints with handle.",
+                       offsetof(endpoint_stats_t, batch_size));
     free(fig);
 }
 

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <lauxlib.h>
+
 #include "api/lapi.h"
 #include "api/timer.h"
 #include "base/log.h"
@@ -56,6 +58,8 @@ static int same_endpoint(const endpoint_conf_t *a, const endpoint_conf_t *b) {
         return 0;
     /* The scheduler's shape is fixed while messages are in it. */
     if (a->concurrency != b->concurrency || a->ordering != b->ordering) return 0;
+    /* So is whether messages gather in batches (their size may change). */
+    if ((a->handle_batch == LUA_NOREF) != (b->handle_batch == LUA_NOREF)) return 0;
     for (int i = 0; i < a->ntopics; i++)
         if (strcmp(a->topics[i], b->topics[i])) return 0;
     return pa->dedup == pb->dedup && same_str(pa->dedup_store, pb->dedup_store) &&
