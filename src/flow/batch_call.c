@@ -205,6 +205,7 @@ void batch_call(batch_t *b) {
     carrier = b->m[0];
     carrier->batch = b;
     b->sync_done = 0;
+    call_carrier_tasks(ended);
     t = task_start(L, f->loop, 1, f->conf->policy.timeout_ms, ended, carrier);
     b->busy = 0;
     if (b->sync_done) finish_call(b, b->sync_rc, &b->sync_err);

@@ -21,7 +21,24 @@ static inflight_t *current;
 
 static void ended(task_t *t, int rc, const script_err_t *terr, void *data);
 
-inflight_t *call_current(void) { return current ? current : task_running_data(ended); }
+/* The done callbacks of tasks whose data is a message in flight. */
+static task_done_fn carriers[4] = {ended};
+static int ncarriers = 1;
+
+void call_carrier_tasks(task_done_fn done) {
+    for (int i = 0; i < ncarriers; i++)
+        if (carriers[i] == done) return;
+    if (ncarriers < (int)(sizeof(carriers) / sizeof(carriers[0]))) carriers[ncarriers++] = done;
+}
+
+inflight_t *call_current(void) {
+    if (current) return current;
+    for (int i = 0; i < ncarriers; i++) {
+        inflight_t *inf = task_running_data(carriers[i]);
+        if (inf) return inf;
+    }
+    return NULL;
+}
 
 /* meta.trace_id: the trace of the message whose code runs now, if the
  * meta asking is its own (a meta kept from another message gets nil). */

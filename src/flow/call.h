@@ -6,6 +6,7 @@
 
 #include "flow/inflight.h"
 #include "lua/script.h"
+#include "lua/task.h"
 
 /* Call the function fn (a registry ref) with the message's payload and
  * meta, and with with_err its error too; or, with fn LUA_NOREF, read field
@@ -33,5 +34,10 @@ void call_push_meta(lua_State *L, inflight_t *inf);
 /* The message whose user code runs now, or NULL: what luka.publish
  * publishes on behalf of (for a batch, its first message). */
 inflight_t *call_current(void);
+
+/* Tasks that end through done carry the message in flight as their data,
+ * as the handler's do (a batch's call: flow/batch_call.c), so that
+ * call_current finds it while one runs.  Up to four such callbacks. */
+void call_carrier_tasks(task_done_fn done);
 
 #endif
