@@ -81,7 +81,7 @@ typedef struct offsets {
     rd_kafka_topic_partition_list_t *plan; /* .offset new, current in opaque */
     int64_t *current;
     /* The join (on a cluster without DescribeGroups). */
-    int joined, leader, members, join_error;
+    int joined, leader, members, join_error, assigned;
     char join_why[256];
 } offsets_t;
 
@@ -235,6 +235,33 @@ static int pick(offsets_t *o) {
 
 static rd_kafka_t *consumer(offsets_t *o, int debug, char *errbuf, size_t errlen);
 
+/* The first offset of topic[partition] from `from` to high whose message
+ * has a timestamp at or after ts, read from the log; high when none.  For
+ * a cluster that answers no ListOffsets by time: librdkafka 2.0.2's mock
+ * answers -1 ("none") to every one. */
+static int64_t scan_time(offsets_t *o, rd_kafka_t *rk, const char *topic, int32_t partition,
+                         int64_t from, int64_t high, int64_t ts) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    int64_t found = high, last = from - 1;
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = from;
+    if (rd_kafka_assign(rk, l) == 0) {
+        for (int idle = 0; found == high && last < high - 1 && idle < o->timeout_ms;) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, POLL_MS);
+            if (!m || m->err || m->partition != partition) {
+                idle += POLL_MS;
+            } else {
+                idle = 0;
+                last = m->offset;
+                if (rd_kafka_message_timestamp(m, NULL) >= ts) found = m->offset;
+            }
+            if (m) rd_kafka_message_destroy(m);
+        }
+        rd_kafka_assign(rk, NULL);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    return found;
+}
+
 /* Work out the new offsets, and read the current ones.  Returns 0, or -1
  * after printing why. */
 static int plan(offsets_t *o) {
@@ -277,7 +304,14 @@ static int plan(offsets_t *o) {
         case RESET_EARLIEST: to = low; break;
         case RESET_LATEST: to = high; break;
         case RESET_OFFSET: to = o->arg < low ? low : o->arg > high ? high : o->arg; break;
-        default: to = times->elems[i].offset >= 0 ? times->elems[i].offset : high; break;
+        default:
+            to = times->elems[i].offset >= 0 ? times->elems[i].offset : high;
+            /* "None at or after ts": true when the last message is older;
+             * otherwise the cluster did not look, so read the log. */
+            if (to == high && high > low &&
+                scan_time(o, rk, e->topic, e->partition, high - 1, high, o->arg) < high)
+                to = scan_time(o, rk, e->topic, e->partition, low, high, o->arg);
+            break;
         }
         e->offset = to;
         e->err = 0;
@@ -306,7 +340,8 @@ static void print_plan(const offsets_t *o) {
 static void join_log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     offsets_t *o = rd_kafka_opaque(rk);
     const char *count;
-    (void)level, (void)fac;
+    (void)level;
+    log_debug("offsets", "rdkafka %s: %s", fac, buf);
     if (!strstr(buf, "JoinGroup response: ")) return;
     if (!strstr(buf, "(no error)")) {
         o->join_error = 1;
@@ -318,6 +353,17 @@ static void join_log_cb(const rd_kafka_t *rk, int level, const char *fac, const 
     if ((count = strstr(buf, "member metadata count "))) o->members = atoi(count + 22);
 }
 
+/* The join's rebalances: the generation is complete (and commits are
+ * accepted) once the assignment arrives. */
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    offsets_t *o = opaque;
+    char why[256];
+    o->assigned = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    if (kafka_rebalance_apply(rk, err, parts, why, sizeof(why)))
+        log_warn("offsets", "group %s: applying the rebalance: %s", o->group, why);
+}
+
 static rd_kafka_t *consumer(offsets_t *o, int debug, char *errbuf, size_t errlen) {
     rd_kafka_conf_t *conf = kafka_conf(&o->c.env, NULL, errbuf, errlen);
     rd_kafka_t *rk;
@@ -325,11 +371,21 @@ static rd_kafka_t *consumer(offsets_t *o, int debug, char *errbuf, size_t errlen
     if (rd_kafka_conf_set(conf, "group.id", o->group, errbuf, errlen) ||
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
         rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
-        (debug && rd_kafka_conf_set(conf, "debug", "cgrp", errbuf, errlen))) {
+        (debug && rd_kafka_conf_set(conf, "debug", "cgrp", errbuf, errlen)) ||
+        /* The join is short: the broker's minimum session, so that the
+         * coordinator does not hold the group's next join for the default
+         * 45 s (the mock cluster takes the group's timeouts from its
+         * members').  LUKA_KAFKA_* and the app's config still decide. */
+        (debug && !getenv("LUKA_KAFKA_SESSION_TIMEOUT_MS") &&
+         (rd_kafka_conf_set(conf, "session.timeout.ms", "6000", errbuf, errlen) ||
+          rd_kafka_conf_set(conf, "max.poll.interval.ms", "6000", errbuf, errlen)))) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    if (debug) rd_kafka_conf_set_log_cb(conf, join_log_cb);
+    if (debug) {
+        rd_kafka_conf_set_log_cb(conf, join_log_cb);
+        rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    }
     rd_kafka_conf_set_opaque(conf, o);
     if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen))) {
         rd_kafka_conf_destroy(conf);
@@ -375,11 +431,12 @@ static int commit_joined(offsets_t *o) {
                 rd_kafka_err2str(err));
         goto done;
     }
-    for (int waited = 0; !o->joined && waited < JOIN_WAIT_MS; waited += POLL_MS) {
+    for (int waited = 0; !(o->joined && o->assigned) && waited < JOIN_WAIT_MS;
+         waited += POLL_MS) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, POLL_MS);
         if (m) rd_kafka_message_destroy(m);
     }
-    if (!o->joined) {
+    if (!o->joined || !o->assigned) {
         fprintf(stderr, "luka offsets: group %s did not let luka join within %d s%s%s; nothing "
                         "changed\n",
                 o->group, JOIN_WAIT_MS / 1000, o->join_error ? ": " : "", o->join_why);

@@ -462,8 +462,8 @@ static int start(replay_t *r) {
             goto done;
         }
         r->failed[p] = INT64_MAX;
-        r->committed[p] = l->elems[p].offset; /* < 0: none */
         l->elems[p].offset = l->elems[p].offset >= low ? l->elems[p].offset : low;
+        r->committed[p] = l->elems[p].offset; /* only progress past it is committed */
         r->next[p] = l->elems[p].offset;
         r->done[p] = l->elems[p].offset >= r->high[p];
         left += !r->done[p];
