@@ -21,6 +21,17 @@ static inflight_t *current;
 
 inflight_t *call_current(void) { return current ? current : task_running_data(); }
 
+/* meta:pause: only the handler of the message whose meta it is, while it
+ * runs; the flow carries it out when the handler returns. */
+static int current_pause(const char *topic, int32_t partition, int64_t offset, int64_t ms) {
+    inflight_t *inf = call_current();
+    if (!inf || !inf->flow || inf->stage != STAGE_HANDLE || inf->msg.partition != partition ||
+        inf->msg.offset != offset || strcmp(inf->msg.topic, topic) != 0)
+        return -1;
+    inf->pause_ms = ms;
+    return 0;
+}
+
 /* meta.trace_id: the trace of the message whose code runs now, if the
  * meta asking is its own (a meta kept from another message gets nil). */
 static const char *current_trace(const char *topic, int32_t partition, int64_t offset) {
@@ -90,6 +101,7 @@ static int trampoline(lua_State *L) {
         else lua_pushnil(L);
         return 1;
     }
+    meta_set_pause(current_pause);
     meta_push(L, &inf->msg, inf->attempts, current_trace);
     if (c->with_err) {
         lua_createtable(L, 0, 3);

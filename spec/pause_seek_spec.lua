@@ -1,0 +1,102 @@
+-- meta:pause(duration) pauses the message's partition and delivers the
+-- message again after the pause, once, before anything after it in the
+-- partition, and nothing after it is committed meanwhile; luka.seek moves
+-- an endpoint's partition back, and the messages from that offset are
+-- handled again.  Committed offsets are read with KafkaJS.
+local H = require "support.helper"
+
+local broker
+
+setup(function()
+  broker = H.broker_start { topics = { "ps_pause:1", "ps_pause_c:1", "ps_seek:1", "ps_control:1" } }
+end)
+
+teardown(function() broker.stop() end)
+
+local function committed(group, topic)
+  local r = H.node("groups.js", { broker.bootstrap, group, topic })
+  assert(r.code == 0 and r.lines[1], r.stderr)
+  return r.lines[1].offsets[topic]["0"], r.lines[1].ends[topic]["0"]
+end
+
+local function run(env)
+  return H.spawn(("%s run spec/fixtures/pause.lua --brokers %s"):format(H.q(H.luka), H.q(broker.bootstrap)),
+    { env = env })
+end
+
+-- Messages {"n": 1} .. {"n": count} to partition 0; extra[i] is more of
+-- message i's JSON.  (Written by hand: dkjson takes a field n for an
+-- array's length.)
+local function produce(topic, count, extra)
+  local msgs = {}
+  for i = 1, count do
+    msgs[i] = { key = "k", value = ('{"n":%d%s}'):format(i, extra[i] or ""), partition = 0 }
+  end
+  H.kcat_produce(broker.bootstrap, topic, msgs)
+end
+
+for _, c in ipairs({ { topic = "ps_pause", concurrency = "1" }, { topic = "ps_pause_c", concurrency = "4" } }) do
+  describe("meta:pause with concurrency " .. c.concurrency, function()
+    it("delivers the message again after the pause, handled once, before the rest of its partition, which is not committed meanwhile", function()
+      local out = H.tmpdir() .. "/out.jsonl"
+      produce(c.topic, 10, { [3] = ',"pause":"3s"' })
+      local app = run { OUT = out, TOPIC = c.topic, GROUP = c.topic, CONCURRENCY = c.concurrency,
+        CONTROL = "ps_control" }
+      local first = H.wait_until(function()
+        for _, r in ipairs(H.jsonl(out)) do if r.paused then return r end end
+      end, 30, "the pause")
+      -- During the pause: nothing at or after message 3 (offset 2) is committed.
+      H.sleep(1.5)
+      local during = committed(c.topic, c.topic)
+      assert.is_true(during <= 2, "committed " .. tostring(during) .. " during the pause")
+      local recs = H.wait_jsonl(out, 11, "10 handled and 1 paused", 30)
+      local handled, order, third = {}, {}, nil
+      for _, r in ipairs(recs) do
+        if not r.paused then
+          assert.is_nil(handled[r.n], "handled twice: " .. H.json_encode(r))
+          handled[r.n] = true
+          order[#order + 1] = r.n
+          if r.n == 3 then third = r end
+        end
+      end
+      for n = 1, 10 do assert.truthy(handled[n], n) end
+      -- Again after the pause, the same attempt (a pause is no attempt).
+      assert.is_true(third.t - first.t >= 2.9, "redelivered after " .. (third.t - first.t) .. " s")
+      assert.equal(1, third.attempt)
+      -- With concurrency 1, in the partition's order.
+      if c.concurrency == "1" then assert.same({ 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 }, order) end
+      H.wait_until(function() return committed(c.topic, c.topic) == 10 end, 20, "all committed")
+      assert.equal(0, app.stop())
+      assert.truthy(app.output():find("meta:pause: partition paused for 3000 ms", 1, true), app.output())
+    end)
+  end)
+end
+
+describe("luka.seek", function()
+  it("rewinds an endpoint's partition: the messages from that offset are handled again", function()
+    local out = H.tmpdir() .. "/out.jsonl"
+    produce("ps_seek", 5, {})
+    local app = run { OUT = out, TOPIC = "ps_seek", GROUP = "ps_seek", CONTROL = "ps_control" }
+    H.wait_jsonl(out, 5, "5 handled", 30)
+    H.kcat_produce(broker.bootstrap, "ps_control",
+      { H.json_encode({ endpoint = "orders", topic = "ps_seek", partition = 0, offset = 2 }) })
+    local recs = H.wait_jsonl(out, 9, "the seek and 3 handled again", 30)
+    local count, seek = {}, nil
+    for _, r in ipairs(recs) do
+      if r.n then count[r.n] = (count[r.n] or 0) + 1 end
+      if r.seek ~= nil then seek = r end
+    end
+    assert.is_true(seek.seek, tostring(seek.err))
+    assert.same({ 1, 1, 2, 2, 2 }, count)
+    H.wait_until(function() return committed("ps_seek", "ps_seek") == 5 end, 20, "all committed")
+    -- A partition the endpoint does not have: nil and why.
+    H.kcat_produce(broker.bootstrap, "ps_control",
+      { H.json_encode({ endpoint = "orders", topic = "ps_seek", partition = 7, offset = 0 }),
+        H.json_encode({ endpoint = "nobody", topic = "ps_seek", partition = 0, offset = 0 }) })
+    recs = H.wait_jsonl(out, 11, "two refused seeks", 30)
+    assert.equal(false, recs[10].seek)
+    assert.truthy(recs[10].err:find("ps_seek[7] is not assigned to endpoint 'orders'", 1, true), recs[10].err)
+    assert.truthy(recs[11].err:find("no endpoint 'nobody' runs in this process", 1, true), recs[11].err)
+    assert.equal(0, app.stop())
+  end)
+end)
