@@ -100,3 +100,45 @@ describe("luka.seek", function()
     assert.equal(0, app.stop())
   end)
 end)
+
+describe("meta:pause and luka.seek under luka test", function()
+  it("shows a paused message as outcome 'paused', uncommitted, with its pause in retries; and refuses misuse", function()
+    local app = [[
+local luka = require "luka"
+luka.consumer "orders" { topics = { "orders" },
+  handle = function(msg, meta)
+    if msg.wait then meta:pause("2s") return end
+    if msg.bad then meta:pause("soon") end
+    print("handled", msg.i)
+  end }
+luka.consumer "control" { topics = { "control" },
+  handle = function(msg) assert(luka.seek("orders", "orders", 0, 0)) end }
+luka.every("1s", function(meta) end)
+]]
+    local spec = [[
+local test = require "luka.test"
+describe("app", function()
+  local app = test.load("app.lua")
+  it("pauses", function()
+    local rs = app:deliver_all("orders", { { { i = 1 } }, { { i = 2, wait = true } }, { { i = 3 } } })
+    assert.equal("handled", rs[1].outcome)
+    assert.equal("paused", rs[2].outcome)
+    assert.is_false(rs[2].committed)
+    assert.same({ 2000 }, rs[2].retries)
+    assert.equal("dropped", rs[3].outcome)
+    assert.equal(1, app:counters("orders").paused)
+  end)
+  it("refuses a bad duration", function()
+    local r = app:deliver("orders", { bad = true })
+    assert.equal("stopped", r.outcome)
+    assert.truthy(r.error:find("meta:pause takes a duration", 1, true))
+  end)
+  it("has no partitions to seek", function()
+    local r = app:deliver("control", {})
+    assert.truthy(r.error:find("has no partitions to seek here", 1, true))
+  end)
+end)
+]]
+    H.assert_luka_test_passed(H.luka_test(app, spec), 3)
+  end)
+end)
