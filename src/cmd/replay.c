@@ -205,10 +205,14 @@ static void count_skip(replay_t *r, const char *fmt, const char *arg) {
     snprintf(text, sizeof(text), fmt, arg);
     for (i = 0; i < r->nreasons; i++)
         if (strcmp(r->reasons[i].text, text) == 0) break;
-    if (i == r->nreasons) {
-        if (r->nreasons < NREASONS) r->nreasons++;
-        else snprintf(text, sizeof(text), "other reasons"), i = NREASONS - 1;
+    if (i == r->nreasons && r->nreasons < NREASONS - 1) {
+        r->nreasons++;
         snprintf(r->reasons[i].text, sizeof(r->reasons[i].text), "%s", text);
+    } else if (i == r->nreasons || i == NREASONS) {
+        /* The last slot gathers the rest. */
+        i = NREASONS - 1;
+        r->nreasons = NREASONS;
+        snprintf(r->reasons[i].text, sizeof(r->reasons[i].text), "other reasons");
     }
     r->reasons[i].count++;
     r->skipped++;
