@@ -192,9 +192,8 @@ static int parse(replay_t *r, int argc, char **argv) {
         return cliopt_bad_usage("replay", "which app? usage: luka replay APP --from DLT_TOPIC");
     if (!r->from)
         return cliopt_bad_usage("replay", "which dead-letter topic? give --from DLT_TOPIC");
-    snprintf(r->group, sizeof(r->group), "%s",
-             r->group_flag ? r->group_flag : "luka-replay.");
-    if (!r->group_flag) snprintf(r->group, sizeof(r->group), "luka-replay.%s", r->from);
+    if (r->group_flag) snprintf(r->group, sizeof(r->group), "%s", r->group_flag);
+    else snprintf(r->group, sizeof(r->group), "luka-replay.%s", r->from);
     if (r->filter) return compile_filter(r);
     return -1;
 }
@@ -524,14 +523,14 @@ static int loop(replay_t *r) {
     return 0;
 }
 
-static void summary(const replay_t *r) {
+static void summary(const replay_t *r, int failed) {
     printf("%s %ld message(s) from %s%s%s; filtered out %ld; skipped %ld%s\n",
            r->dry_run ? "would replay" : "replayed", r->replayed, r->from, r->to ? " to " : "",
            r->to ? r->to : "", r->filtered, r->skipped,
            r->dry_run ? " (dry run: nothing published or committed)" : "");
     for (int i = 0; i < r->nreasons; i++)
         printf("  skipped %ld: %s\n", r->reasons[i].count, r->reasons[i].text);
-    if (!r->dry_run) printf("progress committed in group %s\n", r->group);
+    if (!r->dry_run && !failed) printf("progress committed in group %s\n", r->group);
     fflush(stdout);
 }
 
@@ -596,7 +595,7 @@ int replay_main(int argc, char **argv) {
     rc = loop(&r);
     rc = settle(&r) || rc ? 1 : 0;
     if (rc) fprintf(stderr, "luka replay: %s\n", r.failure[0] ? r.failure : "failed");
-    summary(&r);
+    summary(&r, rc);
 done:
     if (r.consumer) {
         rd_kafka_consumer_close(r.consumer);
