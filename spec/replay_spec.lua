@@ -13,7 +13,8 @@ local broker
 
 setup(function()
   broker = H.broker_start { topics = { "rp_orders:3", "rp_orders_dlt:2", "rp_other:2",
-    "rp_mixed_dlt:1", "off_orders:2" } }
+    "rp_mixed_dlt:1", "off_orders:2",
+    "rp_crash_dlt:1", "rp_crash_out:2" } }
 end)
 
 teardown(function() broker.stop() end)
@@ -294,5 +295,39 @@ describe("luka offsets", function()
     r = luka(base .. "--reset earliest --topic off_orders:7", e)
     assert.equal(1, r.code)
     assert.truthy(r.stderr:find("there is no partition 7", 1, true), r.stderr)
+  end)
+end)
+
+describe("luka replay killed mid-way", function()
+  it("replays at most the messages published since its last commit again, and loses none", function()
+    local msgs = {}
+    for i = 1, 800 do
+      -- The same headers for all: kcat sends them in one run.
+      msgs[i] = { key = "c" .. i, value = ('{"n":%d}'):format(i),
+        headers = { ["luka-dlt-original-topic"] = "rp_crash_out" } }
+    end
+    H.kcat_produce(broker.bootstrap, "rp_crash_dlt", msgs)
+    -- A filter that takes 3 ms keeps the replay going for a while after
+    -- its first commit (every 500 published), which its debug log shows.
+    local filter = "(function() local t = os.clock() + 0.003 while os.clock() < t do end return true end)()"
+    local p = H.spawn(("%s replay spec/fixtures/replay.lua --from rp_crash_dlt --brokers %s --filter %s --log-level debug")
+      :format(H.q(H.luka), H.q(broker.bootstrap), H.q(filter)), { env = { OUT = "/dev/null" } })
+    p.wait_output("committed rp_crash_dlt%[0%] up to offset 500", 60, "the replay's first commit")
+    p.kill("KILL")
+    assert.equal(137, p.wait(5))
+    local r = luka(("replay spec/fixtures/replay.lua --from rp_crash_dlt --brokers %s"):format(H.q(broker.bootstrap)),
+      { OUT = "/dev/null" })
+    assert.equal(0, r.code, r.stderr)
+    local again = tonumber(r.stdout:match("replayed (%d+) message"))
+    assert.is_true(again >= 300 and again < 800, r.stdout)
+    local seen, copies = {}, 0
+    for _, rec in ipairs(H.kcat_consume(broker.bootstrap, "rp_crash_out", nil)) do
+      seen[rec.key] = true
+      copies = copies + 1
+    end
+    for i = 1, 800 do assert.truthy(seen["c" .. i], "lost c" .. i) end
+    -- Twice only what was published after the last commit: less than a batch.
+    assert.is_true(copies - 800 < 500, (copies - 800) .. " replayed twice")
+    assert.equal(800, committed("luka-replay.rp_crash_dlt", "rp_crash_dlt")["0"])
   end)
 end)

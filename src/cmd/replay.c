@@ -365,8 +365,13 @@ static int settle(replay_t *r) {
     }
     if (l->cnt && (err = rd_kafka_commit(r->consumer, l, 0)) == 0) {
         for (int i = 0; i < l->cnt; i++) {
-            if (l->elems[i].err) err = l->elems[i].err;
-            else r->committed[l->elems[i].partition] = l->elems[i].offset;
+            if (l->elems[i].err) {
+                err = l->elems[i].err;
+            } else {
+                r->committed[l->elems[i].partition] = l->elems[i].offset;
+                log_debug("replay", "committed %s[%d] up to offset %lld in group %s", r->from,
+                          (int)l->elems[i].partition, (long long)l->elems[i].offset, r->group);
+            }
         }
     }
     if (l->cnt && err) {
