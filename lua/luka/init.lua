@@ -15,6 +15,7 @@ local luka = {
   runtime = dsl.runtime,
   publish = host.publish,
   fatal = host.fatal,
+  seek = host.seek,
   null = host.null,
   json = host.json,
   now = host.now,

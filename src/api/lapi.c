@@ -6,6 +6,7 @@
  * registry. */
 #include "api/lapi.h"
 
+#include <stdint.h>
 #include <time.h>
 
 #include <lauxlib.h>
@@ -19,6 +20,7 @@
 #include "api/publish.h"
 #include "api/redisc.h"
 #include "api/sqlitec.h"
+#include "flow/pipeline.h"
 #include "lua/script.h"
 #include "lua/state.h"
 #include "api/timer.h"
@@ -52,6 +54,36 @@ static int l_now(lua_State *L) {
     return 1;
 }
 
+/* luka.seek(endpoint, topic, partition, offset) -> true, or nil and why:
+ * the endpoint reads that partition from offset on (back or forward). */
+static int l_seek(lua_State *L) {
+    const char *name = luaL_checkstring(L, 1), *topic = luaL_checkstring(L, 2);
+    lua_Integer partition = luaL_checkinteger(L, 3), offset = luaL_checkinteger(L, 4);
+    char why[512];
+    flow_t *f;
+    luaL_argcheck(L, partition >= 0 && partition <= INT32_MAX, 3,
+                  "luka.seek: the partition is a number from 0");
+    luaL_argcheck(L, offset >= 0, 4, "luka.seek: the offset is a number from 0");
+    if (!(f = pipeline_find(name))) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "luka.seek: no endpoint '%s' runs in this process", name);
+        return 2;
+    }
+    if (!f->source->seek) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "luka.seek: endpoint '%s' has no partitions to seek here (the test "
+                           "kit delivers messages itself)", name);
+        return 2;
+    }
+    if (f->source->seek(f, topic, (int32_t)partition, (int64_t)offset, why, sizeof(why))) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "luka.seek: %s", why);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 int lapi_open(lua_State *L) {
     lua_newtable(L);
     publish_inject_api(L);
@@ -67,6 +99,8 @@ int lapi_open(lua_State *L) {
     lua_setfield(L, -2, "now");
     lua_pushcfunction(L, l_fatal);
     lua_setfield(L, -2, "fatal");
+    lua_pushcfunction(L, l_seek);
+    lua_setfield(L, -2, "seek");
     json_push_null(L);
     lua_setfield(L, -2, "null");
     lua_newtable(L);

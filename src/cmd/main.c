@@ -25,6 +25,7 @@
 #include "base/log.h"
 #include "cmd/outbox_cli.h"
 #include "cmd/pubcli.h"
+#include "cmd/replay.h"
 #include "cmd/tail.h"
 #include "cmd/testkit.h"
 
@@ -243,6 +244,12 @@ static const struct command {
     {"outbox", "APP", "each outbox's unsent rows and the oldest one's age;\n"
                       "--create creates the outbox tables",
      outbox_cli_main},
+    {"replay", "APP --from DLT", "publish a dead-letter topic's messages again to the topics\n"
+                                 "they came from (or --to), once each",
+     replay_main},
+    {"offsets", "APP --group G", "reset a group's committed offsets (--reset earliest, latest,\n"
+                                 "an offset or a time); a plan unless --execute",
+     offsets_main},
     {"test", "[SPEC_DIR]", "run handler specs with busted and require \"luka.test\"", test_main},
     {"publish", "APP TARGET", "publish each stdin line through the app's publisher TARGET;\n"
                               "with -t TOPIC and no app, as it is (like kcat -P)",

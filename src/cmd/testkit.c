@@ -203,8 +203,9 @@ static int l_counters(lua_State *L) {
         {"dead_lettered", s->dead_lettered}, {"deduplicated", s->deduplicated},
         {"resent", s->resent},           {"released", s->released},
         {"ignored", s->ignored},         {"stopped", s->stopped},
+        {"paused", s->paused},
     };
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 11);
     for (size_t i = 0; i < sizeof(c) / sizeof(c[0]); i++) {
         lua_pushinteger(L, (lua_Integer)c[i].v);
         lua_setfield(L, -2, c[i].name);

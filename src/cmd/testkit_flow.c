@@ -106,12 +106,12 @@ static void note(item_t *it, const inflight_t *inf) {
     it->error = inf->error ? strdup(inf->error) : NULL;
 }
 
-/* The policy released it, the one decision that would bring it back for
- * ever: it ends here, shown once. */
+/* The policy released it, or meta:pause paused it: the decisions that
+ * could bring it back for ever.  It ends here, shown once. */
 static void released(testkit_flows_t *k, item_t *it, const flow_t *f) {
+    it->outcome = f->stats.paused > k->seen.paused ? "paused" : "released";
     k->seen = f->stats;
     it->ended = 1;
-    it->outcome = "released";
 }
 
 /* What the counters that moved say a message's end was. */
@@ -122,6 +122,7 @@ static const char *outcome(const endpoint_stats_t *a, const endpoint_stats_t *b,
     if (b->resent > a->resent) return "resent";
     if (b->ignored > a->ignored) return "ignored";
     if (b->released > a->released) return "released";
+    if (b->paused > a->paused) return "paused";
     if (b->handled > a->handled) return "handled";
     return done ? "committed" : "dropped";
 }
@@ -136,7 +137,7 @@ static void source_redeliver(flow_t *f, const message_t *m, int attempts, int ro
 
     if (!it) return;
     add_delay(it, delay_ms);
-    if (f->stats.released > k->seen.released) {
+    if (f->stats.released > k->seen.released || f->stats.paused > k->seen.paused) {
         /* Nothing after it in its partition would run any more. */
         released(k, it, f);
         it->part->held = 1;
@@ -171,8 +172,9 @@ static void source_finished(flow_t *f, const inflight_t *inf, int done) {
     }
 }
 
+/* No seek: the kit's partitions are the messages a spec delivers. */
 static const source_ops_t kit_source = {source_redeliver, source_stop, source_progress,
-                                        source_finished};
+                                        source_finished, NULL};
 
 /* A retry waiting in memory (under concurrency) runs at once; a release
  * is parked, holding its lane and its offset, until the batch ends. */

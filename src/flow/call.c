@@ -40,6 +40,18 @@ inflight_t *call_current(void) {
     return NULL;
 }
 
+/* meta:pause: only the handler of the message whose meta it is, while it
+ * runs; the flow carries it out when the handler returns. */
+static int current_pause(const char *topic, int32_t partition, int64_t offset, int64_t ms) {
+    inflight_t *inf = call_current();
+    if (!inf || !inf->flow || inf->batch || inf->stage != STAGE_HANDLE ||
+        inf->msg.partition != partition || inf->msg.offset != offset ||
+        strcmp(inf->msg.topic, topic) != 0)
+        return -1;
+    inf->pause_ms = ms;
+    return 0;
+}
+
 /* meta.trace_id: the trace of the message whose code runs now, if the
  * meta asking is its own (a meta kept from another message gets nil). */
 static const char *current_trace(const char *topic, int32_t partition, int64_t offset) {
@@ -110,6 +122,7 @@ static int trampoline(lua_State *L) {
         else lua_pushnil(L);
         return 1;
     }
+    meta_set_pause(current_pause);
     call_push_meta(L, inf);
     if (c->with_err) {
         lua_createtable(L, 0, 3);

@@ -64,12 +64,18 @@ typedef struct source_ops {
     void (*progress)(flow_t *f);
     /* A message left the flow; done: its offset may be committed. */
     void (*finished)(flow_t *f, const struct inflight *inf, int done);
+    /* luka.seek: read topic[partition] from offset on; what waits in that
+     * partition is dropped and nothing at or after offset is committed
+     * until delivered again.  NULL where there are no partitions (the
+     * test kit).  Returns 0, or -1 with errbuf. */
+    int (*seek)(flow_t *f, const char *topic, int32_t partition, int64_t offset, char *errbuf,
+                size_t errlen);
 } source_ops_t;
 
 /* What the endpoint decided, counted once per message and decision. */
 typedef struct endpoint_stats {
     uint64_t consumed, handled, failed, retried, dead_lettered, deduplicated, resent,
-        released, ignored, stopped;
+        released, ignored, stopped, paused;
     uint64_t rebalances; /* assignments and revocations */
     /* Seconds per handler call, with buckets up to the endpoint's time
      * limit (as it was when the flow opened). */
@@ -121,6 +127,7 @@ struct flow {
      * next slot is failures_next; nfailures are filled. */
     flow_failure_t failures[FLOW_FAILURES];
     int nfailures, failures_next;
+    flow_t *next_open; /* the process's open flows, for luka.seek (pipeline.c) */
 };
 
 #endif

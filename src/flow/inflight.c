@@ -40,6 +40,7 @@ static inflight_t *record(flow_t *f, offsets_t *o) {
     }
     inf->flow = f;
     inf->offsets = o;
+    inf->pause_ms = -1;
     offsets_ref(o);
     inf->next = f->inflight;
     if (f->inflight) f->inflight->prev = inf;

@@ -75,6 +75,7 @@ typedef struct inflight {
     uint64_t started;        /* uv_hrtime() of the call's start */
     int tries;               /* handler calls in this delivery (instant retries) */
     int aged;                /* its age was observed (pipeline.c) */
+    int64_t pause_ms;        /* meta:pause's in this call, or -1 */
     struct uv_timer_s *timer; /* a retry's delay, waited in memory */
     int64_t delay_ms;         /* that delay, as the policy decided it */
     void (*done)(struct inflight *inf, int rc, const struct script_err *err); /* call_start's */

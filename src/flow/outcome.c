@@ -70,6 +70,18 @@ static inflight_t *redeliver(inflight_t *inf, int64_t delay_ms) {
     return NULL;
 }
 
+void outcome_paused(inflight_t *inf) {
+    flow_t *f = inf->flow;
+    f->stats.paused++;
+    log_at(LOG_INFO, "flow", CTX(inf), "meta:pause: partition paused for %lld ms; the message comes "
+           "again after it", (long long)inf->pause_ms);
+    inflight_new_stage(inf);
+    offsets_void_from(inf->offsets, inf->seq);
+    /* The call that paused is not an attempt. */
+    f->source->redeliver(f, &inf->msg, inf->attempts - 1, inf->rounds, inf->pause_ms);
+    outcome_settle(inf, STAGE_DROP);
+}
+
 static void stop(inflight_t *inf) {
     flow_t *f = inf->flow;
     f->stats.stopped++;

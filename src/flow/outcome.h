@@ -25,6 +25,12 @@ inflight_t *outcome_failed(inflight_t *inf, const char *why, const char *traceba
 /* Keep a failure of inf in f's ring of its last ones (the status page's). */
 void outcome_remember(flow_t *f, const inflight_t *inf, const char *why);
 
+/* The handler returned after meta:pause(inf->pause_ms): the source pauses
+ * the partition and delivers the message again after it, with no attempt
+ * counted; nothing at or after it in its partition is committed first.
+ * What the handler published stays published. */
+void outcome_paused(inflight_t *inf);
+
 /* A publish tagged t was accepted by its sink. */
 void outcome_sent(publish_tag_t *t);
 

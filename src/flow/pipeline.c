@@ -53,6 +53,7 @@ static void pump(flow_t *f);
 static void attempt(inflight_t *inf) {
     inf->attempts++;
     inf->tries++;
+    inf->pause_ms = -1;
     free(inf->error);
     inf->error = NULL;
     inf->started = uv_hrtime();
@@ -112,6 +113,14 @@ static void handled(inflight_t *inf, int rc, const script_err_t *err) {
     lane_t *lane;
 
     hist_observe(&f->stats.duration, (double)(uv_hrtime() - inf->started) / 1e9);
+    if (rc == 0 && inf->pause_ms >= 0 && !f->stopped) {
+        /* meta:pause: delivered again after the pause, through the
+         * source, as a delayed retry without concurrency is. */
+        sched_forget(f->sched, inf);
+        outcome_paused(inf);
+        pump(f);
+        return;
+    }
     if (rc == 0) {
         /* Its key may go on while its publishes are acknowledged. */
         sched_forget(f->sched, inf);
@@ -251,6 +260,16 @@ int pipeline_drop(flow_t *f, const offsets_t *o, int running_too) {
     return n;
 }
 
+/* The flows open now, newest first.  Only the loop thread opens, closes
+ * and looks up flows. */
+static flow_t *open_flows;
+
+flow_t *pipeline_find(const char *name) {
+    for (flow_t *f = open_flows; f; f = f->next_open)
+        if (!f->stopped && strcmp(f->conf->name, name) == 0) return f;
+    return NULL;
+}
+
 int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_t *loop,
                   const char *dir, const char *dedup_store, const source_ops_t *source,
                   const sinks_t *sinks, char *errbuf, size_t errlen) {
@@ -283,11 +302,18 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_
             return -1;
         }
     }
+    f->next_open = open_flows;
+    open_flows = f;
     return 0;
 }
 
 int pipeline_close(flow_t *f) {
     int n = 0;
+    for (flow_t **p = &open_flows; *p; p = &(*p)->next_open)
+        if (*p == f) {
+            *p = f->next_open;
+            break;
+        }
     f->stopped = 1;
     batch_close(f);
     for (; f->inflight; n++) {

@@ -59,6 +59,10 @@ int pipeline_open(flow_t *f, const endpoint_conf_t *conf, lua_State *L, uv_loop_
                   const char *dir, const char *dedup_store, const source_ops_t *source,
                   const sinks_t *sinks, char *errbuf, size_t errlen);
 
+/* The open flow of the endpoint named name (the newest, after a reload),
+ * or NULL: how luka.seek finds its endpoint. */
+flow_t *pipeline_find(const char *name);
+
 /* Let go of every message still in flight without committing it (it is
  * delivered again), and of the dedup store.  Returns how many were left. */
 int pipeline_close(flow_t *f);

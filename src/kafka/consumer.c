@@ -5,6 +5,7 @@
 #include "kafka/consumer.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,8 +167,25 @@ static void source_finished(flow_t *f, const struct inflight *inf, int done) {
         uv_idle_start(&ep->idle, on_idle);
 }
 
+static int source_seek(flow_t *f, const char *topic, int32_t partition, int64_t offset,
+                       char *errbuf, size_t errlen) {
+    endpoint_t *ep = EP(f);
+    partition_t *pt = partition_find(ep, topic, partition);
+    if (!pt || pt->revoking) {
+        snprintf(errbuf, errlen, "%s[%d] is not assigned to endpoint '%s' in this process",
+                 topic, (int)partition, f->conf->name);
+        return -1;
+    }
+    log_at(LOG_INFO, "consumer", EP_CTX(f->conf), "luka.seek: %s[%d] goes on from offset %lld",
+           topic, (int)partition, (long long)offset);
+    partition_seek(pt, offset);
+    /* What waited in the partition comes again after the seek. */
+    pipeline_drop(f, pt->offsets, 0);
+    return 0;
+}
+
 static const source_ops_t consumer_source = {source_redeliver, source_stop, source_progress,
-                                             source_finished};
+                                             source_finished, source_seek};
 
 static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errbuf,
                size_t errlen) {

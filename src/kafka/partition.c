@@ -215,6 +215,21 @@ void partition_redeliver(partition_t *pt, int64_t offset, int attempts, int roun
     uv_timer_start(pt->timer, on_redeliver, (uint64_t)delay_ms, 0);
 }
 
+void partition_seek(partition_t *pt, int64_t offset) {
+    offsets_t *o = pt->offsets;
+    /* The first message tracked at or after offset, and all after it,
+     * will come again: they no longer hold the commit back nor move it. */
+    for (size_t i = 0; i < o->len; i++)
+        if (o->offs[(o->head + i) % o->cap] >= offset) {
+            offsets_void_from(o, o->first + i);
+            break;
+        }
+    /* Ahead of a retry waiting for an earlier offset too: the seek is
+     * what was asked last. */
+    pt->waiting = 0;
+    partition_redeliver(pt, offset, 0, 0, 0);
+}
+
 static void free_timer(uv_handle_t *h) { free(h); }
 
 void partition_free(partition_t *pt) {

@@ -20,6 +20,11 @@ int partition_accept(partition_t *pt, int64_t offset);
 void partition_redeliver(partition_t *pt, int64_t offset, int attempts, int rounds,
                          int64_t delay_ms);
 
+/* luka.seek: read pt from offset on, through the same pause and seek as
+ * a redelivery, at once (on the next loop turn).  Nothing tracked at or
+ * after offset is committed until delivered again. */
+void partition_seek(partition_t *pt, int64_t offset);
+
 void partition_free(partition_t *pt);
 
 /* Hand the offsets done since the last time to librdkafka, which commits

@@ -8,7 +8,13 @@
 
 #include <string.h>
 
+#include <lauxlib.h>
+
+#include "base/cliopt.h"
 #include "base/json.h"
+
+/* The longest pause: a day. */
+#define MAX_PAUSE_MS (24LL * 60 * 60 * 1000)
 
 static const char META_MT_KEY = 'm';
 
@@ -34,9 +40,40 @@ static int trace_id(lua_State *L) {
     return 1;
 }
 
+/* Where meta:pause goes. */
+static meta_pause_fn pause_source;
+
+void meta_set_pause(meta_pause_fn fn) { pause_source = fn; }
+
+/* meta:pause(duration): the handler returns normally after it; the flow
+ * then pauses the message's partition and delivers the message again. */
+static int l_pause(lua_State *L) {
+    int64_t ms;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_isinteger(L, 2) && lua_tointeger(L, 2) >= 0 && lua_tointeger(L, 2) <= MAX_PAUSE_MS)
+        ms = lua_tointeger(L, 2);
+    else if (lua_type(L, 2) != LUA_TSTRING || cliopt_duration(lua_tostring(L, 2), MAX_PAUSE_MS, &ms))
+        return luaL_argerror(L, 2, "meta:pause takes a duration such as \"500ms\", \"5s\" or "
+                                   "\"2m\", or milliseconds, up to a day");
+    lua_getfield(L, 1, "topic");
+    lua_getfield(L, 1, "partition");
+    lua_getfield(L, 1, "offset");
+    /* Stack: meta, duration, topic, partition, offset */
+    if (!pause_source || lua_type(L, 3) != LUA_TSTRING || !lua_isinteger(L, 4) ||
+        !lua_isinteger(L, 5) ||
+        pause_source(lua_tostring(L, 3), (int32_t)lua_tointeger(L, 4), lua_tointeger(L, 5), ms))
+        return luaL_error(L, "meta:pause: only while the handler of this message runs (not from "
+                             "a timer, another message's handler or the error channel)");
+    return 0;
+}
+
 static int meta_index(lua_State *L) {
     const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tostring(L, 2) : "";
     if (strcmp(key, "trace_id") == 0) return trace_id(L);
+    if (strcmp(key, "pause") == 0) {
+        lua_pushcfunction(L, l_pause);
+        return 1;
+    }
     if (strcmp(key, "headers") != 0) return 0;
     lua_newtable(L);
     lua_pushvalue(L, -1);

@@ -11,6 +11,14 @@
  * runs now, else NULL: meta.trace_id, read on first use. */
 typedef const char *(*meta_trace_fn)(const char *topic, int32_t partition, int64_t offset);
 
+/* meta:pause(ms): pause the partition of the message at topic, partition
+ * and offset for ms and deliver it again after, if its handler runs now.
+ * Returns 0, or -1 when it is not (the caller raises). */
+typedef int (*meta_pause_fn)(const char *topic, int32_t partition, int64_t offset, int64_t ms);
+
+/* Where meta:pause goes: set by the flow before it pushes meta. */
+void meta_set_pause(meta_pause_fn fn);
+
 /* Push meta for m, delivered for the attempt-th time; trace gives its
  * trace_id.
  * Stack: ... -> ..., meta */
