@@ -98,7 +98,8 @@ M.owned = {
   { property = "enable.auto.commit", clients = "consumer",
     reason = "luka commits the offsets it stored every auto.commit.interval.ms" },
   { property = "transactional.id", clients = "producer",
-    reason = "exactly-once consume→publish is not available yet" },
+    reason = "a producer of luka's with its own transactional.id fails every publish outside a transaction",
+    fix = "remove it; for exactly-once consume→publish set transactional = true on the consumer whose handlers publish (README, \"Exactly-once\")" },
   { property = "delivery.report.only.error", clients = "producer",
     reason = "luka commits a message once its publishes are acknowledged, which needs every delivery report" },
 }
@@ -267,6 +268,14 @@ M.options = {
     { name = "attempts", type = integer_at_least(1), default = 3, help = "delayed retries before giving up" },
     { name = "jitter", type = BOOLEAN, default = false, help = "randomise each backoff by up to half" },
   },
+  transaction = {
+    { name = "messages", type = integer_at_least(1), default = 1000,
+      help = "messages in a transaction before it commits" },
+    { name = "interval", type = DURATION, default = "100ms",
+      help = "longest a transaction stays open before it commits" },
+    { name = "instance", type = TEXT,
+      help = "this process's part of the transactional.id <group>.<consumer>.<instance> (default: the host name)" },
+  },
   dedup = {
     { name = "key", type = KEY, help = "payload field, or function(msg, meta), giving the dedup key" },
     { name = "header", type = TEXT, help = "header giving the dedup key (default: the message id header)" },
@@ -313,6 +322,10 @@ M.options = {
       help = "json decodes each payload into a table; raw passes it on as a string" },
     { name = "config", type = config("consumer"), default = {}, help = "librdkafka consumer properties" },
     { name = "handle", type = FUNCTION, required = HANDLER, help = "function(msg, meta) called for each message" },
+    { name = "transactional", type = BOOLEAN, default = false,
+      help = "exactly-once: what the handlers publish and the offsets commit in one Kafka transaction" },
+    { name = "transaction", type = nested("transaction", "a table { messages, interval, instance }"),
+      help = "when a transactional consumer commits, and its transactional.id" },
   },
   channel = {
     { name = "topic", type = TEXT, default = NAME, help = "topic the channel publishes to and consumes from" },
@@ -438,6 +451,10 @@ local function declaration(kind, namespaces, register)
       end
       local o, err = parse(kind, name, opts)
       if not o then error(label .. ": " .. err, 2) end
+      if kind == "consumer" then
+        err = M.check_transactional(o)
+        if err then error(label .. ": " .. err, 2) end
+      end
       for _, ns in ipairs(namespaces) do
         local prev = state[ns][name]
         if prev then
@@ -451,6 +468,26 @@ local function declaration(kind, namespaces, register)
       :format(where(2), label, kind, name)
     return options
   end
+end
+
+-- nil, or why a consumer's options do not fit transactional = true.
+function M.check_transactional(o)
+  if not o.transactional then
+    if o.transaction then return "transaction = { ... } needs transactional = true" end
+    return nil
+  end
+  if o.dedup then
+    return "dedup cannot be combined with transactional = true: its store is outside the "
+      .. "transaction, so a message of an aborted transaction would be skipped when it comes "
+      .. "again; remove dedup (a transactional consumer publishes each output once)"
+  end
+  for _, p in ipairs({ "isolation.level", "enable.auto.commit" }) do
+    if o.config[p] then
+      return ("config sets %s: luka sets it on a transactional consumer (read_committed, "
+        .. "offsets committed in the transactions); remove it"):format(p)
+    end
+  end
+  if not o.transaction then o.transaction = assert(parse("transaction", nil, {})) end
 end
 
 -- Declarations ------------------------------------------------------------
