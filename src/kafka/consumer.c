@@ -172,6 +172,10 @@ static void source_finished(flow_t *f, const struct inflight *inf, int done) {
         uv_idle_start(&ep->idle, on_idle);
 }
 
+static void txn_stop(endpoint_t *ep) { source_stop(&ep->flow); }
+
+static const txn_ops_t consumer_txn = {partitions_assign, txn_stop};
+
 static const source_ops_t consumer_source = {source_redeliver, source_stop, source_progress,
                                              source_finished};
 
@@ -250,7 +254,7 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
     ep->idle_cb = on_idle;
     uv_timer_start(&ep->tick, on_tick, 1000, 1000);
     if (conf->transactional) {
-        if (!(ep->txn = txn_open(ep, why, sizeof(why)))) goto fail;
+        if (!(ep->txn = txn_open(ep, &consumer_txn, why, sizeof(why)))) goto fail;
         ep->flow.txn = txn_sink(ep->txn);
     }
 

@@ -30,8 +30,6 @@
 
 #include "base/log.h"
 #include "flow/pipeline.h"
-#include "kafka/consumer.h"
-#include "kafka/partition.h"
 #include "kafka/producer.h"
 
 #define EP_CTX(ep) LOG_ENDPOINT((ep)->flow.conf->name)
@@ -52,6 +50,7 @@ typedef struct restore {
 
 struct txn {
     endpoint_t *ep;
+    const txn_ops_t *ops;
     publisher_t *pub; /* the producer, seen as a publisher by delivery.c */
     publisher_conf_t conf;
     kafka_env_t env; /* ep's, but for fatal errors and reports outside messages */
@@ -93,6 +92,14 @@ char *txn_id(const endpoint_conf_t *conf) {
     id = malloc(n);
     snprintf(id, n, "%s.%s.%s", conf->group, conf->name, instance);
     return id;
+}
+
+static partition_t *find_part(endpoint_t *ep, const char *topic, int32_t partition) {
+    for (int i = 0; i < ep->nparts; i++)
+        if (ep->parts[i]->offsets->partition == partition &&
+            strcmp(ep->parts[i]->offsets->topic, topic) == 0)
+            return ep->parts[i];
+    return NULL;
 }
 
 /* The thread ------------------------------------------------------------ */
@@ -425,7 +432,7 @@ static rd_kafka_topic_partition_list_t *write_offsets(txn_t *t) {
 /* The transaction committed: l's offsets are where a replay starts. */
 static void committed(txn_t *t, const rd_kafka_topic_partition_list_t *l) {
     for (int i = 0; l && i < l->cnt; i++) {
-        partition_t *pt = partition_find(t->ep, l->elems[i].topic, l->elems[i].partition);
+        partition_t *pt = find_part(t->ep, l->elems[i].topic, l->elems[i].partition);
         if (!pt) continue;
         pt->txn_base = l->elems[i].offset;
         pt->offsets->stored = l->elems[i].offset;
@@ -435,7 +442,6 @@ static void committed(txn_t *t, const rd_kafka_topic_partition_list_t *l) {
 
 static void fail(txn_t *t, const char *what, const char *why) {
     endpoint_t *ep = t->ep;
-    const kafka_env_t *env = ep->client.env;
     if (t->state == T_FAILED || t->state == T_CLOSED) return;
     t->state = T_FAILED;
     uv_timer_stop(&t->timer);
@@ -445,11 +451,7 @@ static void fail(txn_t *t, const char *what, const char *why) {
            "(another instance with the same transactional.id fences this one: give each "
            "instance its own, transaction = { instance = ... })",
            what, t->id, why);
-    if (!ep->flow.stopped) {
-        consumer_stop(ep);
-        ep->halted = 1;
-        if (env->stopped) env->stopped(env->ctx, ep);
-    }
+    if (!ep->flow.stopped) t->ops->stop(ep);
 }
 
 /* A job of the thread ended (on the loop, or inline after waiting). */
@@ -573,9 +575,9 @@ static void on_async(uv_async_t *a) {
             char list[1024];
             log_partitions(r->parts, list, sizeof(list));
             log_at(LOG_INFO, "txn", EP_CTX(t->ep), "offsets read back: %s", list);
-            partitions_assign(t->ep, r->parts);
+            t->ops->assign(t->ep, r->parts);
             for (int i = 0; i < r->parts->cnt; i++) {
-                partition_t *pt = partition_find(t->ep, r->parts->elems[i].topic,
+                partition_t *pt = find_part(t->ep, r->parts->elems[i].topic,
                                                  r->parts->elems[i].partition);
                 if (pt && r->parts->elems[i].offset >= 0) pt->txn_base = r->parts->elems[i].offset;
             }
@@ -731,7 +733,7 @@ static rd_kafka_conf_t *reader_conf(txn_t *t, char *why, size_t len) {
     return c;
 }
 
-txn_t *txn_open(endpoint_t *ep, char *errbuf, size_t errlen) {
+txn_t *txn_open(endpoint_t *ep, const txn_ops_t *ops, char *errbuf, size_t errlen) {
     const endpoint_conf_t *ec = ep->flow.conf;
     txn_t *t = calloc(1, sizeof(*t));
     publisher_t *p = calloc(1, sizeof(*p));
@@ -741,6 +743,7 @@ txn_t *txn_open(endpoint_t *ep, char *errbuf, size_t errlen) {
     static const double bounds[] = {0.001, 0.01, 0.1, 1, 10, 60, 300};
 
     t->ep = ep;
+    t->ops = ops;
     t->pub = p;
     t->env = *ep->client.env;
     t->env.fatal = NULL; /* a fatal error stops this endpoint alone (serve) */

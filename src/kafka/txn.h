@@ -25,9 +25,17 @@ typedef struct txn txn_t;
  * (malloc'd), instance being the conf's, else the host name. */
 char *txn_id(const endpoint_conf_t *conf);
 
+/* What txn.c asks of the endpoint's consumer (filled by consumer.c):
+ * assign parts, at the offsets given (partitions_assign); stop the
+ * endpoint, as a final failure does. */
+typedef struct txn_ops {
+    void (*assign)(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts);
+    void (*stop)(endpoint_t *ep);
+} txn_ops_t;
+
 /* Open ep's transactions (its producer; init_transactions starts on the
  * thread).  NULL with errbuf. */
-txn_t *txn_open(endpoint_t *ep, char *errbuf, size_t errlen);
+txn_t *txn_open(endpoint_t *ep, const txn_ops_t *ops, char *errbuf, size_t errlen);
 
 /* The sink every publish of ep's messages goes to. */
 sink_t *txn_sink(txn_t *t);
