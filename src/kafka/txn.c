@@ -213,7 +213,7 @@ static void *thread_main(void *arg) {
         if (t->quit) break;
         job = t->job;
         if (job == J_NONE) r = t->restore;
-        t->running = 1;
+        t->running = job != J_NONE;
         pthread_mutex_unlock(&t->mu);
 
         if (r) {
@@ -587,17 +587,28 @@ static void on_async(uv_async_t *a) {
     free(r);
 }
 
-/* Wait for the thread's transaction job, if any, and take its result. */
-static void wait_job(txn_t *t) {
-    pthread_mutex_lock(&t->mu);
-    while (t->job != J_NONE || (t->running && !t->restore)) pthread_cond_wait(&t->cond, &t->mu);
-    pthread_mutex_unlock(&t->mu);
-    job_done(t);
-    /* A commit that failed asked for an abort: wait for it too. */
-    pthread_mutex_lock(&t->mu);
-    while (t->job != J_NONE) pthread_cond_wait(&t->cond, &t->mu);
-    pthread_mutex_unlock(&t->mu);
-    job_done(t);
+/* Wait for the thread's transaction jobs (a failed commit asks for an
+ * abort: that one too) and take their results.  Meanwhile the producer's
+ * events are served here: commit and abort wait for every delivery
+ * report to be served. */
+static void wait_jobs(txn_t *t) {
+    for (;;) {
+        int busy;
+        pthread_mutex_lock(&t->mu);
+        busy = t->job != J_NONE || t->running;
+        pthread_mutex_unlock(&t->mu);
+        if (!busy) {
+            job_done(t);
+            pthread_mutex_lock(&t->mu);
+            busy = t->job != J_NONE;
+            pthread_mutex_unlock(&t->mu);
+            if (!busy) return;
+            continue;
+        }
+        delivery_run_deferred(t->pub);
+        serve(t);
+        usleep(2000);
+    }
 }
 
 /* The public side -------------------------------------------------------- */
@@ -659,62 +670,39 @@ void txn_end(txn_t *t) {
     endpoint_t *ep = t->ep;
     int64_t timeout = ep->client.env->drain_timeout_ms;
     uint64_t deadline = uv_hrtime() / 1000000 + (uint64_t)(timeout > 0 ? timeout : 10000);
-    rd_kafka_error_t *error = NULL;
-    rd_kafka_topic_partition_list_t *l = NULL;
 
-    wait_job(t);
-    if (t->state == T_INIT || t->state == T_FAILED || t->state == T_CLOSED) return;
+    wait_jobs(t);
+    if (t->state != T_OPEN && t->state != T_DRAIN) return;
     uv_timer_stop(&t->timer);
     uv_check_stop(&t->check);
     /* The publishes of what was handled: their reports finish messages. */
     while (rd_kafka_outq_len(t->pub->rk) > 0 && uv_hrtime() / 1000000 < deadline) {
         delivery_run_deferred(t->pub);
         serve(t);
-        if (rd_kafka_outq_len(t->pub->rk) > 0) usleep(5000);
+        if (rd_kafka_outq_len(t->pub->rk) > 0) usleep(2000);
     }
     delivery_run_deferred(t->pub);
     serve(t);
-    if (t->taken > 0 && ep->flow.ninflight == 0 && (l = write_offsets(t))) {
-        rd_kafka_consumer_group_metadata_t *cgmd = rd_kafka_consumer_group_metadata(ep->rk);
-        if (l->cnt) error = rd_kafka_send_offsets_to_transaction(t->pub->rk, l, cgmd, CALL_MS);
-        if (!error) error = rd_kafka_commit_transaction(t->pub->rk, CALL_MS);
-        rd_kafka_consumer_group_metadata_destroy(cgmd);
-        if (!error) {
-            committed(t, l);
-            log_at(LOG_INFO, "txn", EP_CTX(ep), "committed the open transaction (%d message(s))",
-                   t->taken);
-        }
-    } else if (t->taken > 0) {
-        error = rd_kafka_error_new(RD_KAFKA_RESP_ERR__STATE, "%d message(s) not done",
-                                   ep->flow.ninflight);
-    }
-    if (l) rd_kafka_topic_partition_list_destroy(l);
-    if (error) {
-        if (rd_kafka_error_is_fatal(error)) {
-            fail(t, "ending the transaction", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-            return;
-        }
-        log_at(LOG_WARN, "txn", EP_CTX(ep), "aborting the open transaction: %s",
-               rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-        if ((error = rd_kafka_abort_transaction(t->pub->rk, CALL_MS))) {
-            log_at(LOG_ERROR, "txn", EP_CTX(ep), "abort: %s", rd_kafka_error_string(error));
-            rd_kafka_error_destroy(error);
-        }
-        t->aborts++;
-        rewind_parts(t);
-    } else if (t->taken == 0) {
+    if (t->taken == 0) {
         /* Nothing in it: it stays open. */
-        if (!ep->left) open_next(t);
+        t->state = T_OPEN;
         return;
     }
-    if ((error = rd_kafka_begin_transaction(t->pub->rk))) {
-        fail(t, "begin_transaction", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-        return;
+    /* Committed when every message in it is done, else aborted: the
+     * outputs of a message still in flight are in it, not its offset. */
+    if (ep->flow.ninflight == 0 && (t->offsets = write_offsets(t))) {
+        t->state = T_COMMIT;
+        t->cgmd = rd_kafka_consumer_group_metadata(ep->rk);
+        log_at(LOG_INFO, "txn", EP_CTX(ep), "committing the open transaction (%d message(s))",
+               t->taken);
+        submit(t, J_COMMIT);
+    } else {
+        log_at(LOG_WARN, "txn", EP_CTX(ep),
+               "aborting the open transaction: %d of its message(s) not done", ep->flow.ninflight);
+        t->state = T_ABORT;
+        submit(t, J_ABORT);
     }
-    open_next(t);
+    wait_jobs(t);
 }
 
 static rd_kafka_conf_t *reader_conf(txn_t *t, char *why, size_t len) {
