@@ -380,7 +380,7 @@ luka.channel "bad" { format = "xml", handle = function() end }
       end
       local names = {}
       for i, opt in ipairs(dsl.options.consumer) do names[i] = opt.name end
-      assert.same({ "topics", "group", "format", "config", "handle",
+      assert.same({ "topics", "group", "format", "config", "handle", "transactional", "transaction",
                     "retry", "error_channel", "final_failure", "dedup", "timeout",
                     "concurrency", "ordering", "buffer", "on_assign", "on_revoke", "on_stop" }, names)
     end)

@@ -583,7 +583,7 @@ function M.reference()
     { "publisher", 'luka.publisher "name" { ... }' }, { "consumer", 'luka.consumer "name" { ... }' },
     { "channel", 'luka.channel "name" { ... }' }, { "topic", 'luka.topic "name" { ... }' },
     { "retry", "retry = { ... }" }, { "delayed", "retry = { delayed = { ... } }" },
-    { "dedup", "dedup = { ... }" }, { "redis", "luka.redis(url, { ... })" } }
+    { "dedup", "dedup = { ... }" }, { "transaction", "transaction = { ... }" }, { "redis", "luka.redis(url, { ... })" } }
   for _, k in ipairs(kinds) do
     out[#out + 1] = ("#### `%s`\n\n| option | type | default | meaning |\n| --- | --- | --- | --- |"):format(k[2])
     for _, opt in ipairs(M.options[k[1]]) do
