@@ -187,6 +187,8 @@ local function killed(name, env, n, kills, faults)
   if report then
     local f = io.open(report, "a")
     f:write(H.json_encode({ scenario = "txn " .. name, messages = n, kills = kills, seed = seed, out = out.n,
+      what = ("%d kill -9 at random moments, restarting each time"):format(kills),
+      note = ("seed %d; read_committed by KafkaJS"):format(seed),
       distinct = out.distinct, duplicates = out.dups, lost = expect - out.distinct }), "\n")
     f:close()
   end
