@@ -119,7 +119,7 @@ describe("transactional = true", function()
     assert.same({ 200, 200, 0 }, { c.n, c.distinct, c.dups })
   end)
 
-  it("aborts a transaction whose commit fails, rewinds and replays it: outputs once", function()
+  it("aborts a transaction whose commit fails, rewinds and replays it: the only duplicates are its outputs", function()
     local b = broker()
     H.kcat_produce(b.bootstrap, "in", numbered(1, 500))
     -- The first EndTxn (a commit) fails with an error that makes librdkafka
