@@ -110,6 +110,14 @@ describe("transactional = true", function()
       sum = sum + tonumber(rec.value)
     end
     assert.equal(200, sum, "the offsets sum to the messages read")
+    -- luka lag reads them there (the mock never stores a transaction's
+    -- offsets for the group): every partition read to its end.
+    local lag = H.run(("TRANSACTIONAL=1 %s lag spec/fixtures/txn.lua --brokers %s --json"):format(H.luka, b.bootstrap))
+    assert.equal(0, lag.code, lag.stderr)
+    assert.truthy(lag.stderr:find("group txn: 4 committed offset(s) read from __luka_offsets", 1, true), lag.stderr)
+    local doc = H.json_decode(lag.stdout)
+    assert.equal(0, doc.groups[1].lag, lag.stdout)
+    assert.equal(4, #doc.groups[1].partitions)
     -- A second run reads the offsets back and handles nothing again.
     run = start(b, {})
     taking(run)

@@ -44,7 +44,8 @@ enum { J_NONE, J_INIT, J_COMMIT, J_ABORT };
 /* What was read back from the offsets topic for one assignment. */
 typedef struct restore {
     rd_kafka_topic_partition_list_t *parts; /* the assignment; offsets filled in */
-    int cancelled, done;
+    volatile int cancelled;
+    int done;
     char error[1024];
 } restore_t;
 
@@ -112,12 +113,10 @@ static int64_t offset_of(const char *value, size_t len) {
     return strtoll(buf, NULL, 10);
 }
 
-/* Read the offsets topic to its end (its last stable offset: read
- * committed) and fill r's offsets with the last record of each of its
- * partitions for group; the others stay RD_KAFKA_OFFSET_INVALID. */
-static void read_offsets(txn_t *t, restore_t *r, const char *group) {
+int txn_read_offsets(rd_kafka_conf_t *conf, const char *group,
+                     rd_kafka_topic_partition_list_t *parts, const volatile int *cancel,
+                     char *errbuf, size_t errlen) {
     char why[512];
-    rd_kafka_conf_t *conf = rd_kafka_conf_dup(t->reader_conf);
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     rd_kafka_topic_t *rkt = NULL;
     rd_kafka_queue_t *q = NULL;
@@ -127,14 +126,16 @@ static void read_offsets(txn_t *t, restore_t *r, const char *group) {
     size_t glen = strlen(group);
     uint64_t deadline;
 
+    errbuf[0] = '\0';
+
     if (!rk) {
         rd_kafka_conf_destroy(conf);
-        snprintf(r->error, sizeof(r->error), "offsets reader: %s", why);
-        return;
+        snprintf(errbuf, errlen, "offsets reader: %s", why);
+        return -1;
     }
     rkt = rd_kafka_topic_new(rk, TXN_OFFSETS_TOPIC, NULL);
     if ((err = rd_kafka_metadata(rk, 0, rkt, &md, 10000)) != 0) {
-        snprintf(r->error, sizeof(r->error), "metadata of %s: %s", TXN_OFFSETS_TOPIC,
+        snprintf(errbuf, errlen, "metadata of %s: %s", TXN_OFFSETS_TOPIC,
                  rd_kafka_err2str(err));
         goto out;
     }
@@ -146,8 +147,8 @@ static void read_offsets(txn_t *t, restore_t *r, const char *group) {
     deadline = (uint64_t)time(NULL) + RESTORE_MS / 1000;
     while (eofs < nparts) {
         rd_kafka_message_t *m;
-        if (r->cancelled || (uint64_t)time(NULL) > deadline) {
-            snprintf(r->error, sizeof(r->error),
+        if ((cancel && *cancel) || (uint64_t)time(NULL) > deadline) {
+            snprintf(errbuf, errlen,
                      "%s was not read to its end in %d s (an open transaction of an instance "
                      "that died holds it until transaction.timeout.ms)",
                      TXN_OFFSETS_TOPIC, RESTORE_MS / 1000);
@@ -157,7 +158,7 @@ static void read_offsets(txn_t *t, restore_t *r, const char *group) {
         if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             eofs++;
         } else if (m->err) {
-            snprintf(r->error, sizeof(r->error), "reading %s: %s", TXN_OFFSETS_TOPIC,
+            snprintf(errbuf, errlen, "reading %s: %s", TXN_OFFSETS_TOPIC,
                      rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             break;
@@ -168,8 +169,8 @@ static void read_offsets(txn_t *t, restore_t *r, const char *group) {
             if (s1 && (s2 = memchr(s1 + 1, '/', (size_t)(end - s1 - 1))) &&
                 (size_t)(end - s2 - 1) == glen && memcmp(s2 + 1, group, glen) == 0) {
                 int32_t partition = (int32_t)strtol(s1 + 1, NULL, 10);
-                for (int i = 0; i < r->parts->cnt; i++) {
-                    rd_kafka_topic_partition_t *e = &r->parts->elems[i];
+                for (int i = 0; i < parts->cnt; i++) {
+                    rd_kafka_topic_partition_t *e = &parts->elems[i];
                     if (e->partition == partition && strlen(e->topic) == (size_t)(s1 - k) &&
                         memcmp(e->topic, k, (size_t)(s1 - k)) == 0)
                         e->offset = offset_of(m->payload, m->len);
@@ -184,6 +185,7 @@ out:
     if (q) rd_kafka_queue_destroy(q);
     if (rkt) rd_kafka_topic_destroy(rkt);
     rd_kafka_destroy(rk);
+    return errbuf[0] ? -1 : 0;
 }
 
 /* The group's committed offsets of r's partitions, where the offsets
@@ -217,7 +219,8 @@ static void *thread_main(void *arg) {
         pthread_mutex_unlock(&t->mu);
 
         if (r) {
-            read_offsets(t, r, t->ep->flow.conf->group);
+            txn_read_offsets(rd_kafka_conf_dup(t->reader_conf), t->ep->flow.conf->group, r->parts,
+                             &r->cancelled, r->error, sizeof(r->error));
             if (!r->error[0] && !r->cancelled) merge_committed(t, r);
         } else if (job == J_INIT) {
             error = rd_kafka_init_transactions(rk, CALL_MS);
@@ -709,8 +712,8 @@ void txn_end(txn_t *t) {
     wait_jobs(t);
 }
 
-static rd_kafka_conf_t *reader_conf(txn_t *t, char *why, size_t len) {
-    rd_kafka_conf_t *c = kafka_conf(&t->env, NULL, why, len);
+rd_kafka_conf_t *txn_reader_conf(const kafka_env_t *env, char *why, size_t len) {
+    rd_kafka_conf_t *c = kafka_conf(env, NULL, why, len);
     if (!c) return NULL;
     if (rd_kafka_conf_set(c, "isolation.level", "read_committed", why, len) ||
         rd_kafka_conf_set(c, "enable.partition.eof", "true", why, len) ||
@@ -775,7 +778,7 @@ txn_t *txn_open(endpoint_t *ep, const txn_ops_t *ops, char *errbuf, size_t errle
     }
     rd_kafka_queue_destroy(q);
     kafka_wake_kick(&p->wake);
-    if (!(t->reader_conf = reader_conf(t, why, sizeof(why)))) goto fail;
+    if (!(t->reader_conf = txn_reader_conf(&t->env, why, sizeof(why)))) goto fail;
     uv_timer_init(ep->client.env->loop, &t->timer);
     uv_check_init(ep->client.env->loop, &t->check);
     uv_async_init(ep->client.env->loop, &t->async, on_async);

@@ -21,6 +21,19 @@
 
 typedef struct txn txn_t;
 
+/* The configuration of a reader of the offsets topic: read_committed,
+ * partition EOFs reported, no log lines or errors served.  NULL with why. */
+rd_kafka_conf_t *txn_reader_conf(const kafka_env_t *env, char *why, size_t len);
+
+/* Read the offsets topic to its end (its last stable offset) with a new
+ * consumer of conf (which it takes), and set the offset of each of parts
+ * that group has a record for to the last one; the others are left as
+ * they are.  Blocking: a thread's, or a command's.  cancel (may be NULL)
+ * stops it.  Returns 0, or -1 with errbuf. */
+int txn_read_offsets(rd_kafka_conf_t *conf, const char *group,
+                     rd_kafka_topic_partition_list_t *parts, const volatile int *cancel,
+                     char *errbuf, size_t errlen);
+
 /* The transactional.id of an endpoint: "<group>.<endpoint>.<instance>"
  * (malloc'd), instance being the conf's, else the host name. */
 char *txn_id(const endpoint_conf_t *conf);
