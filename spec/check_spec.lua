@@ -76,7 +76,7 @@ luka.publisher "orders" { config = { ["acks2"] = "all" } }
       { 'luka.consumer "c" { topics = { "t" }, config = { ["enable.auto.commit"] = false }, handle = function() end }',
         "app.lua:2: consumer 'c': config sets enable.auto.commit:" },
       { 'luka.publisher "p" { config = { ["transactional.id"] = "tx" } }',
-        "app.lua:2: publisher 'p': config sets transactional.id: exactly-once consume→publish is not available yet; remove it" },
+        "app.lua:2: publisher 'p': config sets transactional.id: a producer of luka's with its own transactional.id fails every publish outside a transaction; remove it; for exactly-once consume→publish set transactional = true on the consumer whose handlers publish (README, \"Exactly-once\")" },
       { 'luka.publisher "p" { config = { ["delivery.report.only.error"] = true } }',
         "app.lua:2: publisher 'p': config sets delivery.report.only.error:" },
       { 'luka.broker { config = { ["enable.auto.offset.store"] = "true" } }\nluka.publisher "p" {}',

@@ -381,7 +381,7 @@ luka.channel "bad" { format = "xml", handle = function() end }
       local names = {}
       for i, opt in ipairs(dsl.options.consumer) do names[i] = opt.name end
       assert.same({ "topics", "group", "format", "config", "handle", "handle_batch", "batch",
-                    "retry", "error_channel", "final_failure", "dedup", "timeout",
+                    "transactional", "transaction", "retry", "error_channel", "final_failure", "dedup", "timeout",
                     "concurrency", "ordering", "buffer", "on_assign", "on_revoke", "on_stop" }, names)
     end)
 
@@ -397,7 +397,7 @@ luka.channel "bad" { format = "xml", handle = function() end }
     it("refuses a config table that sets a property luka sets itself, one table deciding", function()
       assert.equal([[app.lua:1: consumer 'c': config sets group.id: luka sets it from the endpoint's group option; use group = "g" instead]],
         app_error [[luka.consumer "c" { topics = { "t" }, config = { ["group.id"] = "g" }, handle = function() end }]])
-      assert.equal("app.lua:1: publisher 'p': config sets transactional.id: exactly-once consume→publish is not available yet; remove it",
+      assert.equal("app.lua:1: publisher 'p': config sets transactional.id: a producer of luka's with its own transactional.id fails every publish outside a transaction; remove it; for exactly-once consume→publish set transactional = true on the consumer whose handlers publish (README, \"Exactly-once\")",
         app_error [[luka.publisher "p" { config = { ["transactional.id"] = "x" } }]])
       -- A consumer property is the producer's to ignore, and a topic config is no client's.
       assert.same({ ["group.id"] = "g" }, app([[luka.publisher "p" { config = { ["group.id"] = "g" } }]]).publishers[1].config)

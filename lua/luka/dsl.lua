@@ -102,7 +102,8 @@ M.owned = {
   { property = "enable.auto.commit", clients = "consumer",
     reason = "luka commits the offsets it stored every auto.commit.interval.ms" },
   { property = "transactional.id", clients = "producer",
-    reason = "exactly-once consume→publish is not available yet" },
+    reason = "a producer of luka's with its own transactional.id fails every publish outside a transaction",
+    fix = "remove it; for exactly-once consume→publish set transactional = true on the consumer whose handlers publish (README, \"Exactly-once\")" },
   { property = "delivery.report.only.error", clients = "producer",
     reason = "luka commits a message once its publishes are acknowledged, which needs every delivery report" },
 }
@@ -304,6 +305,14 @@ M.options = {
     { name = "wait", type = DURATION, default = "50ms",
       help = "longest the first message of a batch waits for more before the batch is cut smaller" },
   },
+  transaction = {
+    { name = "messages", type = integer_at_least(1), default = 1000,
+      help = "messages in a transaction before it commits" },
+    { name = "interval", type = DURATION, default = "100ms",
+      help = "longest a transaction stays open before it commits" },
+    { name = "instance", type = TEXT,
+      help = "this process's part of the transactional.id <group>.<consumer>.<instance> (default: the host name)" },
+  },
   dedup = {
     { name = "key", type = KEY, help = "payload field, or function(msg, meta), giving the dedup key" },
     { name = "header", type = TEXT, help = "header giving the dedup key (default: the message id header)" },
@@ -360,6 +369,10 @@ M.options = {
       help = "function(batch) called with up to batch.max messages of one partition, instead of handle" },
     { name = "batch", type = nested("batch", "a table { max = N, wait = duration }"),
       help = "with handle_batch: how a batch is cut (default { max = 500, wait = \"50ms\" })" },
+    { name = "transactional", type = BOOLEAN, default = false,
+      help = "exactly-once: what the handlers publish and the offsets commit in one Kafka transaction" },
+    { name = "transaction", type = nested("transaction", "a table { messages, interval, instance }"),
+      help = "when a transactional consumer commits, and its transactional.id" },
   },
   channel = {
     { name = "topic", type = TEXT, default = NAME, help = "topic the channel publishes to and consumes from" },
@@ -518,6 +531,10 @@ local function declaration(kind, namespaces, register)
       end
       local o, err = parse(kind, name, opts)
       if not o then error(label .. ": " .. err, 2) end
+      if kind == "consumer" then
+        err = M.check_transactional(o)
+        if err then error(label .. ": " .. err, 2) end
+      end
       for _, ns in ipairs(namespaces) do
         local prev = state[ns][name]
         if prev then
@@ -531,6 +548,30 @@ local function declaration(kind, namespaces, register)
       :format(where(2), label, kind, name)
     return options
   end
+end
+
+-- nil, or why a consumer's options do not fit transactional = true.
+function M.check_transactional(o)
+  if not o.transactional then
+    if o.transaction then return "transaction = { ... } needs transactional = true" end
+    return nil
+  end
+  if o.handle_batch then
+    return "handle_batch cannot be combined with transactional = true yet: use handle (each "
+      .. "transaction already gathers up to transaction.messages messages)"
+  end
+  if o.dedup then
+    return "dedup cannot be combined with transactional = true: its store is outside the "
+      .. "transaction, so a message of an aborted transaction would be skipped when it comes "
+      .. "again; remove dedup (a transactional consumer publishes each output once)"
+  end
+  for _, p in ipairs({ "isolation.level", "enable.auto.commit" }) do
+    if o.config[p] then
+      return ("config sets %s: luka sets it on a transactional consumer (read_committed, "
+        .. "offsets committed in the transactions); remove it"):format(p)
+    end
+  end
+  if not o.transaction then o.transaction = assert(parse("transaction", nil, {})) end
 end
 
 -- Declarations ------------------------------------------------------------
@@ -640,8 +681,8 @@ function M.reference()
     { "publisher", 'luka.publisher "name" { ... }' }, { "consumer", 'luka.consumer "name" { ... }' },
     { "channel", 'luka.channel "name" { ... }' }, { "topic", 'luka.topic "name" { ... }' },
     { "retry", "retry = { ... }" }, { "delayed", "retry = { delayed = { ... } }" },
-    { "dedup", "dedup = { ... }" }, { "batch", "batch = { ... }" }, { "redis", "luka.redis(url, { ... })" },
-    { "pg", "luka.pg(url, { ... })" }, { "outbox", 'luka.outbox "name" { ... }' } }
+    { "dedup", "dedup = { ... }" }, { "batch", "batch = { ... }" }, { "transaction", "transaction = { ... }" },
+    { "redis", "luka.redis(url, { ... })" }, { "pg", "luka.pg(url, { ... })" }, { "outbox", 'luka.outbox "name" { ... }' } }
   for _, k in ipairs(kinds) do
     out[#out + 1] = ("#### `%s`\n\n| option | type | default | meaning |\n| --- | --- | --- | --- |"):format(k[2])
     for _, opt in ipairs(M.options[k[1]]) do

@@ -245,6 +245,7 @@ static int l_publish(lua_State *L) {
     sink_t *p;
     guard_t *g;
     char *value;
+    int sent;
 
     luaL_checkany(L, 2);
     if (opts) {
@@ -337,8 +338,15 @@ static int l_publish(lua_State *L) {
     } else {
         tag = current ? inflight_tag(current) : NULL;
     }
-    if (p->ops->send(p, NULL, partition, key, keylen, value, len, g->hdrs, tag, err,
-                     sizeof(err))) {
+    /* A transactional endpoint's message: into its transaction, to the
+     * publisher's topic. */
+    if (current && current->flow && current->flow->txn)
+        sent = current->flow->txn->ops->send(current->flow->txn, p->conf->topic, partition, key,
+                                             keylen, value, len, g->hdrs, tag, err, sizeof(err));
+    else
+        sent = p->ops->send(p, NULL, partition, key, keylen, value, len, g->hdrs, tag, err,
+                            sizeof(err));
+    if (sent) {
         free(w);
         if (current && !task) outcome_send_failed(current, err);
         lua_pushnil(L);

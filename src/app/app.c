@@ -267,6 +267,15 @@ static void read_topology(lua_State *L, app_t *app) {
         read_policy(L, lua_gettop(L), app, &e->policy);
         e->concurrency = (int)field_int(L, -1, "concurrency");
         e->buffer = (int)field_int(L, -1, "buffer");
+        lua_getfield(L, -1, "transactional");
+        e->transactional = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (lua_getfield(L, -1, "transaction") == LUA_TTABLE) {
+            e->txn_messages = (int)field_int(L, -1, "messages");
+            e->txn_interval_ms = field_int(L, -1, "interval");
+            e->txn_instance = field_str(L, -1, "instance");
+        }
+        lua_pop(L, 1);
         format = field_str(L, -1, "ordering");
         e->ordering = !format || strcmp(format, "key") == 0 ? ORDER_KEY
                       : strcmp(format, "partition") == 0   ? ORDER_PARTITION
@@ -460,7 +469,7 @@ void app_free(app_t *app) {
     }
     for (int i = 0; i < app->neps; i++) {
         endpoint_conf_t *e = &app->eps[i];
-        free(e->name), free(e->group), free(e->where);
+        free(e->name), free(e->group), free(e->where), free(e->txn_instance);
         for (int t = 0; t < e->ntopics; t++) free(e->topics[t]);
         free(e->topics);
         kvlist_free(&e->config);

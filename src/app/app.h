@@ -75,6 +75,13 @@ typedef struct endpoint_conf {
     int buffer;      /* messages held behind busy lanes before pausing */
     /* Lifecycle hooks (api/hooks.h): registry refs, or LUA_NOREF. */
     int on_assign, on_revoke, on_stop;
+    /* transactional = true (README, "Exactly-once"): a commit every
+     * txn_messages messages or txn_interval_ms; txn_instance names this
+     * instance in the transactional.id (NULL: the host name). */
+    int transactional;
+    int txn_messages;
+    int64_t txn_interval_ms;
+    char *txn_instance;
 } endpoint_conf_t;
 
 /* A declared topic (luka.topic); -1 leaves a count to the cluster. */

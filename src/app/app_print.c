@@ -6,6 +6,7 @@
 
 #include <inttypes.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -143,6 +144,17 @@ void app_print(const app_t *app, FILE *out) {
             fprintf(out, "      hooks:%s%s%s\n", e->on_assign != LUA_NOREF ? " on_assign" : "",
                     e->on_revoke != LUA_NOREF ? " on_revoke" : "",
                     e->on_stop != LUA_NOREF ? " on_stop" : "");
+        if (e->transactional) {
+            /* The id's formula is kafka/txn.c's txn_id. */
+            char host[256] = "luka";
+            if (!e->txn_instance && gethostname(host, sizeof(host)) != 0) strcpy(host, "luka");
+            host[sizeof(host) - 1] = '\0';
+            fprintf(out,
+                    "      transactional: transactional.id %s.%s.%s, a commit every %d message(s) "
+                    "or %lld ms, read_committed\n",
+                    e->group, e->name, e->txn_instance ? e->txn_instance : host, e->txn_messages,
+                    (long long)e->txn_interval_ms);
+        }
         print_config(out, &e->config);
     }
 }

@@ -14,6 +14,7 @@
 #include "cmd/admin_client.h"
 #include "cmd/admin_lag.h"
 #include "kafka/apiversions.h"
+#include "kafka/txn.h"
 
 /* Command-line options of lag, declared once. */
 enum { OPT_BROKERS, OPT_TIMEOUT, OPT_GROUP, OPT_JSON, NOPTS };
@@ -436,18 +437,49 @@ static lag_member_t *assigned(lag_group_t *g, const char *topic, int partition) 
     return NULL;
 }
 
+/* A transactional consumer's offsets are also in luka's offsets topic,
+ * and only there against the embedded broker (whose mock never stores
+ * offsets sent with a transaction): when the group has committed nothing
+ * for some of parts and that topic exists, its records for the group.
+ * NULL when there are none to read. */
+static rd_kafka_topic_partition_list_t *luka_offsets(lag_t *l, const lag_group_t *g,
+                                                     const rd_kafka_topic_partition_list_t *parts,
+                                                     const rd_kafka_topic_partition_list_t *got) {
+    rd_kafka_topic_partition_list_t *mine;
+    rd_kafka_conf_t *conf;
+    char why[1024];
+    int missing = 0;
+
+    if (!admin_find_topic(l->md, TXN_OFFSETS_TOPIC)) return NULL;
+    for (int i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *c =
+            rd_kafka_topic_partition_list_find(got, parts->elems[i].topic, parts->elems[i].partition);
+        if (!c || c->offset < 0) missing++;
+    }
+    if (!missing || !(conf = txn_reader_conf(&l->c.env, why, sizeof(why)))) return NULL;
+    mine = rd_kafka_topic_partition_list_copy(parts);
+    for (int i = 0; i < mine->cnt; i++) mine->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
+    if (txn_read_offsets(conf, g->name, mine, NULL, why, sizeof(why))) {
+        fprintf(stderr, "luka lag: group %s: %s\n", g->name, why);
+        rd_kafka_topic_partition_list_destroy(mine);
+        return NULL;
+    }
+    return mine;
+}
+
 /* Fill in the rows of g: committed offsets, log end offsets, members.
  * Returns 0, or -1 after printing why something could not be read. */
 static int fill(lag_t *l, lag_group_t *g) {
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(g->nparts + 1);
-    rd_kafka_topic_partition_list_t *got = NULL;
-    int rc = 0;
+    rd_kafka_topic_partition_list_t *got = NULL, *mine = NULL;
+    int rc = 0, used = 0;
 
     qsort(g->parts, (size_t)g->nparts, sizeof(*g->parts), by_topic_partition);
     for (int i = 0; i < g->nparts; i++)
         if (g->parts[i].partition >= 0)
             rd_kafka_topic_partition_list_add(parts, g->parts[i].topic, g->parts[i].partition);
     if (parts->cnt && !(got = committed(l, g->name, parts))) rc = -1;
+    if (got) mine = luka_offsets(l, g, parts, got);
     for (int i = 0; i < g->nparts; i++) {
         lag_part_t *p = &g->parts[i];
         const rd_kafka_topic_partition_t *c;
@@ -462,6 +494,11 @@ static int fill(lag_t *l, lag_group_t *g) {
         c = rd_kafka_topic_partition_list_find(got, p->topic, p->partition);
         if (c && c->err) p->error = rd_kafka_err2str(c->err);
         else if (c && c->offset >= 0) p->committed = c->offset;
+        if (mine && (c = rd_kafka_topic_partition_list_find(mine, p->topic, p->partition)) &&
+            c->offset > p->committed) {
+            p->committed = c->offset;
+            used++;
+        }
         err = rd_kafka_query_watermark_offsets(l->c.rk, p->topic, p->partition, &lo, &hi,
                                                l->timeout_ms);
         if (err) {
@@ -473,6 +510,12 @@ static int fill(lag_t *l, lag_group_t *g) {
             p->log_end = hi;
         }
     }
+    if (used)
+        fprintf(stderr,
+                "luka lag: group %s: %d committed offset(s) read from %s (a transactional "
+                "consumer's, written with its outputs)\n",
+                g->name, used, TXN_OFFSETS_TOPIC);
+    if (mine) rd_kafka_topic_partition_list_destroy(mine);
     if (got) rd_kafka_topic_partition_list_destroy(got);
     rd_kafka_topic_partition_list_destroy(parts);
     return rc;

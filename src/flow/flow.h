@@ -116,6 +116,10 @@ struct flow {
     int ninflight;
     int stopped; /* takes no more messages: failures are left uncommitted */
     int retry_in_memory; /* a delayed retry waits in memory, not by a seek back */
+    /* NULL, or where every publish made for its messages goes, with the
+     * topic of the publisher named (a transactional endpoint's producer:
+     * handler outputs, dead letters and resends in its transactions). */
+    sink_t *txn;
     /* How long a retry waiting in memory waits, given its record (whose
      * delay_ms is the policy's backoff); NULL: that backoff.  The test
      * kit, whose clock is virtual, retries at once, and parks a release

@@ -104,6 +104,11 @@ static int send_copy(inflight_t *inf, sink_t *s, const char *topic, rd_kafka_hea
         value = malloc(m->len ? m->len : 1);
         memcpy(value, m->payload, m->len);
     }
+    /* A transactional endpoint: in its transaction, to the same topic. */
+    if (inf->flow->txn && s != inf->flow->txn) {
+        if (!topic) topic = s->conf->topic;
+        s = inf->flow->txn;
+    }
     if (s->ops->send(s, topic, RD_KAFKA_PARTITION_UA, m->key, m->key_len, value, m->len, h, t, err,
                      errlen)) {
         rd_kafka_headers_destroy(h);
@@ -124,7 +129,7 @@ static int to_topic(inflight_t *inf) {
         s = f->sinks->find(f->sinks->ctx, pol->error_target);
         if (!s) snprintf(err, sizeof(err), "no such publisher");
     } else {
-        s = f->sinks->internal(f->sinks->ctx, err, sizeof(err));
+        s = f->txn ? f->txn : f->sinks->internal(f->sinks->ctx, err, sizeof(err));
         topic = pol->error_target;
     }
     if (!s || send_copy(inf, s, topic,
@@ -187,7 +192,7 @@ static inflight_t *carry_out(inflight_t *inf, decision_t d) {
                (long long)d.delay_ms);
         return redeliver(inf, d.delay_ms);
     case POLICY_RESEND: {
-        sink_t *s = f->sinks->internal(f->sinks->ctx, err, sizeof(err));
+        sink_t *s = f->txn ? f->txn : f->sinks->internal(f->sinks->ctx, err, sizeof(err));
         if (!s || send_copy(inf, s, inf->msg.topic,
                             policy_resend_headers(&inf->msg, inf->attempts), err, sizeof(err))) {
             log_at(LOG_ERROR, "policy", CTX(inf), "final failure: resend failed: %s", err);

@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "flow/pipeline.h"
 #include "kafka/partition.h"
+#include "kafka/txn.h"
 
 /* Messages handled per wake-up, and the time they may take, before other
  * loop work (signals, timers, health) gets a turn. */
@@ -81,6 +82,8 @@ static void handle(endpoint_t *ep, rd_kafka_message_t *rkm) {
         pt->retry_offset = -1;
         a = &again;
     }
+    /* Where a replay after an abort starts, when no commit said it yet. */
+    if (ep->txn && pt->txn_base < 0) pt->txn_base = rkm->offset;
     message_from_kafka(&m, rkm);
     pipeline_handle(&ep->flow, &m, pt->offsets, a); /* rkm is the pipeline's now */
 }
@@ -89,6 +92,8 @@ static void drain(endpoint_t *ep) {
     uint64_t deadline = uv_hrtime() + BATCH_NS;
     int n = 0, more = 0;
     while (!ep->flow.stopped && ep->flow.ninflight < MAX_INFLIGHT) {
+        /* Transactional: none while a transaction commits or aborts. */
+        if (ep->txn && !txn_may_take(ep->txn)) break;
         if (pipeline_waiting(&ep->flow) >= ep->flow.conf->buffer) {
             if (!ep->held) partitions_hold(ep);
             /* Held: one poll a second still, for the group's sake. */
@@ -113,6 +118,7 @@ static void drain(endpoint_t *ep) {
             continue;
         }
         handle(ep, rkm);
+        if (ep->txn) txn_taken(ep->txn);
     }
     ep->ticked = 0;
     ep->drained_at = uv_hrtime();
@@ -156,7 +162,7 @@ static void source_stop(flow_t *f) {
 
 static void source_progress(flow_t *f) {
     endpoint_t *ep = EP(f);
-    if (ep->store.data) uv_check_start(&ep->store, on_store);
+    if (ep->store.data && !ep->txn) uv_check_start(&ep->store, on_store);
 }
 
 static void source_finished(flow_t *f, const struct inflight *inf, int done) {
@@ -183,6 +189,10 @@ static int source_seek(flow_t *f, const char *topic, int32_t partition, int64_t 
     pipeline_drop(f, pt->offsets, 0);
     return 0;
 }
+
+static void txn_stop(endpoint_t *ep) { source_stop(&ep->flow); }
+
+static const txn_ops_t consumer_txn = {partitions_assign, txn_stop};
 
 static const source_ops_t consumer_source = {source_redeliver, source_stop, source_progress,
                                              source_finished, source_seek};
@@ -218,6 +228,12 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
     if (set(kconf, "group.id", conf->group, why, sizeof(why)) ||
         set(kconf, "enable.auto.offset.store", "false", why, sizeof(why)) ||
         set(kconf, "auto.commit.interval.ms", "1000", why, sizeof(why)))
+        goto fail;
+    /* Exactly-once: offsets are committed in the transactions (txn.c),
+     * and what aborted transactions wrote is never read. */
+    if (conf->transactional &&
+        (set(kconf, "isolation.level", "read_committed", why, sizeof(why)) ||
+         set(kconf, "enable.auto.commit", "false", why, sizeof(why))))
         goto fail;
     ep->commit_first = !kvlist_get(&conf->config, "auto.commit.interval.ms") &&
                        !kvlist_get(&env->app->broker_config, "auto.commit.interval.ms") &&
@@ -255,6 +271,10 @@ endpoint_t *consumer_open(const kafka_env_t *env, const endpoint_conf_t *conf, l
     ep->idle.data = ep->tick.data = ep->store.data = ep->room.data = ep->revoke_timer.data = ep;
     ep->idle_cb = on_idle;
     uv_timer_start(&ep->tick, on_tick, 1000, 1000);
+    if (conf->transactional) {
+        if (!(ep->txn = txn_open(ep, &consumer_txn, why, sizeof(why)))) goto fail;
+        ep->flow.txn = txn_sink(ep->txn);
+    }
 
     topics = rd_kafka_topic_partition_list_new(conf->ntopics);
     for (int i = 0; i < conf->ntopics; i++)
@@ -310,6 +330,8 @@ static void leave(endpoint_t *ep) {
     consumer_stopping(ep);
     /* A revoke waiting for handlers: they are abandoned below anyway. */
     if (ep->revoking) partitions_finish_revoke(ep, 1);
+    /* The open transaction commits what is done, or aborts. */
+    if (ep->txn) txn_end(ep->txn);
     /* Before left is set: partitions_store does nothing after (the revoke
      * that the close below makes must not store for partitions it gives
      * back), and done offsets wait up to STORE_MS for a loop turn. */
@@ -354,6 +376,11 @@ void consumer_leave(endpoint_t *ep) {
 void consumer_close(endpoint_t *ep) {
     consumer_stop(ep);
     leave(ep);
+    if (ep->txn) {
+        txn_close(ep->txn);
+        ep->txn = NULL;
+        ep->flow.txn = NULL;
+    }
     if (ep->rk) {
         rd_kafka_destroy(ep->rk);
         ep->rk = NULL;

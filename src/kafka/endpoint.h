@@ -22,6 +22,7 @@ typedef struct partition {
     int waiting;     /* paused until the timer fires */
     int revoking;    /* revoked: waits for its running handlers, takes nothing */
     int64_t expect;  /* the offset sought back to, until a message arrives; else -1 */
+    int64_t txn_base; /* transactional: where the open transaction began reading it; else -1 */
     uv_timer_t *timer;
 } partition_t;
 
@@ -56,6 +57,7 @@ typedef struct endpoint {
     int commit_first; /* commit a partition's first done offsets at once (store_offsets) */
     int opened;       /* consumer_open succeeded */
     int said_stop;    /* its stopping hook ran (consumer_stopping) */
+    struct txn *txn;  /* transactional = true: its transactions (txn.h); else NULL */
 } endpoint_t;
 
 #endif

@@ -9,6 +9,7 @@
 
 #include "base/log.h"
 #include "flow/pipeline.h"
+#include "kafka/txn.h"
 
 #define EP_CTX(c) LOG_ENDPOINT((c)->name)
 
@@ -21,7 +22,8 @@ void partitions_store(endpoint_t *ep) {
 
     uv_check_stop(&ep->store);
     ep->stored_at = uv_now(ep->client.env->loop);
-    if (ep->left) {
+    /* A transactional endpoint commits its offsets in its transactions. */
+    if (ep->left || ep->txn) {
         rd_kafka_topic_partition_list_destroy(l);
         return;
     }
@@ -248,7 +250,7 @@ static void assign_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
         partition_t *pt = calloc(1, sizeof(*pt));
         pt->ep = ep;
         pt->offsets = offsets_new(parts->elems[i].topic, parts->elems[i].partition);
-        pt->retry_offset = pt->expect = -1;
+        pt->retry_offset = pt->expect = pt->txn_base = -1;
         ep->parts[ep->nparts++] = pt;
     }
 }
@@ -263,6 +265,8 @@ static void revoke_parts(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts)
     const kafka_env_t *env = ep->client.env;
 
     if (env->flush) env->flush(env->ctx, (int)env->drain_timeout_ms);
+    /* The open transaction ends before its partitions go. */
+    if (ep->txn) txn_end(ep->txn);
     partitions_store(ep);
     err = rd_kafka_commit(ep->rk, NULL, 0);
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -371,16 +375,30 @@ void partitions_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
            parts->cnt ? list : "nothing");
     if (assign) {
         ep->joined = 1;
-        assign_parts(ep, parts);
-        if (ep->held_paused) rd_kafka_pause_partitions(rk, parts);
-    } else {
-        if (start_revoke(ep, parts)) return;
-        revoke_parts(ep, parts);
+        /* Transactional: assigned once its offsets are read back. */
+        if (ep->txn && txn_assign(ep->txn, parts)) return;
+        partitions_assign(ep, parts);
+        return;
     }
+    if (ep->txn) txn_revoke(ep->txn);
+    if (start_revoke(ep, parts)) return;
+    revoke_parts(ep, parts);
     if (kafka_rebalance_apply(rk, err, parts, why, sizeof(why)))
-        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "%s %s: %s",
-               assign ? "assigning" : "unassigning", parts->cnt ? list : "nothing", why);
-    else if (assign && parts->cnt && ep->client.env->assigned)
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "unassigning %s: %s",
+               parts->cnt ? list : "nothing", why);
+}
+
+void partitions_assign(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts) {
+    char list[1024], why[512];
+    assign_parts(ep, parts);
+    if (ep->held_paused) rd_kafka_pause_partitions(ep->rk, parts);
+    if (kafka_rebalance_apply(ep->rk, RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, parts, why,
+                              sizeof(why))) {
+        log_partitions(parts, list, sizeof(list));
+        log_at(LOG_WARN, "consumer", EP_CTX(ep->flow.conf), "assigning %s: %s",
+               parts->cnt ? list : "nothing", why);
+    } else if (parts->cnt && ep->client.env->assigned) {
         ep->client.env->assigned(ep->client.env->ctx, ep, parts);
+    }
 }
 

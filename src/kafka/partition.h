@@ -43,6 +43,11 @@ void partitions_held_long(endpoint_t *ep);
 void partitions_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                              rd_kafka_topic_partition_list_t *parts, void *opaque);
 
+/* Assign parts (offsets as given, RD_KAFKA_OFFSET_INVALID: the committed
+ * one) and tell the app: what the rebalance callback does at once, or
+ * txn.c once it read the offsets back. */
+void partitions_assign(endpoint_t *ep, rd_kafka_topic_partition_list_t *parts);
+
 /* End a revoke that waits for handlers now; with abandon, those still
  * running are given up, uncommitted. */
 void partitions_finish_revoke(endpoint_t *ep, int abandon);

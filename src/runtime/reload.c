@@ -60,6 +60,10 @@ static int same_endpoint(const endpoint_conf_t *a, const endpoint_conf_t *b) {
     if (a->concurrency != b->concurrency || a->ordering != b->ordering) return 0;
     /* So is whether messages gather in batches (their size may change). */
     if ((a->handle_batch == LUA_NOREF) != (b->handle_batch == LUA_NOREF)) return 0;
+    /* A transactional endpoint's producer and commits are set at its open. */
+    if (a->transactional != b->transactional || a->txn_messages != b->txn_messages ||
+        a->txn_interval_ms != b->txn_interval_ms || !same_str(a->txn_instance, b->txn_instance))
+        return 0;
     for (int i = 0; i < a->ntopics; i++)
         if (strcmp(a->topics[i], b->topics[i])) return 0;
     return pa->dedup == pb->dedup && same_str(pa->dedup_store, pb->dedup_store) &&
