@@ -203,6 +203,24 @@ local function killed(name, env, n, kills, faults)
   return out, dlq, expect, b
 end
 
+-- Why "0 duplicates to a read_committed reader" is not asserted here: the
+-- embedded broker does not isolate transactions.  Shown by
+-- confluent-kafka-python, a client other than luka: should a later
+-- librdkafka's mock hide aborted and open transactions, this fails, and the
+-- kill -9 scenarios below can be tightened to 0 duplicates.
+describe("the embedded broker and transactions", function()
+  it("shows a read_committed reader the outputs of aborted and open transactions too", function()
+    local b = H.broker_start { topics = { "probe:1" } }
+    local r = H.run(("%s spec/support/txn_probe.py %s probe"):format(H.PY, b.bootstrap),
+      { timeout = 60 })
+    assert(r.code == 0, "txn_probe.py failed: " .. r.stderr)
+    local got = H.json_decode(r.stdout)
+    assert.same({ "committed", "aborted", "open" }, got.read_uncommitted)
+    assert.same({ "committed", "aborted", "open" }, got.read_committed)
+    assert.equal(3, got.high) -- no offset taken by commit or abort markers
+  end)
+end)
+
 describe("transactional through kill -9", function()
   local N, KILLS = size(3000, 20000), size(2, 8)
   -- A transaction holds at most TXN messages; on the mock a kill leaves at
