@@ -1,6 +1,8 @@
-/* admin_client.c - the librdkafka handle behind `luka topics` and `luka
- * lag`: configured like luka run's clients, its logs kept for --log-level
- * debug, and the waiting and wording every admin request shares. */
+/* admin_client.c - what the commands that talk to the cluster (topics,
+ * lag, offsets, replay) share: their APP, --brokers and --timeout
+ * arguments, the librdkafka handles configured like luka run's clients,
+ * their logs kept for --log-level debug, and the waiting and wording every
+ * request shares. */
 #include "cmd/admin_client.h"
 
 #include <stdio.h>
@@ -18,30 +20,94 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     log_debug("admin", "%s: %s", rd_kafka_err2name(err), reason);
 }
 
-rd_kafka_t *admin_handle(admin_client_t *a, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = kafka_conf(&a->env, NULL, errbuf, errlen);
-    rd_kafka_t *rk;
-    if (!conf) return NULL;
-    rd_kafka_conf_set_error_cb(conf, error_cb);
-    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen))) {
+admin_args_t admin_args(const char *cmd) {
+    return (admin_args_t){.cmd = cmd, .timeout_ms = ADMIN_TIMEOUT_MS};
+}
+
+int admin_arg_app(admin_args_t *a, const char *v) {
+    if (a->app_path)
+        return cliopt_bad_usage(a->cmd, "one app at a time: got '%s' and '%s'", a->app_path, v);
+    a->app_path = v;
+    return 0;
+}
+
+int admin_arg_brokers(admin_args_t *a, const char *v) {
+    if (!*v) return cliopt_bad_usage(a->cmd, "--brokers needs host:port[,...], got ''");
+    a->brokers = v;
+    return 0;
+}
+
+int admin_arg_timeout(admin_args_t *a, const char *v) {
+    int64_t ms;
+    if (cliopt_duration(v, ADMIN_MAX_TIMEOUT_MS, &ms) || ms == 0)
+        return cliopt_bad_usage(a->cmd, "--timeout takes %s, got '%s'", CLIOPT_DURATION_HINT, v);
+    a->timeout_ms = (int)ms;
+    return 0;
+}
+
+rd_kafka_t *admin_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf, size_t errlen) {
+    rd_kafka_t *rk = rd_kafka_new(type, conf, errbuf, errlen);
+    if (!rk) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
     /* conf is now owned by rk; its log lines wait on the main queue. */
     rd_kafka_set_log_queue(rk, NULL);
+    if (type == RD_KAFKA_CONSUMER) rd_kafka_poll_set_consumer(rk);
     return rk;
 }
 
-int admin_load(admin_client_t *a, const char *app_path, const char *brokers, int timeout_ms) {
+rd_kafka_t *admin_handle(admin_client_t *a, char *errbuf, size_t errlen) {
+    rd_kafka_conf_t *conf = kafka_conf(&a->env, NULL, errbuf, errlen);
+    if (!conf) return NULL;
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    return admin_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
+}
+
+rd_kafka_conf_t *admin_consumer_conf(admin_client_t *a, const char *group, char *errbuf,
+                                     size_t errlen) {
+    rd_kafka_conf_t *conf = kafka_conf(&a->env, NULL, errbuf, errlen);
+    if (!conf) return NULL;
+    if (rd_kafka_conf_set(conf, "group.id", group, errbuf, errlen) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
+        rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    return conf;
+}
+
+int admin_committed(admin_client_t *a, rd_kafka_t *rk, const char *group,
+                    rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk, parts, a->timeout_ms);
+    if (!err) return 0;
+    fprintf(stderr, "luka %s: cannot read group %s's committed offsets: %s\n", a->cmd, group,
+            rd_kafka_err2str(err));
+    return -1;
+}
+
+int admin_watermarks(admin_client_t *a, rd_kafka_t *rk, const char *topic, int32_t partition,
+                     int64_t *low, int64_t *high) {
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(rk, topic, partition, low, high, a->timeout_ms);
+    if (!err) return 0;
+    fprintf(stderr, "luka %s: cannot read the offsets of %s[%d]: %s\n", a->cmd, topic,
+            (int)partition, rd_kafka_err2str(err));
+    return -1;
+}
+
+int admin_load(admin_client_t *a, const admin_args_t *args) {
     char err[2048];
 
     memset(a, 0, sizeof(*a));
-    a->timeout_ms = timeout_ms;
-    if (app_path && !(a->app = app_load(app_path, NULL, lapi_open, err, sizeof(err)))) {
+    a->cmd = args->cmd;
+    a->timeout_ms = args->timeout_ms;
+    if (args->app_path &&
+        !(a->app = app_load(args->app_path, NULL, lapi_open, err, sizeof(err)))) {
         fprintf(stderr, "luka: %s\n", err);
         return -1;
     }
-    a->brokers = kafka_brokers(brokers, a->app);
+    a->brokers = kafka_brokers(args->brokers, a->app);
     a->env.app = a->app ? a->app : &a->none;
     a->env.brokers = a->brokers;
     return 0;

@@ -1,14 +1,17 @@
-/* admin_client.h - the cluster client `luka topics` and `luka lag` share:
- * one librdkafka handle configured like luka run's clients, the cluster's
- * metadata, and waiting for an admin request's result with the same
- * timeout and the same wording of failures.  Used by admin_topics.c and
- * admin_lag*.c. */
+/* admin_client.h - the cluster client the commands that talk to the
+ * cluster share: their APP, --brokers and --timeout arguments, one
+ * librdkafka handle configured like luka run's clients, the cluster's
+ * metadata, group consumers, offsets, and waiting for an admin request's
+ * result with the same timeout and the same wording of failures.  Used by
+ * admin_topics.c, admin_lag*.c, offsets.c and replay.c (and admin_new by
+ * tail.c and pubcli.c). */
 #ifndef LUKA_ADMIN_CLIENT_H
 #define LUKA_ADMIN_CLIENT_H
 
 #include <librdkafka/rdkafka.h>
 
 #include "app/app.h"
+#include "base/cliopt.h"
 #include "kafka/client.h"
 
 /* How long each cluster request waits for its answer, unless --timeout. */
@@ -17,7 +20,36 @@
 /* The longest --timeout: an hour. */
 #define ADMIN_MAX_TIMEOUT_MS (60 * 60 * 1000)
 
+/* The --brokers and --timeout entries of a command's option table:
+ * [OPT_BROKERS] = ADMIN_OPT_BROKERS. */
+#define ADMIN_OPT_BROKERS                                                                          \
+    {"brokers", 'b', "LIST",                                                                       \
+     "bootstrap servers (default: the app's luka.broker, else\n"                                   \
+     "KAFKA_BROKERS, else localhost:9092)"}
+#define ADMIN_OPT_TIMEOUT                                                                          \
+    {"timeout", 0, "DURATION",                                                                     \
+     "how long each request to the cluster waits: 500ms, 5s,\n"                                    \
+     "2m; a bare number is milliseconds (default 10s)"}
+
+/* What every such command takes alike, as parsed. */
+typedef struct admin_args {
+    const char *cmd;      /* "topics": its messages start "luka topics: " */
+    const char *app_path; /* APP, or NULL */
+    const char *brokers;  /* --brokers, or NULL */
+    int timeout_ms;       /* --timeout, else ADMIN_TIMEOUT_MS */
+} admin_args_t;
+
+/* The arguments of command cmd before parsing. */
+admin_args_t admin_args(const char *cmd);
+
+/* Take the positional APP, --brokers or --timeout's value v, from a
+ * cliopt_cb: returns what it returns (0, or cliopt_bad_usage's 2). */
+int admin_arg_app(admin_args_t *a, const char *v);
+int admin_arg_brokers(admin_args_t *a, const char *v);
+int admin_arg_timeout(admin_args_t *a, const char *v);
+
 typedef struct admin_client {
+    const char *cmd; /* the command, for its messages */
     app_t *app;     /* the loaded app, or NULL for a command run without one */
     app_t none;     /* the client config of a command run without an app */
     char *brokers;  /* malloc'd */
@@ -26,10 +58,11 @@ typedef struct admin_client {
     rd_kafka_t *rk; /* a producer handle serves every admin call */
 } admin_client_t;
 
-/* Load app_path (NULL: no app) and choose the brokers from the flag (NULL:
- * the app's, else KAFKA_BROKERS, else localhost:9092).  Returns 0, or -1
- * after printing why on stderr; admin_close either way. */
-int admin_load(admin_client_t *a, const char *app_path, const char *brokers, int timeout_ms);
+/* Load args->app_path (NULL: no app) and choose the brokers from
+ * args->brokers (NULL: the app's, else KAFKA_BROKERS, else
+ * localhost:9092).  Returns 0, or -1 after printing why on stderr;
+ * admin_close either way. */
+int admin_load(admin_client_t *a, const admin_args_t *args);
 
 /* Whether a's clients speak plaintext (security.protocol), so that a plain
  * socket can talk to the brokers as they do. */
@@ -42,6 +75,26 @@ void admin_close(admin_client_t *a);
 
 /* Another handle configured like a's (a->env set), or NULL with errbuf. */
 rd_kafka_t *admin_handle(admin_client_t *a, char *errbuf, size_t errlen);
+
+/* A new handle of type on conf, which it takes (destroyed on failure);
+ * its logs wait on its main queue, served by its polls (a consumer's by
+ * rd_kafka_consumer_poll).  NULL with errbuf. */
+rd_kafka_t *admin_new(rd_kafka_type_t type, rd_kafka_conf_t *conf, char *errbuf, size_t errlen);
+
+/* The configuration of a consumer in group, configured like a's handles,
+ * that commits only when told: NULL with errbuf. */
+rd_kafka_conf_t *admin_consumer_conf(admin_client_t *a, const char *group, char *errbuf,
+                                     size_t errlen);
+
+/* Read group's committed offsets of parts into parts, on rk (one of
+ * group's consumers).  Returns 0, or -1 after printing why on stderr. */
+int admin_committed(admin_client_t *a, rd_kafka_t *rk, const char *group,
+                    rd_kafka_topic_partition_list_t *parts);
+
+/* The first and end offsets of topic[partition], on rk.  Returns 0, or -1
+ * after printing why on stderr. */
+int admin_watermarks(admin_client_t *a, rd_kafka_t *rk, const char *topic, int32_t partition,
+                     int64_t *low, int64_t *high);
 
 /* Serve rk's log lines (they wait on its main queue). */
 void admin_serve_logs(rd_kafka_t *rk);

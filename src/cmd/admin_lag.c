@@ -20,12 +20,8 @@
 enum { OPT_BROKERS, OPT_TIMEOUT, OPT_GROUP, OPT_JSON, NOPTS };
 
 static const cliopt_t options[NOPTS] = {
-    [OPT_BROKERS] = {"brokers", 'b', "LIST",
-                     "bootstrap servers (default: the app's luka.broker, else\n"
-                     "KAFKA_BROKERS, else localhost:9092)"},
-    [OPT_TIMEOUT] = {"timeout", 0, "DURATION",
-                     "how long each request to the cluster waits: 500ms, 5s,\n"
-                     "2m; a bare number is milliseconds (default 10s)"},
+    [OPT_BROKERS] = ADMIN_OPT_BROKERS,
+    [OPT_TIMEOUT] = ADMIN_OPT_TIMEOUT,
     [OPT_GROUP] = {"group", 'g', "GROUP",
                    "only this group (repeatable); without APP, its topics are\n"
                    "those it has committed offsets for or is assigned"},
@@ -48,10 +44,10 @@ static const clicmd_t lag_cmd = {
 
 typedef struct lag {
     admin_client_t c;
-    const char *app_path, *brokers;
+    admin_args_t args;
     const char **only; /* --group, in order */
     int nonly;
-    int json, timeout_ms;
+    int json;
     const rd_kafka_metadata_t *md;
     rd_kafka_t *describer;       /* the handle DescribeConsumerGroups ran on */
     int stuck;                   /* ... and librdkafka deadlocked it: see describe() */
@@ -61,23 +57,13 @@ typedef struct lag {
 
 static int option(void *ud, int opt, const char *v) {
     lag_t *l = ud;
-    int64_t ms;
     switch (opt) {
     case CLIOPT_ARG:
-        if (l->app_path)
-            return cliopt_bad_usage("lag", "one app at a time: got '%s' and '%s'", l->app_path, v);
-        l->app_path = v;
-        break;
+        return admin_arg_app(&l->args, v);
     case OPT_BROKERS:
-        if (!*v) return cliopt_bad_usage("lag", "--brokers needs host:port[,...], got ''");
-        l->brokers = v;
-        break;
+        return admin_arg_brokers(&l->args, v);
     case OPT_TIMEOUT:
-        if (cliopt_duration(v, ADMIN_MAX_TIMEOUT_MS, &ms) || ms == 0)
-            return cliopt_bad_usage("lag", "--timeout takes %s, got '%s'", CLIOPT_DURATION_HINT,
-                                    v);
-        l->timeout_ms = (int)ms;
-        break;
+        return admin_arg_timeout(&l->args, v);
     case OPT_GROUP:
         if (!*v) return cliopt_bad_usage("lag", "--group needs a group id, got ''");
         for (int i = 0; i < l->nonly; i++)
@@ -98,7 +84,7 @@ static int parse(lag_t *l, int argc, char **argv) {
     if (!(l->only = calloc((size_t)argc + 1, sizeof(*l->only))))
         return cliopt_bad_usage("lag", "out of memory");
     if ((rc = cliopt_parse(&lag_cmd, argc, argv, option, l)) >= 0) return rc;
-    if (!l->app_path && !l->nonly)
+    if (!l->args.app_path && !l->nonly)
         return cliopt_bad_usage("lag", "which app or group? usage: luka lag APP, or luka lag "
                                        "--group GROUP");
     return -1;
@@ -215,7 +201,7 @@ static int describe(lag_t *l) {
     if (!(l->described = calloc((size_t)l->r.ngroups + 1, sizeof(*l->described)))) goto failed;
     if (admin_plaintext(&l->c) &&
         kafka_api_supported(l->c.brokers, KAFKA_API_DESCRIBE_GROUPS,
-                            l->timeout_ms < 5000 ? l->timeout_ms : 5000, why,
+                            l->c.timeout_ms < 5000 ? l->c.timeout_ms : 5000, why,
                             sizeof(why)) == 0) {
         snprintf(l->r.groups[0].members_error, sizeof(l->r.groups[0].members_error),
                  "the cluster does not answer DescribeGroups (its ApiVersions list lacks it)");
@@ -500,7 +486,7 @@ static int fill(lag_t *l, lag_group_t *g) {
             used++;
         }
         err = rd_kafka_query_watermark_offsets(l->c.rk, p->topic, p->partition, &lo, &hi,
-                                               l->timeout_ms);
+                                               l->c.timeout_ms);
         if (err) {
             fprintf(stderr, "luka: %s[%d]: cannot read the log end offset: %s\n", p->topic,
                     p->partition, rd_kafka_err2str(err));
@@ -526,10 +512,10 @@ int admin_lag(int argc, char **argv) {
     int rc;
 
     memset(&l, 0, sizeof(l));
-    l.timeout_ms = ADMIN_TIMEOUT_MS;
+    l.args = admin_args("lag");
     if ((rc = parse(&l, argc, argv)) >= 0) goto done;
     rc = 1;
-    if (admin_load(&l.c, l.app_path, l.brokers, l.timeout_ms)) goto done;
+    if (admin_load(&l.c, &l.args)) goto done;
     if ((rc = pick_groups(&l)) >= 0) goto done;
     rc = 1;
     if (admin_connect(&l.c)) goto done;

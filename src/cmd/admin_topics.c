@@ -16,22 +16,17 @@
 
 typedef struct admin {
     admin_client_t c;
-    const char *app_path, *brokers;
+    admin_args_t args;
     int apply;
     int check; /* --check: differences make the exit code 1 */
-    int timeout_ms;
 } admin_t;
 
 /* Command-line options of topics, declared once. */
 enum { OPT_BROKERS, OPT_TIMEOUT, OPT_APPLY, OPT_CHECK, NOPTS };
 
 static const cliopt_t options[NOPTS] = {
-    [OPT_BROKERS] = {"brokers", 'b', "LIST",
-                     "bootstrap servers (default: the app's luka.broker, else\n"
-                     "KAFKA_BROKERS, else localhost:9092)"},
-    [OPT_TIMEOUT] = {"timeout", 0, "DURATION",
-                     "how long each request to the cluster waits: 500ms, 5s,\n"
-                     "2m; a bare number is milliseconds (default 10s)"},
+    [OPT_BROKERS] = ADMIN_OPT_BROKERS,
+    [OPT_TIMEOUT] = ADMIN_OPT_TIMEOUT,
     [OPT_APPLY] = {"apply", 0, NULL,
                    "create missing topics and add missing partitions (never\n"
                    "deletes, shrinks or changes configs)"},
@@ -54,24 +49,13 @@ static const clicmd_t topics_cmd = {
 
 static int option(void *ud, int opt, const char *v) {
     admin_t *a = ud;
-    int64_t ms;
     switch (opt) {
     case CLIOPT_ARG:
-        if (a->app_path)
-            return cliopt_bad_usage("topics", "one app at a time: got '%s' and '%s'", a->app_path,
-                                    v);
-        a->app_path = v;
-        break;
+        return admin_arg_app(&a->args, v);
     case OPT_BROKERS:
-        if (!*v) return cliopt_bad_usage("topics", "--brokers needs host:port[,...], got ''");
-        a->brokers = v;
-        break;
+        return admin_arg_brokers(&a->args, v);
     case OPT_TIMEOUT:
-        if (cliopt_duration(v, ADMIN_MAX_TIMEOUT_MS, &ms) || ms == 0)
-            return cliopt_bad_usage("topics", "--timeout takes %s, got '%s'",
-                                    CLIOPT_DURATION_HINT, v);
-        a->timeout_ms = (int)ms;
-        break;
+        return admin_arg_timeout(&a->args, v);
     case OPT_APPLY:
         a->apply = 1;
         break;
@@ -86,7 +70,7 @@ static int option(void *ud, int opt, const char *v) {
 static int parse(admin_t *a, int argc, char **argv) {
     int rc = cliopt_parse(&topics_cmd, argc, argv, option, a);
     if (rc >= 0) return rc;
-    if (!a->app_path)
+    if (!a->args.app_path)
         return cliopt_bad_usage("topics", "which app? usage: luka %s", topics_cmd.synopsis);
     if (a->apply && a->check)
         return cliopt_bad_usage("topics", "--check only looks and --apply changes: one at a time");
@@ -276,10 +260,10 @@ int admin_topics(int argc, char **argv) {
     const app_t *app;
 
     memset(&a, 0, sizeof(a));
-    a.timeout_ms = ADMIN_TIMEOUT_MS;
+    a.args = admin_args("topics");
     if ((rc = parse(&a, argc, argv)) >= 0) return rc;
     rc = 1;
-    if (admin_load(&a.c, a.app_path, a.brokers, a.timeout_ms) || admin_connect(&a.c)) goto done;
+    if (admin_load(&a.c, &a.args) || admin_connect(&a.c)) goto done;
     app = a.c.app;
     if (app->ntopics == 0) {
         printf("%s declares no topics (luka.topic \"name\" { partitions = N, ... })\n", app->path);

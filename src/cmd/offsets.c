@@ -45,12 +45,8 @@ static const cliopt_t options[NOPTS] = {
     [OPT_EXECUTE] = {"execute", 0, NULL,
                      "commit the new offsets (default: only print the plan);\n"
                      "refused while the group has members"},
-    [OPT_BROKERS] = {"brokers", 'b', "LIST",
-                     "bootstrap servers (default: the app's luka.broker, else\n"
-                     "KAFKA_BROKERS, else localhost:9092)"},
-    [OPT_TIMEOUT] = {"timeout", 0, "DURATION",
-                     "how long each request to the cluster waits: 500ms, 5s,\n"
-                     "2m; a bare number is milliseconds (default 10s)"},
+    [OPT_BROKERS] = ADMIN_OPT_BROKERS,
+    [OPT_TIMEOUT] = ADMIN_OPT_TIMEOUT,
 };
 
 static const clicmd_t offsets_cmd = {
@@ -71,9 +67,10 @@ static const clicmd_t offsets_cmd = {
 enum { RESET_EARLIEST, RESET_LATEST, RESET_OFFSET, RESET_TIME };
 
 typedef struct offsets {
-    const char *app_path, *group, *reset, *brokers;
+    admin_args_t args;
+    const char *group, *reset;
     const char **topics; /* --topic, as given */
-    int ntopics, execute, timeout_ms;
+    int ntopics, execute;
     int how;
     int64_t arg;
     admin_client_t c;
@@ -118,15 +115,10 @@ static int parse_time(const char *s, int64_t *ms) {
 
 static int option(void *ud, int opt, const char *v) {
     offsets_t *o = ud;
-    int64_t ms;
     long n;
     switch (opt) {
     case CLIOPT_ARG:
-        if (o->app_path)
-            return cliopt_bad_usage("offsets", "one app at a time: got '%s' and '%s'", o->app_path,
-                                    v);
-        o->app_path = v;
-        break;
+        return admin_arg_app(&o->args, v);
     case OPT_GROUP:
         if (!*v) return cliopt_bad_usage("offsets", "--group needs a group id, got ''");
         o->group = v;
@@ -151,15 +143,9 @@ static int option(void *ud, int opt, const char *v) {
         o->execute = 1;
         break;
     case OPT_BROKERS:
-        if (!*v) return cliopt_bad_usage("offsets", "--brokers needs host:port[,...], got ''");
-        o->brokers = v;
-        break;
+        return admin_arg_brokers(&o->args, v);
     case OPT_TIMEOUT:
-        if (cliopt_duration(v, ADMIN_MAX_TIMEOUT_MS, &ms) || ms == 0)
-            return cliopt_bad_usage("offsets", "--timeout takes %s, got '%s'",
-                                    CLIOPT_DURATION_HINT, v);
-        o->timeout_ms = (int)ms;
-        break;
+        return admin_arg_timeout(&o->args, v);
     }
     return 0;
 }
@@ -168,7 +154,7 @@ static int parse(offsets_t *o, int argc, char **argv) {
     int rc;
     if (!(o->topics = calloc((size_t)argc + 1, sizeof(*o->topics)))) return 1;
     if ((rc = cliopt_parse(&offsets_cmd, argc, argv, option, o)) >= 0) return rc;
-    if (!o->app_path)
+    if (!o->args.app_path)
         return cliopt_bad_usage("offsets", "which app? usage: luka offsets APP --group GROUP "
                                            "--reset WHERE");
     if (!o->group) return cliopt_bad_usage("offsets", "which group? give --group GROUP");
@@ -245,7 +231,7 @@ static int64_t scan_time(offsets_t *o, rd_kafka_t *rk, const char *topic, int32_
     int64_t found = high, last = from - 1;
     rd_kafka_topic_partition_list_add(l, topic, partition)->offset = from;
     if (rd_kafka_assign(rk, l) == 0) {
-        for (int idle = 0; found == high && last < high - 1 && idle < o->timeout_ms;) {
+        for (int idle = 0; found == high && last < high - 1 && idle < o->c.timeout_ms;) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, POLL_MS);
             if (!m || m->err || m->partition != partition) {
                 idle += POLL_MS;
@@ -276,16 +262,12 @@ static int plan(offsets_t *o) {
         return -1;
     }
     o->current = calloc((size_t)o->plan->cnt + 1, sizeof(*o->current));
-    if ((err = rd_kafka_committed(rk, o->plan, o->timeout_ms))) {
-        fprintf(stderr, "luka offsets: cannot read group %s's committed offsets: %s\n", o->group,
-                rd_kafka_err2str(err));
-        goto done;
-    }
+    if (admin_committed(&o->c, rk, o->group, o->plan)) goto done;
     for (int i = 0; i < o->plan->cnt; i++) o->current[i] = o->plan->elems[i].offset;
     if (o->how == RESET_TIME) {
         times = rd_kafka_topic_partition_list_copy(o->plan);
         for (int i = 0; i < times->cnt; i++) times->elems[i].offset = o->arg;
-        if ((err = rd_kafka_offsets_for_times(rk, times, o->timeout_ms))) {
+        if ((err = rd_kafka_offsets_for_times(rk, times, o->c.timeout_ms))) {
             fprintf(stderr, "luka offsets: cannot look up the offsets at %s: %s\n", o->reset,
                     rd_kafka_err2str(err));
             goto done;
@@ -294,12 +276,7 @@ static int plan(offsets_t *o) {
     for (int i = 0; i < o->plan->cnt; i++) {
         rd_kafka_topic_partition_t *e = &o->plan->elems[i];
         int64_t low, high, to;
-        if ((err = rd_kafka_query_watermark_offsets(rk, e->topic, e->partition, &low, &high,
-                                                    o->timeout_ms))) {
-            fprintf(stderr, "luka offsets: cannot read the offsets of %s[%d]: %s\n", e->topic,
-                    (int)e->partition, rd_kafka_err2str(err));
-            goto done;
-        }
+        if (admin_watermarks(&o->c, rk, e->topic, e->partition, &low, &high)) goto done;
         switch (o->how) {
         case RESET_EARLIEST: to = low; break;
         case RESET_LATEST: to = high; break;
@@ -365,13 +342,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 static rd_kafka_t *consumer(offsets_t *o, int debug, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = kafka_conf(&o->c.env, NULL, errbuf, errlen);
-    rd_kafka_t *rk;
+    rd_kafka_conf_t *conf = admin_consumer_conf(&o->c, o->group, errbuf, errlen);
     if (!conf) return NULL;
-    if (rd_kafka_conf_set(conf, "group.id", o->group, errbuf, errlen) ||
-        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
-        rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
-        (debug && rd_kafka_conf_set(conf, "debug", "cgrp", errbuf, errlen)) ||
+    if ((debug && rd_kafka_conf_set(conf, "debug", "cgrp", errbuf, errlen)) ||
         /* The join is short: the broker's minimum session, so that the
          * coordinator does not hold the group's next join for the default
          * 45 s (the mock cluster takes the group's timeouts from its
@@ -387,14 +360,7 @@ static rd_kafka_t *consumer(offsets_t *o, int debug, char *errbuf, size_t errlen
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     }
     rd_kafka_conf_set_opaque(conf, o);
-    if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen))) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    /* conf is now owned by rk; logs are served by its polls. */
-    rd_kafka_set_log_queue(rk, NULL);
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return admin_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
 }
 
 /* Commit the plan on rk.  Returns 0, or the error. */
@@ -472,7 +438,7 @@ static int execute(offsets_t *o) {
 
     if (admin_plaintext(&o->c))
         describes = kafka_api_supported(o->c.brokers, KAFKA_API_DESCRIBE_GROUPS,
-                                        o->timeout_ms < 5000 ? o->timeout_ms : 5000, errbuf,
+                                        o->c.timeout_ms < 5000 ? o->c.timeout_ms : 5000, errbuf,
                                         sizeof(errbuf));
     if (!(rk = consumer(o, 0, errbuf, sizeof(errbuf)))) {
         fprintf(stderr, "luka offsets: %s\n", errbuf);
@@ -505,10 +471,10 @@ int offsets_main(int argc, char **argv) {
     int rc;
 
     memset(&o, 0, sizeof(o));
-    o.timeout_ms = ADMIN_TIMEOUT_MS;
+    o.args = admin_args("offsets");
     if ((rc = parse(&o, argc, argv)) >= 0) goto done;
     rc = 1;
-    if (admin_load(&o.c, o.app_path, o.brokers, o.timeout_ms)) goto done;
+    if (admin_load(&o.c, &o.args)) goto done;
     if (admin_connect(&o.c) || !(o.md = admin_metadata(&o.c))) goto done;
     if ((rc = pick(&o))) {
         if (rc < 0) rc = 1;

@@ -21,6 +21,7 @@
 #include "api/lapi.h"
 #include "base/cliopt.h"
 #include "base/log.h"
+#include "cmd/admin_client.h"
 #include "kafka/producer.h"
 #include "lua/script.h"
 #include "api/timer.h"
@@ -299,7 +300,6 @@ static void raw_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaq
  * of the key an app published. */
 static rd_kafka_t *raw_producer(raw_t *r, const kafka_env_t *env, char *errbuf, size_t errlen) {
     rd_kafka_conf_t *conf = kafka_conf(env, NULL, errbuf, errlen);
-    rd_kafka_t *rk;
     if (!conf) return NULL;
     if (rd_kafka_conf_set(conf, "partitioner", "murmur2_random", errbuf, errlen)) {
         rd_kafka_conf_destroy(conf);
@@ -319,13 +319,7 @@ static rd_kafka_t *raw_producer(raw_t *r, const kafka_env_t *env, char *errbuf, 
     rd_kafka_conf_set_dr_msg_cb(conf, raw_dr_cb);
     rd_kafka_conf_set_error_cb(conf, raw_error_cb);
     rd_kafka_conf_set_opaque(conf, r);
-    if (!(rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen))) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    /* conf is now owned by rk; its logs are served by rd_kafka_poll. */
-    rd_kafka_set_log_queue(rk, NULL);
-    return rk;
+    return admin_new(RD_KAFKA_PRODUCER, conf, errbuf, errlen);
 }
 
 /* Queue one line: KEY DELIM VALUE with -K, else the value.  Returns 0, or

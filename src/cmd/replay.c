@@ -50,12 +50,8 @@ static const cliopt_t options[NOPTS] = {
     [OPT_GROUP] = {"group", 'g', "GROUP",
                    "the group replay keeps its progress in (default\n"
                    "luka-replay.DLT_TOPIC)"},
-    [OPT_BROKERS] = {"brokers", 'b', "LIST",
-                     "bootstrap servers (default: the app's luka.broker, else\n"
-                     "KAFKA_BROKERS, else localhost:9092)"},
-    [OPT_TIMEOUT] = {"timeout", 0, "DURATION",
-                     "how long each request to the cluster waits: 500ms, 5s,\n"
-                     "2m; a bare number is milliseconds (default 10s)"},
+    [OPT_BROKERS] = ADMIN_OPT_BROKERS,
+    [OPT_TIMEOUT] = ADMIN_OPT_TIMEOUT,
 };
 
 static const clicmd_t replay_cmd = {
@@ -79,10 +75,11 @@ typedef struct reason {
 } reason_t;
 
 typedef struct replay {
-    const char *app_path, *from, *to, *filter, *group_flag, *brokers_flag;
+    admin_args_t args;
+    const char *from, *to, *filter, *group_flag;
     char group[512];
     long limit;
-    int dry_run, timeout_ms;
+    int dry_run;
     admin_client_t c;
     rd_kafka_t *consumer, *producer;
     lua_State *L;
@@ -109,14 +106,9 @@ static void on_signal(int sig) {
 
 static int option(void *ud, int opt, const char *v) {
     replay_t *r = ud;
-    int64_t ms;
     switch (opt) {
     case CLIOPT_ARG:
-        if (r->app_path)
-            return cliopt_bad_usage("replay", "one app at a time: got '%s' and '%s'", r->app_path,
-                                    v);
-        r->app_path = v;
-        break;
+        return admin_arg_app(&r->args, v);
     case OPT_FROM:
         if (!*v) return cliopt_bad_usage("replay", "--from needs a topic, got ''");
         r->from = v;
@@ -140,15 +132,9 @@ static int option(void *ud, int opt, const char *v) {
         r->group_flag = v;
         break;
     case OPT_BROKERS:
-        if (!*v) return cliopt_bad_usage("replay", "--brokers needs host:port[,...], got ''");
-        r->brokers_flag = v;
-        break;
+        return admin_arg_brokers(&r->args, v);
     case OPT_TIMEOUT:
-        if (cliopt_duration(v, ADMIN_MAX_TIMEOUT_MS, &ms) || ms == 0)
-            return cliopt_bad_usage("replay", "--timeout takes %s, got '%s'", CLIOPT_DURATION_HINT,
-                                    v);
-        r->timeout_ms = (int)ms;
-        break;
+        return admin_arg_timeout(&r->args, v);
     }
     return 0;
 }
@@ -188,7 +174,7 @@ static int compile_filter(replay_t *r) {
 static int parse(replay_t *r, int argc, char **argv) {
     int rc;
     if ((rc = cliopt_parse(&replay_cmd, argc, argv, option, r)) >= 0) return rc;
-    if (!r->app_path)
+    if (!r->args.app_path)
         return cliopt_bad_usage("replay", "which app? usage: luka replay APP --from DLT_TOPIC");
     if (!r->from)
         return cliopt_bad_usage("replay", "which dead-letter topic? give --from DLT_TOPIC");
@@ -347,7 +333,8 @@ static int settle(replay_t *r) {
 
     if (r->producer) {
         while (r->pending > 0) {
-            if (rd_kafka_flush(r->producer, r->timeout_ms + 30000) == RD_KAFKA_RESP_ERR__TIMED_OUT &&
+            if (rd_kafka_flush(r->producer, r->c.timeout_ms + 30000) ==
+                    RD_KAFKA_RESP_ERR__TIMED_OUT &&
                 r->pending > 0) {
                 snprintf(r->failure, sizeof(r->failure),
                          "%ld publish(es) not acknowledged by %s; nothing after them is "
@@ -439,7 +426,7 @@ static int start(replay_t *r) {
     if (!mt) {
         fprintf(stderr, "luka replay: topic '%s' does not exist at %s; the dead-letter topic is "
                         "the endpoint's error_channel (see luka check %s)\n",
-                r->from, r->c.brokers, r->app_path);
+                r->from, r->c.brokers, r->args.app_path);
         return -1;
     }
     if (r->to && !admin_find_topic(r->md, r->to)) {
@@ -456,19 +443,10 @@ static int start(replay_t *r) {
     r->done = calloc((size_t)r->nparts, 1);
     l = rd_kafka_topic_partition_list_new(r->nparts);
     for (int p = 0; p < r->nparts; p++) rd_kafka_topic_partition_list_add(l, r->from, p);
-    if ((err = rd_kafka_committed(r->consumer, l, r->timeout_ms))) {
-        fprintf(stderr, "luka replay: cannot read group %s's committed offsets: %s\n", r->group,
-                rd_kafka_err2str(err));
-        goto done;
-    }
+    if (admin_committed(&r->c, r->consumer, r->group, l)) goto done;
     for (int p = 0; p < r->nparts; p++) {
         int64_t low;
-        if ((err = rd_kafka_query_watermark_offsets(r->consumer, r->from, p, &low, &r->high[p],
-                                                    r->timeout_ms))) {
-            fprintf(stderr, "luka replay: cannot read the offsets of %s[%d]: %s\n", r->from, p,
-                    rd_kafka_err2str(err));
-            goto done;
-        }
+        if (admin_watermarks(&r->c, r->consumer, r->from, p, &low, &r->high[p])) goto done;
         r->failed[p] = INT64_MAX;
         l->elems[p].offset = l->elems[p].offset >= low ? l->elems[p].offset : low;
         r->committed[p] = l->elems[p].offset; /* only progress past it is committed */
@@ -540,14 +518,12 @@ static void summary(const replay_t *r, int failed) {
 }
 
 static rd_kafka_t *open_client(replay_t *r, rd_kafka_type_t type, char *errbuf, size_t errlen) {
-    rd_kafka_conf_t *conf = kafka_conf(&r->c.env, NULL, errbuf, errlen);
-    rd_kafka_t *rk;
+    rd_kafka_conf_t *conf = type == RD_KAFKA_CONSUMER
+                                ? admin_consumer_conf(&r->c, r->group, errbuf, errlen)
+                                : kafka_conf(&r->c.env, NULL, errbuf, errlen);
     if (!conf) return NULL;
     if (type == RD_KAFKA_CONSUMER) {
-        if (rd_kafka_conf_set(conf, "group.id", r->group, errbuf, errlen) ||
-            rd_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errlen) ||
-            rd_kafka_conf_set(conf, "enable.auto.offset.store", "false", errbuf, errlen) ||
-            rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
+        if (rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errlen) ||
             rd_kafka_conf_set(conf, "enable.partition.eof", "true", errbuf, errlen))
             goto failed;
     } else {
@@ -560,11 +536,7 @@ static rd_kafka_t *open_client(replay_t *r, rd_kafka_type_t type, char *errbuf, 
         rd_kafka_conf_set_dr_msg_cb(conf, delivered);
         rd_kafka_conf_set_opaque(conf, r);
     }
-    if (!(rk = rd_kafka_new(type, conf, errbuf, errlen))) goto failed;
-    /* conf is now owned by rk; its logs are served with its polls. */
-    rd_kafka_set_log_queue(rk, NULL);
-    if (type == RD_KAFKA_CONSUMER) rd_kafka_poll_set_consumer(rk);
-    return rk;
+    return admin_new(type, conf, errbuf, errlen);
 failed:
     rd_kafka_conf_destroy(conf);
     return NULL;
@@ -577,11 +549,11 @@ int replay_main(int argc, char **argv) {
     int rc;
 
     memset(&r, 0, sizeof(r));
-    r.timeout_ms = ADMIN_TIMEOUT_MS;
+    r.args = admin_args("replay");
     r.filter_ref = LUA_NOREF;
     if ((rc = parse(&r, argc, argv)) >= 0) goto done;
     rc = 1;
-    if (admin_load(&r.c, r.app_path, r.brokers_flag, r.timeout_ms)) goto done;
+    if (admin_load(&r.c, &r.args)) goto done;
     if (admin_connect(&r.c) || !(r.md = admin_metadata(&r.c))) goto done;
 
     memset(&sa, 0, sizeof(sa));
@@ -607,7 +579,7 @@ done:
         rd_kafka_destroy(r.consumer);
     }
     if (r.producer) {
-        rd_kafka_flush(r.producer, r.timeout_ms);
+        rd_kafka_flush(r.producer, r.c.timeout_ms);
         rd_kafka_destroy(r.producer);
     }
     if (r.md) rd_kafka_metadata_destroy(r.md);

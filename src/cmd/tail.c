@@ -23,6 +23,7 @@
 #include "runtime/host.h"
 #include "base/cliopt.h"
 #include "base/log.h"
+#include "cmd/admin_client.h"
 
 /* The brokers get this long to describe the topic, asked in steps short
  * enough that Ctrl-C is not ignored meanwhile. */
@@ -255,7 +256,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static rd_kafka_t *open_consumer(tail_t *t, const kafka_env_t *env, char *errbuf, size_t errlen) {
     rd_kafka_conf_t *conf = kafka_conf(env, NULL, errbuf, errlen);
     const char *reset = t->from == FROM_BEGINNING ? "earliest" : "latest";
-    rd_kafka_t *rk;
 
     if (!conf) return NULL;
     /* Without --group a group id is still needed, for librdkafka's
@@ -283,15 +283,9 @@ static rd_kafka_t *open_consumer(tail_t *t, const kafka_env_t *env, char *errbuf
     rd_kafka_conf_set_error_cb(conf, error_cb);
     if (t->group) rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_opaque(conf, t);
-    if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen))) {
-        rd_kafka_conf_destroy(conf);
-        return NULL;
-    }
-    /* conf is now owned by rk.  Logs, errors and rebalances are all served
-     * by rd_kafka_consumer_poll, on this thread. */
-    rd_kafka_set_log_queue(rk, NULL);
-    rd_kafka_poll_set_consumer(rk);
-    return rk;
+    /* Logs, errors and rebalances are all served by rd_kafka_consumer_poll,
+     * on this thread. */
+    return admin_new(RD_KAFKA_CONSUMER, conf, errbuf, errlen);
 }
 
 /* The topic's partition count; 0 when it does not exist, with errbuf
