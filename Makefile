@@ -112,7 +112,7 @@ fresh-check:
 # is saved there.  `make chaos` runs the long chaos specs, `make valgrind`
 # a consume-and-publish run under memcheck that must end with no leak.
 FUZZ_SECONDS ?= 60
-FUZZERS      := json_roundtrip json_oracle app_options meta_headers traceparent redis_url
+FUZZERS      := json_roundtrip json_oracle app_options meta_headers traceparent redis_url iso_time
 FUZZ_BUILD   := build/fuzz
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 FUZZ_OBJ     := $(filter-out $(FUZZ_BUILD)/cmd/main.o,$(SRC:src/%.c=$(FUZZ_BUILD)/%.o)) \

@@ -289,6 +289,16 @@ describe("luka offsets", function()
     local r = luka(base .. "--reset yesterday", e)
     assert.equal(2, r.code)
     assert.truthy(r.stderr:find("--reset takes earliest, latest, an offset", 1, true), r.stderr)
+    -- Times it cannot read: a day February lacks, before 1970 (librdkafka
+    -- reads -1 and -2 as latest and earliest), an offset without its
+    -- minutes' two digits (make fuzz's iso_time found that the old parser
+    -- read past the string there), a time without seconds.
+    for _, bad in ipairs({ "2026-02-29", "1969-12-31T23:59:59Z", "2026-11-29T19:00:00+5:3",
+                           "2026-11-29T19:00Z" }) do
+      r = luka(base .. "--reset " .. H.q(bad), e)
+      assert.equal(2, r.code, bad)
+      assert.truthy(r.stderr:find("got '" .. bad .. "'", 1, true), r.stderr)
+    end
     r = luka(("offsets spec/fixtures/replay.lua --group off_ordrs --reset earliest --brokers %s"):format(H.q(broker.bootstrap)), e)
     assert.equal(2, r.code)
     assert.truthy(r.stderr:find("did you mean 'off_orders'", 1, true), r.stderr)

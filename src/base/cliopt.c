@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -247,3 +248,75 @@ void cliopt_near_add(cliopt_near_t *n, const char *candidate) {
         n->distance = d;
     }
 }
+
+/* n digits at *p, as a number (*p moves past them); -1 when one is not a
+ * digit.  Never reads past the string's end. */
+static int digits(const char **p, int n) {
+    int v = 0;
+    for (int i = 0; i < n; i++, (*p)++) {
+        if (**p < '0' || **p > '9') return -1;
+        v = v * 10 + (**p - '0');
+    }
+    return v;
+}
+
+/* Is c next at *p?  Then *p moves past it. */
+static int lit(const char **p, char c) {
+    if (**p != c) return 0;
+    (*p)++;
+    return 1;
+}
+
+/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar. */
+static int64_t days_from_civil(int64_t y, int m, int d) {
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    return era * 146097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719468;
+}
+
+int cliopt_time(const char *s, int64_t *ms) {
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    const char *p = s;
+    int y, mo, d, h = 0, mi = 0, sec = 0, frac = 0, off = 0;
+    int64_t t;
+
+    if (lit(&p, '@')) {
+        long v;
+        if (cliopt_long(p, 0, 0x7fffffffffffL, &v)) return -1;
+        *ms = v;
+        return 0;
+    }
+    if ((y = digits(&p, 4)) < 0 || !lit(&p, '-') || (mo = digits(&p, 2)) < 1 || mo > 12 ||
+        !lit(&p, '-') || (d = digits(&p, 2)) < 1 || d > mdays[mo - 1])
+        return -1;
+    if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0))) return -1;
+    if (lit(&p, 'T') || lit(&p, ' ')) {
+        if ((h = digits(&p, 2)) < 0 || h > 23 || !lit(&p, ':') || (mi = digits(&p, 2)) < 0 ||
+            mi > 59 || !lit(&p, ':') || (sec = digits(&p, 2)) < 0 || sec > 59)
+            return -1;
+        if (lit(&p, '.')) {
+            int n = 0;
+            for (; *p >= '0' && *p <= '9'; p++, n++)
+                if (n < 3) frac = frac * 10 + (*p - '0');
+            if (n == 0) return -1;
+            for (; n < 3; n++) frac *= 10;
+        }
+        if (*p == '+' || *p == '-') {
+            int sign = *p++ == '+' ? 1 : -1, oh, om;
+            if ((oh = digits(&p, 2)) < 0 || oh > 23 || !lit(&p, ':') || (om = digits(&p, 2)) < 0 ||
+                om > 59)
+                return -1;
+            off = sign * (oh * 3600 + om * 60);
+        } else {
+            lit(&p, 'Z');
+        }
+    }
+    if (*p) return -1;
+    t = (days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - off) * 1000 + frac;
+    if (t < 0) return -1; /* before 1970: librdkafka reads -1 and -2 as latest, earliest */
+    *ms = t;
+    return 0;
+}
+

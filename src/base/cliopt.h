@@ -57,6 +57,12 @@ int cliopt_long(const char *s, long min, long max, long *out);
  * bare digits are milliseconds.  0, or -1 for anything else. */
 int cliopt_duration(const char *s, int64_t max_ms, int64_t *out);
 
+/* A time from 1970 on: @EPOCH_MS, or ISO-8601, a date (2026-11-29, UTC)
+ * or a date and time (2026-11-29T19:00:00, T or a space) with optional
+ * fractions of a second and a Z or +hh:mm / -hh:mm offset (none: UTC), in
+ * epoch ms: 0, or -1 for anything else (a day the month lacks, 24:00). */
+int cliopt_time(const char *s, int64_t *ms);
+
 /* The help of a duration option's message: what cliopt_duration takes. */
 #define CLIOPT_DURATION_HINT "a duration such as 500ms, 5s or 2m (a bare number is milliseconds)"
 

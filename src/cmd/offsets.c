@@ -82,37 +82,6 @@ typedef struct offsets {
     char join_why[256];
 } offsets_t;
 
-/* An ISO-8601 UTC time (2026-11-29T19:00:00Z, with optional .mmm and a Z
- * or +hh:mm offset, or a date alone) in epoch ms: 0, or -1. */
-static int parse_time(const char *s, int64_t *ms) {
-    struct tm tm;
-    const char *p;
-    int frac = 0, sign = 0, oh = 0, om = 0;
-    memset(&tm, 0, sizeof(tm));
-    if (s[0] == '@') {
-        long v;
-        if (cliopt_long(s + 1, 0, 0x7fffffffffffL, &v)) return -1;
-        *ms = v;
-        return 0;
-    }
-    if (!(p = strptime(s, "%Y-%m-%d", &tm))) return -1;
-    if (*p == 'T' || *p == ' ') {
-        if (!(p = strptime(p + 1, "%H:%M:%S", &tm))) return -1;
-        if (*p == '.') {
-            int digits = 0;
-            for (p++; *p >= '0' && *p <= '9'; p++, digits++)
-                if (digits < 3) frac = frac * 10 + (*p - '0');
-            for (; digits < 3; digits++) frac *= 10;
-        }
-        if (*p == 'Z') p++;
-        else if ((*p == '+' || *p == '-') && sscanf(p + 1, "%2d:%2d", &oh, &om) == 2)
-            sign = *p == '+' ? 1 : -1, p += 6;
-    }
-    if (*p) return -1;
-    *ms = ((int64_t)timegm(&tm) - sign * (oh * 3600 + om * 60)) * 1000 + frac;
-    return 0;
-}
-
 static int option(void *ud, int opt, const char *v) {
     offsets_t *o = ud;
     long n;
@@ -128,7 +97,7 @@ static int option(void *ud, int opt, const char *v) {
         if (strcmp(v, "earliest") == 0) o->how = RESET_EARLIEST;
         else if (strcmp(v, "latest") == 0) o->how = RESET_LATEST;
         else if (cliopt_long(v, 0, 0x7fffffffffffffffL, &n) == 0) o->how = RESET_OFFSET, o->arg = n;
-        else if (parse_time(v, &o->arg) == 0) o->how = RESET_TIME;
+        else if (cliopt_time(v, &o->arg) == 0) o->how = RESET_TIME;
         else
             return cliopt_bad_usage("offsets",
                                     "--reset takes earliest, latest, an offset (42), an "
