@@ -68,6 +68,8 @@ describe("transactional = true, checked", function()
         "app.lua:2: consumer 'c': transaction = { ... } needs transactional = true" },
       { 'luka.consumer "c" { topics = { "t" }, transactional = true, dedup = { key = "id" }, handle = function() end }',
         "app.lua:2: consumer 'c': dedup cannot be combined with transactional = true" },
+      { 'luka.consumer "c" { topics = { "t" }, transactional = true, handle_batch = function() end }',
+        "app.lua:2: consumer 'c': handle_batch cannot be combined with transactional = true yet" },
       { 'luka.consumer "c" { topics = { "t" }, transactional = true, config = { ["isolation.level"] = "read_uncommitted" }, handle = function() end }',
         "app.lua:2: consumer 'c': config sets isolation.level: luka sets it on a transactional consumer" },
       { 'luka.consumer "c" { topics = { "t" }, transactional = true, transaction = { messages = 0 }, handle = function() end }',
