@@ -388,9 +388,7 @@ int txn_assign(txn_t *t, rd_kafka_topic_partition_list_t *parts) {
     return 1;
 }
 
-void txn_revoke(txn_t *t) {
-    txn_thread_cancel(t);
-}
+void txn_revoke(txn_t *t) { txn_thread_cancel(t); }
 
 void txn_end(txn_t *t) {
     endpoint_t *ep = t->ep;
