@@ -1,4 +1,7 @@
-/* txn.c - an endpoint's Kafka transactions (see txn.h).
+/* txn.c - an endpoint's Kafka transactions on the loop (see txn.h): the
+ * state machine, the transactional producer and its sink, the rewind
+ * after an abort.  Its thread is txn_thread.c's, the offsets topic
+ * txn_offsets.c's; txn_int.h is what the three share.
  *
  * States, on the loop: INIT (init_transactions runs on the thread) ->
  * OPEN (messages are taken; a transaction is open) -> DRAIN (N messages
@@ -16,68 +19,18 @@
  * main queue's callbacks on the calling thread unless reports are events.
  * So nothing of the flow ever runs on the thread: the loop serves the
  * events (serve below) and hands each report to delivery_report_cb. */
-#include "kafka/txn.h"
-
-#include <pthread.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
 
 #include "base/log.h"
 #include "flow/pipeline.h"
-#include "kafka/producer.h"
-
-#define EP_CTX(ep) LOG_ENDPOINT((ep)->flow.conf->name)
-/* How long a transaction call may block the thread. */
-#define CALL_MS 30000
-/* How long reading the offsets topic back may take. */
-#define RESTORE_MS 30000
-
-enum { T_INIT, T_OPEN, T_DRAIN, T_COMMIT, T_ABORT, T_FAILED, T_CLOSED };
-enum { J_NONE, J_INIT, J_COMMIT, J_ABORT };
-
-/* What was read back from the offsets topic for one assignment. */
-typedef struct restore {
-    rd_kafka_topic_partition_list_t *parts; /* the assignment; offsets filled in */
-    volatile int cancelled;
-    int done;
-    char error[1024];
-} restore_t;
-
-struct txn {
-    endpoint_t *ep;
-    const txn_ops_t *ops;
-    publisher_t *pub; /* the producer, seen as a publisher by delivery.c */
-    publisher_conf_t conf;
-    kafka_env_t env; /* ep's, but for fatal errors and reports outside messages */
-    char *id;
-    int messages;
-    int64_t interval_ms;
-    int state;
-    int taken;              /* messages in the open transaction */
-    uint64_t commits, aborts;
-    uv_timer_t timer;       /* the commit interval */
-    uv_check_t check;       /* DRAIN: looks after each loop turn whether all is done */
-    uv_async_t async;       /* the thread finished something */
-    int handles;            /* handles still to be closed */
-    /* The thread and what it is asked, under mu. */
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cond;
-    int job, running, quit;
-    rd_kafka_topic_partition_list_t *offsets;  /* J_COMMIT: what it commits */
-    rd_kafka_consumer_group_metadata_t *cgmd;  /* J_COMMIT */
-    rd_kafka_error_t *result;                  /* the job's error, or NULL */
-    int finished;                              /* a job ended; its result waits */
-    int finished_job;
-    restore_t *restore;                        /* the assignment being read back */
-    rd_kafka_conf_t *reader_conf;              /* the offsets reader's, duplicated per read */
-};
+#include "kafka/txn.h"
+#include "kafka/txn_int.h"
 
 char *txn_id(const endpoint_conf_t *conf) {
     char host[256] = "luka";
@@ -101,162 +54,6 @@ static partition_t *find_part(endpoint_t *ep, const char *topic, int32_t partiti
             strcmp(ep->parts[i]->offsets->topic, topic) == 0)
             return ep->parts[i];
     return NULL;
-}
-
-/* The thread ------------------------------------------------------------ */
-
-static int64_t offset_of(const char *value, size_t len) {
-    char buf[32];
-    if (len == 0 || len >= sizeof(buf)) return -1;
-    memcpy(buf, value, len);
-    buf[len] = '\0';
-    return strtoll(buf, NULL, 10);
-}
-
-int txn_read_offsets(rd_kafka_conf_t *conf, const char *group,
-                     rd_kafka_topic_partition_list_t *parts, const volatile int *cancel,
-                     char *errbuf, size_t errlen) {
-    char why[512];
-    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
-    rd_kafka_topic_t *rkt = NULL;
-    rd_kafka_queue_t *q = NULL;
-    const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err;
-    int nparts = 0, eofs = 0;
-    size_t glen = strlen(group);
-    uint64_t deadline;
-
-    errbuf[0] = '\0';
-
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errbuf, errlen, "offsets reader: %s", why);
-        return -1;
-    }
-    rkt = rd_kafka_topic_new(rk, TXN_OFFSETS_TOPIC, NULL);
-    if ((err = rd_kafka_metadata(rk, 0, rkt, &md, 10000)) != 0) {
-        snprintf(errbuf, errlen, "metadata of %s: %s", TXN_OFFSETS_TOPIC,
-                 rd_kafka_err2str(err));
-        goto out;
-    }
-    if (md->topic_cnt != 1 || md->topics[0].err) goto out; /* none written yet */
-    nparts = md->topics[0].partition_cnt;
-    q = rd_kafka_queue_new(rk);
-    for (int p = 0; p < nparts; p++)
-        rd_kafka_consume_start_queue(rkt, p, RD_KAFKA_OFFSET_BEGINNING, q);
-    deadline = (uint64_t)time(NULL) + RESTORE_MS / 1000;
-    while (eofs < nparts) {
-        rd_kafka_message_t *m;
-        if ((cancel && *cancel) || (uint64_t)time(NULL) > deadline) {
-            snprintf(errbuf, errlen,
-                     "%s was not read to its end in %d s (an open transaction of an instance "
-                     "that died holds it until transaction.timeout.ms)",
-                     TXN_OFFSETS_TOPIC, RESTORE_MS / 1000);
-            break;
-        }
-        if (!(m = rd_kafka_consume_queue(q, 100))) continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            eofs++;
-        } else if (m->err) {
-            snprintf(errbuf, errlen, "reading %s: %s", TXN_OFFSETS_TOPIC,
-                     rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            break;
-        } else if (m->key && m->key_len > glen + 4) {
-            /* "<topic>/<partition>/<group>" */
-            const char *k = m->key, *end = k + m->key_len;
-            const char *s1 = memchr(k, '/', m->key_len), *s2;
-            if (s1 && (s2 = memchr(s1 + 1, '/', (size_t)(end - s1 - 1))) &&
-                (size_t)(end - s2 - 1) == glen && memcmp(s2 + 1, group, glen) == 0) {
-                int32_t partition = (int32_t)strtol(s1 + 1, NULL, 10);
-                for (int i = 0; i < parts->cnt; i++) {
-                    rd_kafka_topic_partition_t *e = &parts->elems[i];
-                    if (e->partition == partition && strlen(e->topic) == (size_t)(s1 - k) &&
-                        memcmp(e->topic, k, (size_t)(s1 - k)) == 0)
-                        e->offset = offset_of(m->payload, m->len);
-                }
-            }
-        }
-        rd_kafka_message_destroy(m);
-    }
-    for (int p = 0; p < nparts; p++) rd_kafka_consume_stop(rkt, p);
-out:
-    if (md) rd_kafka_metadata_destroy(md);
-    if (q) rd_kafka_queue_destroy(q);
-    if (rkt) rd_kafka_topic_destroy(rkt);
-    rd_kafka_destroy(rk);
-    return errbuf[0] ? -1 : 0;
-}
-
-/* The group's committed offsets of r's partitions, where the offsets
- * topic has none or an older one (a real cluster stores both). */
-static void merge_committed(txn_t *t, restore_t *r) {
-    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(r->parts);
-    for (int i = 0; i < c->cnt; i++) c->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
-    if (rd_kafka_committed(t->ep->rk, c, 10000) == 0)
-        for (int i = 0; i < c->cnt; i++)
-            if (c->elems[i].offset >= 0 && c->elems[i].offset > r->parts->elems[i].offset)
-                r->parts->elems[i].offset = c->elems[i].offset;
-    rd_kafka_topic_partition_list_destroy(c);
-}
-
-static void *thread_main(void *arg) {
-    txn_t *t = arg;
-    rd_kafka_t *rk = t->pub->rk;
-
-    pthread_mutex_lock(&t->mu);
-    for (;;) {
-        int job;
-        restore_t *r = NULL;
-        rd_kafka_error_t *error = NULL;
-
-        while (!t->quit && t->job == J_NONE && !(t->restore && !t->restore->done))
-            pthread_cond_wait(&t->cond, &t->mu);
-        if (t->quit) break;
-        job = t->job;
-        if (job == J_NONE) r = t->restore;
-        t->running = job != J_NONE;
-        pthread_mutex_unlock(&t->mu);
-
-        if (r) {
-            txn_read_offsets(rd_kafka_conf_dup(t->reader_conf), t->ep->flow.conf->group, r->parts,
-                             &r->cancelled, r->error, sizeof(r->error));
-            if (!r->error[0] && !r->cancelled) merge_committed(t, r);
-        } else if (job == J_INIT) {
-            error = rd_kafka_init_transactions(rk, CALL_MS);
-            if (!error) error = rd_kafka_begin_transaction(rk);
-        } else if (job == J_COMMIT) {
-            if (t->offsets->cnt)
-                error = rd_kafka_send_offsets_to_transaction(rk, t->offsets, t->cgmd, CALL_MS);
-            if (!error) error = rd_kafka_commit_transaction(rk, CALL_MS);
-            if (!error) error = rd_kafka_begin_transaction(rk);
-        } else if (job == J_ABORT) {
-            error = rd_kafka_abort_transaction(rk, CALL_MS);
-            if (!error) error = rd_kafka_begin_transaction(rk);
-        }
-
-        pthread_mutex_lock(&t->mu);
-        t->running = 0;
-        if (r) {
-            r->done = 1;
-        } else {
-            t->job = J_NONE;
-            t->finished = 1;
-            t->finished_job = job;
-            t->result = error;
-        }
-        pthread_cond_broadcast(&t->cond);
-        uv_async_send(&t->async);
-    }
-    pthread_mutex_unlock(&t->mu);
-    return NULL;
-}
-
-static void submit(txn_t *t, int job) {
-    pthread_mutex_lock(&t->mu);
-    t->job = job;
-    pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->mu);
 }
 
 /* The producer's events, on the loop ------------------------------------ */
@@ -402,40 +199,6 @@ static void rewind_parts(txn_t *t) {
     }
 }
 
-/* The offsets of the transaction: per partition the next offset to read,
- * for the group (send_offsets_to_transaction) and as records of the
- * offsets topic, produced now in the same transaction.  Off by one: a
- * committed offset is the last done + 1, which offsets_t's commit is. */
-static rd_kafka_topic_partition_list_t *write_offsets(txn_t *t) {
-    endpoint_t *ep = t->ep;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(ep->nparts);
-    for (int i = 0; i < ep->nparts; i++) {
-        offsets_t *o = ep->parts[i]->offsets;
-        /* Every assigned partition's, moved or not: the mock keeps at
-         * most 100,000 message sets per partition, and a record written
-         * once could age out of __luka_offsets behind busier ones. */
-        int64_t off = o->commit >= 0 ? o->commit : ep->parts[i]->txn_base;
-        char key[512], value[32];
-        int klen, vlen;
-        rd_kafka_resp_err_t err;
-        if (off < 0) continue;
-        rd_kafka_topic_partition_list_add(l, o->topic, o->partition)->offset = off;
-        klen = snprintf(key, sizeof(key), "%s/%d/%s", o->topic, (int)o->partition,
-                        ep->flow.conf->group);
-        vlen = snprintf(value, sizeof(value), "%lld", (long long)off);
-        err = rd_kafka_producev(t->pub->rk, RD_KAFKA_V_TOPIC(TXN_OFFSETS_TOPIC),
-                                RD_KAFKA_V_KEY(key, (size_t)klen), RD_KAFKA_V_VALUE(value, (size_t)vlen),
-                                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        if (err) {
-            log_at(LOG_ERROR, "txn", EP_CTX(ep), "writing the offset of %s[%d] to %s: %s",
-                   o->topic, (int)o->partition, TXN_OFFSETS_TOPIC, rd_kafka_err2str(err));
-            rd_kafka_topic_partition_list_destroy(l);
-            return NULL;
-        }
-    }
-    return l;
-}
-
 /* The transaction committed: l's offsets are where a replay starts. */
 static void committed(txn_t *t, const rd_kafka_topic_partition_list_t *l) {
     for (int i = 0; l && i < l->cnt; i++) {
@@ -465,16 +228,7 @@ static void fail(txn_t *t, const char *what, const char *why) {
 static void job_done(txn_t *t) {
     rd_kafka_error_t *error;
     int job;
-    pthread_mutex_lock(&t->mu);
-    if (!t->finished) {
-        pthread_mutex_unlock(&t->mu);
-        return;
-    }
-    t->finished = 0;
-    job = t->finished_job;
-    error = t->result;
-    t->result = NULL;
-    pthread_mutex_unlock(&t->mu);
+    if (!txn_thread_take(t, &job, &error)) return;
 
     if (t->cgmd) rd_kafka_consumer_group_metadata_destroy(t->cgmd);
     t->cgmd = NULL;
@@ -490,7 +244,7 @@ static void job_done(txn_t *t) {
         if (error) {
             log_at(LOG_WARN, "txn", EP_CTX(t->ep), "init_transactions (%s): %s; trying again", t->id,
                    rd_kafka_error_string(error));
-            submit(t, J_INIT);
+            txn_thread_submit(t, J_INIT);
         } else {
             log_at(LOG_INFO, "txn", EP_CTX(t->ep), "transactional.id %s ready", t->id);
             open_next(t);
@@ -505,14 +259,14 @@ static void job_done(txn_t *t) {
             log_at(LOG_WARN, "txn", EP_CTX(t->ep), "commit failed (%s): aborting and replaying",
                    rd_kafka_error_string(error));
             t->state = T_ABORT;
-            submit(t, J_ABORT);
+            txn_thread_submit(t, J_ABORT);
         }
     } else if (job == J_ABORT) {
         if (error) {
             /* Retriable (a timeout): the abort is tried again. */
             log_at(LOG_WARN, "txn", EP_CTX(t->ep), "abort: %s; trying again",
                    rd_kafka_error_string(error));
-            submit(t, J_ABORT);
+            txn_thread_submit(t, J_ABORT);
         } else {
             t->aborts++;
             rewind_parts(t);
@@ -538,13 +292,13 @@ static void try_commit(txn_t *t) {
         return;
     }
     t->state = T_COMMIT;
-    if (!(t->offsets = write_offsets(t))) {
+    if (!(t->offsets = txn_offsets_write(t))) {
         t->state = T_ABORT;
-        submit(t, J_ABORT);
+        txn_thread_submit(t, J_ABORT);
         return;
     }
     t->cgmd = rd_kafka_consumer_group_metadata(ep->rk);
-    submit(t, J_COMMIT);
+    txn_thread_submit(t, J_COMMIT);
 }
 
 static void on_check(uv_check_t *c) { try_commit(c->data); }
@@ -566,15 +320,9 @@ static void on_interval(uv_timer_t *timer) {
 /* The thread's news: a job ended, or an assignment's offsets were read. */
 static void on_async(uv_async_t *a) {
     txn_t *t = a->data;
-    restore_t *r = NULL;
+    restore_t *r;
     job_done(t);
-    pthread_mutex_lock(&t->mu);
-    if (t->restore && t->restore->done) {
-        r = t->restore;
-        t->restore = NULL;
-    }
-    pthread_mutex_unlock(&t->mu);
-    if (!r) return;
+    if (!(r = txn_thread_restored(t))) return;
     if (!r->cancelled && t->state != T_CLOSED) {
         if (r->error[0]) {
             fail(t, "reading the offsets back", r->error);
@@ -600,16 +348,9 @@ static void on_async(uv_async_t *a) {
  * report to be served. */
 static void wait_jobs(txn_t *t) {
     for (;;) {
-        int busy;
-        pthread_mutex_lock(&t->mu);
-        busy = t->job != J_NONE || t->running;
-        pthread_mutex_unlock(&t->mu);
-        if (!busy) {
+        if (!txn_thread_busy(t)) {
             job_done(t);
-            pthread_mutex_lock(&t->mu);
-            busy = t->job != J_NONE;
-            pthread_mutex_unlock(&t->mu);
-            if (!busy) return;
+            if (!txn_thread_busy(t)) return;
             continue;
         }
         delivery_run_deferred(t->pub);
@@ -641,37 +382,13 @@ int txn_assign(txn_t *t, rd_kafka_topic_partition_list_t *parts) {
     r = calloc(1, sizeof(*r));
     r->parts = rd_kafka_topic_partition_list_copy(parts);
     for (int i = 0; i < r->parts->cnt; i++) r->parts->elems[i].offset = RD_KAFKA_OFFSET_INVALID;
-    pthread_mutex_lock(&t->mu);
-    if (t->restore) t->restore->cancelled = 1; /* freed by on_async */
-    /* One restore at a time: a new assignment replaces an older one. */
-    if (t->restore && t->restore->done) {
-        rd_kafka_topic_partition_list_destroy(t->restore->parts);
-        free(t->restore);
-        t->restore = NULL;
-    }
-    if (t->restore) {
-        pthread_mutex_unlock(&t->mu);
-        /* Wait for the older one to notice; it reads for at most 100 ms more. */
-        pthread_mutex_lock(&t->mu);
-        while (t->restore && !t->restore->done) pthread_cond_wait(&t->cond, &t->mu);
-        if (t->restore) {
-            rd_kafka_topic_partition_list_destroy(t->restore->parts);
-            free(t->restore);
-        }
-    }
-    t->restore = r;
-    pthread_cond_broadcast(&t->cond);
-    pthread_mutex_unlock(&t->mu);
+    txn_thread_restore(t, r);
     log_at(LOG_INFO, "txn", EP_CTX(t->ep), "reading the offsets of the assignment back from %s",
            TXN_OFFSETS_TOPIC);
     return 1;
 }
 
-void txn_revoke(txn_t *t) {
-    pthread_mutex_lock(&t->mu);
-    if (t->restore) t->restore->cancelled = 1;
-    pthread_mutex_unlock(&t->mu);
-}
+void txn_revoke(txn_t *t) { txn_thread_cancel(t); }
 
 void txn_end(txn_t *t) {
     endpoint_t *ep = t->ep;
@@ -697,35 +414,19 @@ void txn_end(txn_t *t) {
     }
     /* Committed when every message in it is done, else aborted: the
      * outputs of a message still in flight are in it, not its offset. */
-    if (ep->flow.ninflight == 0 && (t->offsets = write_offsets(t))) {
+    if (ep->flow.ninflight == 0 && (t->offsets = txn_offsets_write(t))) {
         t->state = T_COMMIT;
         t->cgmd = rd_kafka_consumer_group_metadata(ep->rk);
         log_at(LOG_INFO, "txn", EP_CTX(ep), "committing the open transaction (%d message(s))",
                t->taken);
-        submit(t, J_COMMIT);
+        txn_thread_submit(t, J_COMMIT);
     } else {
         log_at(LOG_WARN, "txn", EP_CTX(ep),
                "aborting the open transaction: %d of its message(s) not done", ep->flow.ninflight);
         t->state = T_ABORT;
-        submit(t, J_ABORT);
+        txn_thread_submit(t, J_ABORT);
     }
     wait_jobs(t);
-}
-
-rd_kafka_conf_t *txn_reader_conf(const kafka_env_t *env, char *why, size_t len) {
-    rd_kafka_conf_t *c = kafka_conf(env, NULL, why, len);
-    if (!c) return NULL;
-    if (rd_kafka_conf_set(c, "isolation.level", "read_committed", why, len) ||
-        rd_kafka_conf_set(c, "enable.partition.eof", "true", why, len) ||
-        rd_kafka_conf_set(c, "enable.auto.commit", "false", why, len) ||
-        rd_kafka_conf_set(c, "group.id", "luka.offsets-reader", why, len)) {
-        rd_kafka_conf_destroy(c);
-        return NULL;
-    }
-    /* Its log lines and errors would be served on the reading thread. */
-    rd_kafka_conf_set_log_cb(c, NULL);
-    rd_kafka_conf_set_error_cb(c, NULL);
-    return c;
 }
 
 txn_t *txn_open(endpoint_t *ep, const txn_ops_t *ops, char *errbuf, size_t errlen) {
@@ -749,8 +450,7 @@ txn_t *txn_open(endpoint_t *ep, const txn_ops_t *ops, char *errbuf, size_t errle
     snprintf(name, sizeof(name), "%s (transactional)", ec->name);
     t->conf = (publisher_conf_t){.name = strdup(name), .topic = "", .where = ec->where,
                                  .key_fn = LUA_NOREF, .on_delivery = LUA_NOREF, .internal = 1};
-    pthread_mutex_init(&t->mu, NULL);
-    pthread_cond_init(&t->cond, NULL);
+    txn_thread_init(t);
     p->client.env = &t->env;
     p->sink.ops = &txn_sink_ops;
     p->sink.conf = &t->conf;
@@ -785,11 +485,9 @@ txn_t *txn_open(endpoint_t *ep, const txn_ops_t *ops, char *errbuf, size_t errle
     t->timer.data = t->check.data = t->async.data = t;
     t->handles = 4;
     t->state = T_INIT;
-    t->job = J_INIT;
-    if (pthread_create(&t->thread, NULL, thread_main, t) != 0) {
+    if (txn_thread_start(t, J_INIT)) {
         snprintf(why, sizeof(why), "cannot start its thread");
         t->state = T_CLOSED;
-        t->thread = 0;
         txn_close(t);
         snprintf(errbuf, errlen, "transactional endpoint '%s': %s", ec->name, why);
         return NULL;
@@ -815,8 +513,7 @@ fail:
     free(t->conf.name);
     free(t->id);
     free(p);
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->cond);
+    txn_thread_destroy(t);
     free(t);
     return NULL;
 }
@@ -830,8 +527,7 @@ static void free_txn(uv_handle_t *h) {
     free(t->pub);
     free(t->conf.name);
     free(t->id);
-    pthread_mutex_destroy(&t->mu);
-    pthread_cond_destroy(&t->cond);
+    txn_thread_destroy(t);
     free(t);
 }
 
@@ -839,20 +535,8 @@ void txn_close(txn_t *t) {
     int started = t->handles == 4;
     if (t->state != T_CLOSED && t->pub->rk) txn_end(t);
     t->state = T_CLOSED;
-    if (started && t->thread) {
-        pthread_mutex_lock(&t->mu);
-        t->quit = 1;
-        if (t->restore) t->restore->cancelled = 1;
-        pthread_cond_broadcast(&t->cond);
-        pthread_mutex_unlock(&t->mu);
-        pthread_join(t->thread, NULL);
-        job_done(t);
-    }
-    if (t->restore) {
-        rd_kafka_topic_partition_list_destroy(t->restore->parts);
-        free(t->restore);
-        t->restore = NULL;
-    }
+    txn_thread_stop(t);
+    job_done(t);
     if (t->offsets) rd_kafka_topic_partition_list_destroy(t->offsets);
     t->offsets = NULL;
     if (t->cgmd) rd_kafka_consumer_group_metadata_destroy(t->cgmd);
