@@ -16,12 +16,7 @@ end)
 teardown(function() broker.stop() end)
 
 local function start(topic, env, args)
-  local dir = H.tmpdir()
-  local e = { TOPIC = topic, GROUP = topic, OUT = dir .. "/out" }
-  for k, v in pairs(env or {}) do e[k] = v end
-  local p = H.spawn(("%s run spec/fixtures/batch.lua --brokers %s %s"):format(H.luka,
-    broker.bootstrap, args or ""), { env = e })
-  return p, e.OUT
+  return H.run_fixture("spec/fixtures/batch.lua", broker, topic, env, args)
 end
 
 -- The lines of out: calls { partition, size, first, last, attempt, start,

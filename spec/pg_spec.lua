@@ -40,20 +40,10 @@ local function produce(topic, values)
   H.kcat_produce(broker.bootstrap, topic, msgs)
 end
 
--- The records whose first field is name, in order.
-local function named(out, name)
-  local found = {}
-  for _, r in ipairs(H.jsonl(out)) do
-    if r[1] == name then found[#found + 1] = r end
-  end
-  return found
-end
 
+-- PostgreSQL start-up and restarts are slower than a broker's: 30 s.
 local function wait_named(out, name, n, timeout)
-  return H.wait_until(function()
-    local found = named(out, name)
-    return #found >= (n or 1) and found
-  end, timeout or 30, ("%d '%s' record(s)"):format(n or 1, name))
+  return H.wait_named(out, name, n, timeout or 30)
 end
 
 -- Every record, keyed by its first field (the last of each name wins).
@@ -246,7 +236,7 @@ end }
     local r = H.run(("curl -sf --max-time 5 http://127.0.0.1:%d/healthz"):format(http))
     assert.equal(0, r.code, r.stderr)
     assert.matches('"healthy":true', r.stdout)
-    assert.same({}, named(out, "slow"))
+    assert.same({}, H.named(out, "slow"))
     table.sort(quick, function(a, b) return a[2] < b[2] end)
     assert.same({ { "quick", 2, 20 }, { "quick", 3, 30 }, { "quick", 4, 40 } }, quick)
     holder.stop()
@@ -294,14 +284,14 @@ end }
     H.wait_until(function()
       return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'luka'") == "2"
     end, 10, "two connections of the app")
-    assert.same({}, named(out, "waited"))
+    assert.same({}, H.named(out, "waited"))
     pg.sql("INSERT INTO go VALUES (1)")
     assert.same({ "waited", 3 }, wait_named(out, "waited")[1])
     assert.equal(0, p.stop())
     local order = {}
     for _, r in ipairs(H.jsonl(out)) do order[#order + 1] = r[1] end
     assert.same({ "exhausted", "waiting", "committed", "waited" }, order)
-    assert.same({ "committed", "held" }, named(out, "committed")[1])
+    assert.same({ "committed", "held" }, H.named(out, "committed")[1])
   end)
 
   it("serves many concurrent calls through a small pool, in turn, on at most pool connections", function()
@@ -365,7 +355,7 @@ luka.consumer "c" { topics = { "restart" }, config = config,
     wait_named(out, "ok", 3)
     assert.same({}, H.wait_until(function()
       local e = {}
-      for _, r in ipairs(named(out, "err")) do if r[2] == 3 then e[#e + 1] = r end end
+      for _, r in ipairs(H.named(out, "err")) do if r[2] == 3 then e[#e + 1] = r end end
       return e
     end))
     -- Restarted while a statement waits: that call fails, its retry succeeds.
@@ -377,11 +367,11 @@ luka.consumer "c" { topics = { "restart" }, config = config,
     pg.restart()
     holder.stop()
     local ok4 = H.wait_until(function()
-      for _, r in ipairs(named(out, "ok")) do if r[2] == 4 then return r end end
+      for _, r in ipairs(H.named(out, "ok")) do if r[2] == 4 then return r end end
     end, 30, "message 4 handled")
     assert.same({ "ok", 4, 4 }, ok4)
     local lost -- its first failure (a retry during the restart may fail to connect)
-    for _, r in ipairs(named(out, "err")) do if r[2] == 4 and not lost then lost = r end end
+    for _, r in ipairs(H.named(out, "err")) do if r[2] == 4 and not lost then lost = r end end
     assert.truthy(lost, "message 4's call failed during the restart")
     assert.matches("the connection was lost", lost[3])
     assert.truthy(p.alive())
@@ -534,7 +524,7 @@ end }
       return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'") == "1"
     end, 20, "the statement to run")
     assert.equal(0, p.stop(20))
-    assert.same({}, named(out, "done"))
+    assert.same({}, H.named(out, "done"))
     H.wait_until(function()
       return pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'") == "0"
     end, 10, "the statement to be cancelled")

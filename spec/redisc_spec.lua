@@ -35,21 +35,6 @@ local function produce(topic, values)
   H.kcat_produce(broker.bootstrap, topic, msgs)
 end
 
--- The records whose first field is name, in order.
-local function named(out, name)
-  local found = {}
-  for _, r in ipairs(H.jsonl(out)) do
-    if r[1] == name then found[#found + 1] = r end
-  end
-  return found
-end
-
-local function wait_named(out, name, n, timeout)
-  return H.wait_until(function()
-    local found = named(out, name)
-    return #found >= (n or 1) and found
-  end, timeout or 20, ("%d '%s' record(s)"):format(n or 1, name))
-end
 
 setup(function()
   broker = H.broker_start { topics = { "basic:1", "auth:1", "down:1", "restart:1", "limit:1",
@@ -89,7 +74,7 @@ end }
 ]]):format(redis.url, redis.url))
     produce("basic", { '{"v":"hello"}' })
     local p = run(path, out)
-    wait_named(out, "closed")
+    H.wait_named(out, "closed")
     assert.equal(0, p.stop())
     local got = {}
     for _, r in ipairs(H.jsonl(out)) do got[r[1]] = r end
@@ -131,7 +116,7 @@ end }
 ]]):format(redis.port, redis.port, redis.port, redis.port))
     produce("auth", { "{}" })
     local p = run(path, out)
-    wait_named(out, "none")
+    H.wait_named(out, "none")
     assert.equal(0, p.stop())
     local got = {}
     for _, r in ipairs(H.jsonl(out)) do got[r[1]] = r end
@@ -156,12 +141,12 @@ end }
 ]]):format(port))
     produce("down", { '{"n":1}' })
     local p = run(path, out)
-    local first = wait_named(out, "call")[1]
+    local first = H.wait_named(out, "call")[1]
     assert.equal("<nil>", first[3])
     assert.matches("redis 127.0.0.1:" .. port .. ": INCR: Connection refused; check that Redis runs there", first[4])
     local redis = H.redis_start { port = port }
     produce("down", { '{"n":2}' })
-    local second = wait_named(out, "call", 2)[2]
+    local second = H.wait_named(out, "call", 2)[2]
     assert.equal(0, p.stop())
     assert.same({ "call", 2, 1 }, second)
     assert.equal("1", redis.cli("GET", "n"))
@@ -182,16 +167,16 @@ end }
 ]]):format(redis.url))
     produce("restart", { '{"n":1}' })
     local p = run(path, out)
-    wait_named(out, "start")
+    H.wait_named(out, "start")
     H.wait_until(function() return redis.cli("CLIENT", "LIST"):find("cmd=blpop", 1, true) end, 10,
       "the BLPOP to reach the server")
     redis.stop()
-    local blpop = wait_named(out, "blpop")[1]
+    local blpop = H.wait_named(out, "blpop")[1]
     assert.equal("<nil>", blpop[2])
     assert.matches("redis 127.0.0.1:" .. redis.port .. ": BLPOP: .*the next call connects again", blpop[3])
     redis = H.redis_start { port = redis.port }
     produce("restart", { '{"n":2}' })
-    local incr = wait_named(out, "incr")[1]
+    local incr = H.wait_named(out, "incr")[1]
     assert.truthy(p.alive())
     assert.equal(0, p.stop())
     assert.same({ "incr", 1 }, incr)
@@ -211,8 +196,8 @@ luka.consumer "c" { topics = { "limit" }, config = config, timeout = "1s",
     redis.cli("SET", "k", "v")
     produce("limit", { '{"n":1}', '{"n":2}' })
     local p = run(path, out)
-    local failed = wait_named(out, "failed")[1]
-    local get = wait_named(out, "get")[1]
+    local failed = H.wait_named(out, "failed")[1]
+    local get = H.wait_named(out, "get")[1]
     assert.truthy(p.alive())
     assert.equal(1, failed[2])
     assert.matches("timed out after 1000 ms waiting for redis BLPOP at 127.0.0.1:" .. redis.port, failed[3])
@@ -236,9 +221,9 @@ end }
 ]]):format(redis.url))
     produce("own_timeout", { "{}" })
     local p = run(path, out)
-    local ping = wait_named(out, "ping")[1]
+    local ping = H.wait_named(out, "ping")[1]
     assert.equal(0, p.stop())
-    local blpop = named(out, "blpop")[1]
+    local blpop = H.named(out, "blpop")[1]
     assert.equal("<nil>", blpop[2])
     assert.matches("redis 127.0.0.1:" .. redis.port .. ": BLPOP timed out after 300 ms", blpop[3])
     assert.is_true(blpop[4] >= 0.25 and blpop[4] < 3, tostring(blpop[4]))
@@ -260,7 +245,7 @@ end }
     redis.cli("SET", "k", "v")
     produce("conc", { '{"n":1}', '{"n":2}', '{"n":3}', '{"n":4}' })
     local p = run(path, out)
-    assert.same({ "get", 4, "v" }, wait_named(out, "get")[1])
+    assert.same({ "get", 4, "v" }, H.wait_named(out, "get")[1])
     H.wait_until(function()
       return select(2, redis.cli("CLIENT", "LIST"):gsub("cmd=blpop", "")) == 3
     end, 10, "three BLPOPs waiting at once")
@@ -268,7 +253,7 @@ end }
       redis.cli("RPUSH", "q" .. n, "v" .. n)
       H.sleep(0.2)
     end
-    local popped = wait_named(out, "popped", 3, 10)
+    local popped = H.wait_named(out, "popped", 3, 10)
     assert.equal(0, p.stop())
     assert.same({ { "popped", 3, { "q3", "v3" } }, { "popped", 2, { "q2", "v2" } },
                   { "popped", 1, { "q1", "v1" } } }, popped)
@@ -292,7 +277,7 @@ end }
     redis.cli("SET", "k", "v")
     produce("reload", { '{"n":1}', '{"n":2}' })
     local p = run(path, out)
-    wait_named(out, "get")
+    H.wait_named(out, "get")
     H.wait_until(function() return redis.cli("CLIENT", "LIST"):find("cmd=blpop", 1, true) end, 10,
       "the BLPOP to reach the server")
     -- Two connections of the app (the BLPOP's and an idle one), and the cli's.
@@ -300,9 +285,9 @@ end }
     p.kill("HUP")
     p.wait_output("reloaded", 10)
     redis.cli("RPUSH", "q", "x")
-    assert.same({ "popped", { "q", "x" } }, wait_named(out, "popped")[1])
+    assert.same({ "popped", { "q", "x" } }, H.wait_named(out, "popped")[1])
     produce("reload", { '{"n":3}' })
-    assert.same({ "get", 3, "v" }, wait_named(out, "get", 2)[2])
+    assert.same({ "get", 3, "v" }, H.wait_named(out, "get", 2)[2])
     -- The old app closed with its last call: its connections went with it.
     H.wait_until(function() return clients() == 2 end, 10, "the old app's connections to close")
     assert.equal(0, p.stop())

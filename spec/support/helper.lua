@@ -584,6 +584,35 @@ function H.jsonl(path)
   return out
 end
 
+-- The records of a JSON-lines file written as arrays whose first element
+-- names the record (["handled", ...]): those named name, in order.
+function H.named(path, name)
+  local found = {}
+  for _, r in ipairs(H.jsonl(path)) do
+    if r[1] == name then found[#found + 1] = r end
+  end
+  return found
+end
+
+-- Waits until path holds at least n (default 1) records named name;
+-- returns them.
+function H.wait_named(path, name, n, timeout)
+  return H.wait_until(function()
+    local found = H.named(path, name)
+    return #found >= (n or 1) and found
+  end, timeout or 20, ("%d '%s' record(s)"):format(n or 1, name))
+end
+
+-- Starts `luka run FIXTURE` against broker with TOPIC, GROUP (both topic)
+-- and OUT (a new file, returned second) in its environment, plus env.
+function H.run_fixture(fixture, broker, topic, env, args)
+  local e = { TOPIC = topic, GROUP = topic, OUT = H.tmpdir() .. "/out" }
+  for k, v in pairs(env or {}) do e[k] = v end
+  local p = H.spawn(("%s run %s --brokers %s %s"):format(H.luka, fixture, broker.bootstrap,
+    args or ""), { env = e })
+  return p, e.OUT
+end
+
 -- Waits until path holds at least n JSON lines; returns them.
 function H.wait_jsonl(path, n, what, timeout)
   return H.wait_until(function()
